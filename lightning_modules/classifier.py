@@ -1,0 +1,146 @@
+"""`AudioClassifier`: frontend → small CNN encoder → clip-level or frame-level head."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+)
+
+IGNORE = -1
+
+
+class DetectionErrorRate(Metric):
+    """(missed speech + false-alarm speech) / total speech, counted in frames (the VAD detection error rate)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("missed", "false_alarm", "speech"):
+            self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, speech_prob: torch.Tensor, target: torch.Tensor) -> None:
+        pred = (speech_prob >= 0.5).long()
+        self.missed += ((pred == 0) & (target == 1)).sum()
+        self.false_alarm += ((pred == 1) & (target == 0)).sum()
+        self.speech += (target == 1).sum()
+
+    def compute(self) -> torch.Tensor:
+        return (self.missed + self.false_alarm).float() / self.speech.clamp_min(1).float()
+
+
+class ConvEncoder(nn.Module):
+    """Conv2d blocks that pool frequency (and time, for clip tasks), then a temporal Conv1d over frames."""
+
+    def __init__(self, in_channels: int, n_freq: int, channels=(32, 64, 64), hidden: int = 128,
+                 pool_time: bool = True, dropout: float = 0.1):
+        super().__init__()
+        blocks, c_in = [], in_channels
+        for c_out in channels:
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                       nn.MaxPool2d((2, 2 if pool_time else 1), ceil_mode=True)]
+            c_in = c_out
+            n_freq = -(-n_freq // 2)
+        self.blocks = nn.Sequential(*blocks)
+        self.temporal = nn.Sequential(nn.Conv1d(c_in * n_freq, hidden, 5, padding=2), nn.ReLU(), nn.Dropout(dropout))
+        self.out_channels = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, F, T) → (B, hidden, T')
+        x = self.blocks(x)
+        return self.temporal(x.flatten(1, 2))
+
+
+class AudioClassifier(pl.LightningModule):
+    """Waveform → `frontend` (B, C, F, T) → `ConvEncoder` → logits per clip (B, K) or per frame (B, K, T).
+
+    `task` and `num_classes` come from the datamodule (linked by `train.py`). Frame labels arrive per sample
+    and are read at the frontend's frame centres (`label[:, ::hop]`), so datamodules need not know the hop.
+    """
+
+    def __init__(self, frontend: nn.Module, num_classes: int = 2, task: str = "clip",
+                 channels: tuple[int, ...] = (32, 64, 64), hidden: int = 128, dropout: float = 0.1,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, frontend_lr: float | None = None):
+        super().__init__()
+        if task not in ("clip", "frame"):
+            raise ValueError(f"task must be 'clip' or 'frame', got {task!r}")
+        self.save_hyperparameters(ignore=["frontend"])
+        self.frontend = frontend
+        self.encoder = ConvEncoder(frontend.out_channels, frontend.logmel.n_mels, channels, hidden,
+                                   pool_time=task == "clip", dropout=dropout)
+        head_in = 2 * hidden if task == "clip" else hidden
+        self.head = nn.Linear(head_in, num_classes) if task == "clip" else nn.Conv1d(hidden, num_classes, 1)
+        self.samples_seen = 0
+        stages = ("val", "test")
+        self.class_metrics = nn.ModuleDict({s: MetricCollection({
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        }, prefix=f"{s}/") for s in stages})
+        # VAD: speech metrics on P(speech) of the scored frames.
+        self.speech_metrics = nn.ModuleDict({s: MetricCollection({
+            "frame_f1": BinaryF1Score(), "auroc": BinaryAUROC(thresholds=256), "der": DetectionErrorRate(),
+        }, prefix=f"{s}/") for s in stages}) if task == "frame" else None
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "sample_rate", None) not in (None, self.frontend.sample_rate):
+            raise ValueError(f"data sample_rate {dm.sample_rate} != frontend sample_rate {self.frontend.sample_rate}; "
+                             "set --data.sample_rate or --model.frontend.init_args.sample_rate to match")
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(self.frontend(audio))  # (B, hidden, T')
+        if self.hparams.task == "clip":
+            return self.head(torch.cat([z.mean(-1), z.amax(-1)], dim=1))
+        return self.head(z)  # (B, K, frames)
+
+    def _logits_and_target(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, target = self(batch["audio"]), batch["label"]
+        if self.hparams.task == "frame":
+            target = target[:, :: self.frontend.hop_length]
+            n = min(logits.shape[-1], target.shape[-1])
+            logits = logits[..., :n].transpose(1, 2).reshape(-1, logits.shape[1])
+            target = target[:, :n].reshape(-1)
+        return logits, target
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits, target = self._logits_and_target(batch)
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
+        self.samples_seen += batch["audio"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["audio"].shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits, target = self._logits_and_target(batch)
+        scored = target != IGNORE
+        if scored.any():
+            loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
+            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=int(scored.sum()))
+        logits, target = logits[scored], target[scored]
+        self.class_metrics[stage].update(logits, target)
+        self.log_dict(self.class_metrics[stage])
+        if self.speech_metrics is not None:
+            self.speech_metrics[stage].update(logits.softmax(-1)[:, 1], target)
+            self.log_dict(self.speech_metrics[stage])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        frontend_lr = self.hparams.frontend_lr or self.hparams.lr
+        groups = [{"params": [p for p in self.frontend.parameters() if p.requires_grad], "lr": frontend_lr},
+                  {"params": [*self.encoder.parameters(), *self.head.parameters()]}]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        max_epochs = max(self.trainer.max_epochs or 1, 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,95 @@
+"""`train.py` end to end on real FSDD: summary.json, checkpoints, CSV + offline W&B logs, resume, 2-process DDP."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_modules.cli import expand_config_args, read_offline_wandb_history, resolve_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+        "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "8"]
+
+
+def run_train(cwd: Path, *args: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def summary_of(proc: subprocess.CompletedProcess) -> dict:
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.name == "summary.json" and path.is_file(), proc.stdout[-2000:]
+    return json.loads(path.read_text())
+
+
+def csv_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_names_resolve_to_files():
+    assert resolve_config("gabor_vad") == REPO / "configs" / "gabor_vad.yaml"
+    argv, name = expand_config_args(["--config", "mel_scene", "--trainer.max_epochs=1"])
+    assert name == "mel_scene" and argv[1] == str(REPO / "configs" / "mel_scene.yaml")
+    with pytest.raises(FileNotFoundError, match="gabor_vad"):
+        resolve_config("no_such_experiment")
+
+
+def test_fit_test_summary_and_logs(tmp_path):
+    proc = run_train(tmp_path, "--config", "gabor_speaker", "--trainer.max_epochs", "2", *TINY)
+    summary = summary_of(proc)
+    run_dir = Path(summary["run_dir"])
+    assert summary["config"] == "gabor_speaker"
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] in (0, 1)
+    assert {"test/acc", "test/acc_macro", "test/f1_macro"} <= set(summary["test_metrics"])
+    assert all(0.0 <= v <= 1.0 for k, v in summary["test_metrics"].items() if k != "test/loss")
+    assert {"torch", "pytorch-lightning", "python"} <= set(summary["versions"])
+    assert Path(summary["data_root"]).name == "fsdd" and summary["skipped_files"]["count"] == 0
+    assert summary["params"]["frontend"] > 0 and summary["wall_time_s"] > 0
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and Path(summary["best_checkpoint"]).is_file()
+    best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert best["epoch"] == summary["best_epoch"]
+
+    # The CSV log and the offline W&B run file hold the same per-epoch validation values.
+    csv_val = [float(r["val/acc_macro"]) for r in csv_rows(run_dir) if r.get("val/acc_macro")]
+    wandb_val = [r["val/acc_macro"] for r in read_offline_wandb_history(run_dir) if "val/acc_macro" in r]
+    assert len(csv_val) == 2 and wandb_val == pytest.approx(csv_val)
+    assert summary["best_score"] == pytest.approx(max(csv_val))
+
+
+def test_resume_from_last_checkpoint(tmp_path):
+    first = summary_of(run_train(tmp_path, "--config", "mel_speaker", "--trainer.max_epochs", "1", *TINY))
+    step_1 = torch.load(Path(first["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    second = summary_of(run_train(tmp_path, "--config", "mel_speaker", "--trainer.max_epochs", "2",
+                                  "--ckpt_path", "last", *TINY))
+    assert second["run_dir"] == first["run_dir"] and second["epochs_run"] == 2
+    step_2 = torch.load(Path(second["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert step_2 == 2 * step_1  # the second epoch continued from the first, not from scratch
+    epochs_logged = {r["epoch"] for r in csv_rows(Path(second["run_dir"])) if r.get("val/acc_macro")}
+    assert epochs_logged == {"0", "1"}
+
+
+def test_two_process_ddp_fit(tmp_path):
+    proc = run_train(tmp_path, "--config", "gabor_speaker", "--trainer.max_epochs", "1", "--trainer.accelerator",
+                     "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", *TINY)
+    summary = summary_of(proc)
+    assert summary["world_size"] == 2
+    assert proc.stdout.count("summary.json") == 1  # only rank 0 writes and prints the summary
+    assert 0.0 <= summary["test_metrics"]["test/acc"] <= 1.0
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    proc = run_train(tmp_path, "--config", "gabor_speaker", "--data.init_args.root", str(tmp_path / "nowhere"),
+                     expect_ok=False)
+    assert proc.returncode != 0
+    assert "nowhere" in proc.stderr and "EARLENS_DATA" in proc.stderr
