@@ -1,0 +1,8 @@
+"""Lightning datamodules for the real datasets (batch contract in DEVELOPERS.md)."""
+
+from datamodules.birdcall import BengaleseFinchDataModule
+from datamodules.scene import ESC10DataModule
+from datamodules.speaker import FSDDSpeakerDataModule
+from datamodules.vad import AMIVADDataModule
+
+__all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule"]

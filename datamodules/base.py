@@ -1,0 +1,181 @@
+"""Shared datamodule plumbing: decode once at setup, skip and count bad files, seed every random choice.
+
+Datasets here are small, so each split is decoded into memory in `setup`: epochs are fast and a bad
+file is reported (and skipped) before training starts, not hours in. Random crops are driven by
+`EpochSampler`, which hands each item its own seed from the main process, so a run is reproducible
+under `seed` whatever `num_workers` is.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from earlens.audio import AudioError, crop_or_pad, load_audio
+from earlens.paths import data_root
+
+SPLITS = ("train", "val", "test")
+
+
+class EpochSampler(Sampler):
+    """Yields `(index, item_seed)`: the order and the per-item seeds are drawn from `(seed, epoch)`.
+
+    Lightning calls `set_epoch` before each epoch; without it (e.g. inside a distributed wrapper)
+    each pass over the sampler moves on to the next epoch, so crops differ between epochs either way.
+    """
+
+    def __init__(self, n_items: int, seed: int, shuffle: bool):
+        self.n_items, self.seed, self.shuffle = n_items, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(self.n_items) if self.shuffle else np.arange(self.n_items)
+        item_seeds = rng.integers(0, 2**63 - 1, size=self.n_items)
+        return iter(zip(order.tolist(), item_seeds.tolist()))
+
+
+class ClipDataset(Dataset):
+    """One label per clip (`sources[i]` names its file), cropped or zero-padded to `n_samples`.
+
+    Crops (and placements inside the padding) are random when `random_crop`, centred otherwise.
+    """
+
+    def __init__(
+        self,
+        waves: Sequence[np.ndarray],
+        labels: Sequence[int],
+        sources: Sequence[str | Path],
+        n_samples: int,
+        random_crop: bool,
+    ):
+        self.waves, self.labels = list(waves), np.asarray(labels, dtype=np.int64)
+        self.sources = [str(source) for source in sources]
+        self.n_samples, self.random_crop = n_samples, random_crop
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, item_seed = key
+        rng = np.random.default_rng(item_seed) if self.random_crop else None
+        audio = crop_or_pad(self.waves[index], self.n_samples, rng)
+        return {"audio": torch.from_numpy(np.array(audio)), "label": torch.tensor(self.labels[index])}
+
+
+class AudioDataModule(pl.LightningDataModule):
+    """Base for the real-data datamodules: subclasses set `dataset`, `task`, and build the splits.
+
+    `root` is resolved by `earlens.paths.data_root` at construction, so a missing dataset fails at
+    once with a message saying where it looked and where to download it.
+    """
+
+    dataset: str
+    task: str = "clip"
+
+    def __init__(
+        self, root: str | None, sample_rate: int, batch_size: int, num_workers: int, seed: int
+    ):
+        super().__init__()
+        self.root = data_root(root, self.dataset)
+        self.sample_rate, self.batch_size, self.num_workers, self.seed = sample_rate, batch_size, num_workers, seed
+        self.skipped: list[tuple[str, str]] = []
+        self.split_files: dict[str, list[str]] = {}
+        self._splits: dict[str, Dataset] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _build_splits(self) -> dict[str, Dataset]:
+        """Decode and label every split; call `_register_split` for each."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Decode all splits once (later calls, e.g. for `test` after `fit`, reuse them)."""
+        if self._splits is None:
+            self._splits = self._build_splits()
+
+    def split(self, name: str) -> Dataset:
+        """The `train`, `val` or `test` dataset (decoding everything on first use)."""
+        self.setup()
+        return self._splits[name]
+
+    def _skip(self, path: str | Path, reason: str) -> None:
+        self.skipped.append((str(path), reason))
+        warnings.warn(f"{self.dataset}: skipping {path}: {reason}", stacklevel=2)
+
+    def _decode(self, paths: Sequence[Path]) -> dict[Path, np.ndarray]:
+        """Decode `paths` at `sample_rate`; unusable files are skipped and counted, not fatal."""
+        waves = {}
+        for path in tqdm(paths, desc=f"decoding {self.dataset}", leave=False):
+            try:
+                waves[path] = load_audio(path, self.sample_rate)
+            except AudioError as err:
+                self._skip(path, str(err))
+        return waves
+
+    def _register_split(self, split: str, files: Sequence[str | Path]) -> None:
+        """Record the source files of a split; a split left with nothing usable is an error."""
+        if not files:
+            reasons = "; ".join(f"{path}: {reason}" for path, reason in self.skipped[:3])
+            raise AudioError(
+                f"{self.dataset}: the {split} split has no usable files under {self.root} "
+                f"({len(self.skipped)} skipped{': ' + reasons if reasons else ''})"
+            )
+        self.split_files[split] = sorted({str(f) for f in files})
+
+    def _clip_datasets(
+        self, clips: Sequence[tuple[Path, int, str]], n_samples: dict[str, int]
+    ) -> dict[str, ClipDataset]:
+        """Decode `(path, label, split)` clips into one `ClipDataset` per split (random crops in train)."""
+        waves = self._decode([path for path, _, _ in clips])
+        datasets = {}
+        for split in SPLITS:
+            usable = [(path, label) for path, label, s in clips if s == split and path in waves]
+            self._register_split(split, [path for path, _ in usable])
+            datasets[split] = ClipDataset(
+                [waves[path] for path, _ in usable],
+                [label for _, label in usable],
+                [path for path, _ in usable],
+                n_samples[split],
+                random_crop=split == "train",
+            )
+        return datasets
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.split(split)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=EpochSampler(len(dataset), self.seed, shuffle),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.batch_size, shuffle=False)

@@ -1,0 +1,116 @@
+"""Bengalese finch syllable classification (Koumura & Okanoya's BirdsongRecognition, one bird)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+
+
+def read_syllables(annotation: Path) -> list[tuple[str, int, int, str]]:
+    """`(wave file, start, length, label)` per syllable from `Annotation.xml`, in the file's samples.
+
+    Note positions in the XML are relative to their sequence (song bout), whose position is relative
+    to the wave file; the start returned here is absolute within the file.
+    """
+    syllables = []
+    for sequence in ET.parse(annotation).getroot().iter("Sequence"):
+        wave_name = sequence.findtext("WaveFileName")
+        offset = int(sequence.findtext("Position"))
+        syllables += [
+            (wave_name, offset + int(note.findtext("Position")), int(note.findtext("Length")), note.findtext("Label"))
+            for note in sequence.iter("Note")
+        ]
+    return syllables
+
+
+class BengaleseFinchDataModule(AudioDataModule):
+    """Syllables of one bird (`bengalese_finch/{bird}/Wave/{n}.wav` + `Annotation.xml`) as a clip task.
+
+    Songs (wave files) are split at random under `seed` (`val_fraction`, `test_fraction`), so no song
+    contributes syllables to two splits. Each syllable is cut with `context_seconds` of the song on
+    either side, then centred (eval) or randomly placed (train) in a `clip_seconds` window; syllables
+    last 22-141 ms.
+    """
+
+    dataset = "bengalese_finch"
+    task = "clip"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        sample_rate: int = 16000,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        clip_seconds: float = 0.2,
+        context_seconds: float = 0.0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        bird: str = "Bird0",
+    ):
+        super().__init__(root, sample_rate, batch_size, num_workers, seed)
+        if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
+            raise ValueError(f"need positive val/test fractions summing below 1, got {val_fraction}, {test_fraction}")
+        self.bird_dir = self.root / bird
+        self.clip_seconds, self.context_seconds = clip_seconds, context_seconds
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self._syllables: list[tuple[str, int, int, str]] | None = None
+
+    @property
+    def syllables(self) -> list[tuple[str, int, int, str]]:
+        if self._syllables is None:
+            annotation = self.bird_dir / "Annotation.xml"
+            if not annotation.is_file():
+                raise FileNotFoundError(f"bengalese_finch: no annotation at {annotation}")
+            self._syllables = read_syllables(annotation)
+        return self._syllables
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        return sorted({label for *_, label in self.syllables}, key=int)
+
+    def song_splits(self) -> dict[str, list[str]]:
+        """Wave file names per split: a seeded shuffle of the annotated songs, cut by the fractions."""
+        songs = sorted({wave_name for wave_name, *_ in self.syllables}, key=lambda name: int(Path(name).stem))
+        order = np.random.default_rng(self.seed).permutation(len(songs))
+        n_test, n_val = round(self.test_fraction * len(songs)), round(self.val_fraction * len(songs))
+        shuffled = [songs[i] for i in order]
+        return {
+            "test": shuffled[:n_test],
+            "val": shuffled[n_test : n_test + n_val],
+            "train": shuffled[n_test + n_val :],
+        }
+
+    def _build_splits(self) -> dict[str, ClipDataset]:
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        paths = {name: self.bird_dir / "Wave" / name for name, *_ in self.syllables}
+        songs = self._decode(sorted(set(paths.values())))
+        file_info = {path: sf.info(path) for path in songs}
+        context = round(self.context_seconds * self.sample_rate)
+        segments = {split: ([], [], []) for split in SPLITS}
+        split_of = {name: split for split, names in self.song_splits().items() for name in names}
+        for wave_name, start, length, label in self.syllables:
+            path = paths[wave_name]
+            if path not in songs:
+                continue
+            if start + length > file_info[path].frames:
+                self._skip(path, f"syllable at sample {start} (+{length}) runs past the end of the file")
+                continue
+            song, scale = songs[path], self.sample_rate / file_info[path].samplerate
+            first, last = round(start * scale), round((start + length) * scale)
+            waves, labels, files = segments[split_of[wave_name]]
+            waves.append(song[max(first - context, 0) : last + context])
+            labels.append(label_of[label])
+            files.append(path)
+        n_samples = round(self.clip_seconds * self.sample_rate)
+        datasets = {}
+        for split, (waves, labels, files) in segments.items():
+            self._register_split(split, files)
+            datasets[split] = ClipDataset(waves, labels, files, n_samples, random_crop=split == "train")
+        return datasets

@@ -1,0 +1,187 @@
+"""Voice activity detection on AMI excerpts (pyannote's debug protocol: `{uri}.wav` + lst/RTTM/UEM).
+
+Per-sample labels: 1 inside the union of the RTTM speaker turns, 0 elsewhere, -1 outside the UEM
+(not scored). The list files name `trñ00` while RTTM/UEM say `trn00`, so every uri is matched by
+its ASCII folding (NFKD, accents dropped), with a warning where the names differ.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.base import AudioDataModule
+
+PROTOCOL_SPLITS = {"train": "train", "val": "development", "test": "test"}
+
+
+def fold_uri(uri: str) -> str:
+    """ASCII folding used to match uris across lst, RTTM, UEM and file names (`trñ00` -> `trn00`)."""
+    return unicodedata.normalize("NFKD", uri).encode("ascii", "ignore").decode("ascii")
+
+
+def read_intervals(path: Path, uri_field: int, start_field: int, end_field: int, is_duration: bool):
+    """`{folded uri: (n, 2) array of [start, end) seconds}` from a whitespace-separated RTTM/UEM file."""
+    intervals = defaultdict(list)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        start, end = float(fields[start_field]), float(fields[end_field])
+        intervals[fold_uri(fields[uri_field])].append((start, start + end if is_duration else end))
+    return {uri: np.array(spans, dtype=np.float64) for uri, spans in intervals.items()}
+
+
+def read_rttm(path: Path) -> dict[str, np.ndarray]:
+    """Speaker turns: `SPEAKER uri channel onset duration ...`."""
+    return read_intervals(path, uri_field=1, start_field=3, end_field=4, is_duration=True)
+
+
+def read_uem(path: Path) -> dict[str, np.ndarray]:
+    """Scored regions: `uri channel start end`."""
+    return read_intervals(path, uri_field=0, start_field=2, end_field=3, is_duration=False)
+
+
+def interval_mask(spans: np.ndarray, n_samples: int, sample_rate: int) -> np.ndarray:
+    """Boolean mask of the samples covered by the union of `[start, end)` second spans."""
+    bounds = np.clip(np.round(spans.reshape(-1, 2) * sample_rate).astype(np.int64), 0, n_samples)
+    delta = np.zeros(n_samples + 1, dtype=np.int64)
+    np.add.at(delta, bounds[:, 0], 1)
+    np.add.at(delta, bounds[:, 1], -1)
+    return np.cumsum(delta[:n_samples]) > 0
+
+
+def speech_labels(n_samples: int, sample_rate: int, turns: np.ndarray, scored: np.ndarray | None) -> np.ndarray:
+    """int8 per-sample labels: speech 1 / non-speech 0 inside `scored` spans (all of it if None), -1 outside."""
+    speech = interval_mask(turns, n_samples, sample_rate)
+    inside = np.ones(n_samples, bool) if scored is None else interval_mask(scored, n_samples, sample_rate)
+    return np.where(inside, speech, -1).astype(np.int8)
+
+
+class RandomChunkDataset(Dataset):
+    """`n_chunks` chunks per epoch, each from a file (of `sources`) drawn in proportion to its length.
+
+    A file shorter than the chunk is zero-padded with label -1.
+    """
+
+    def __init__(
+        self, waves: list[np.ndarray], labels: list[np.ndarray], sources: list[Path], chunk_samples: int, n_chunks: int
+    ):
+        self.waves, self.labels, self.sources = waves, labels, [str(source) for source in sources]
+        self.chunk_samples, self.n_chunks = chunk_samples, n_chunks
+        lengths = np.array([len(w) for w in waves], dtype=np.float64)
+        self.file_weights = lengths / lengths.sum()
+
+    def __len__(self) -> int:
+        return self.n_chunks
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(key[1])
+        file = rng.choice(len(self.waves), p=self.file_weights)
+        wave, labels = self.waves[file], self.labels[file]
+        offset = int(rng.integers(0, max(len(wave) - self.chunk_samples, 0) + 1))
+        piece = slice(offset, offset + self.chunk_samples)
+        audio = np.zeros(self.chunk_samples, dtype=np.float32)
+        label = np.full(self.chunk_samples, -1, dtype=np.int64)
+        audio[: len(wave[piece])] = wave[piece]
+        label[: len(wave[piece])] = labels[piece]
+        return {"audio": torch.from_numpy(audio), "label": torch.from_numpy(label)}
+
+
+class WholeFileDataset(Dataset):
+    """Whole files (`sources[i]`) with per-sample labels, for evaluation (batch size 1: lengths differ)."""
+
+    def __init__(self, waves: list[np.ndarray], labels: list[np.ndarray], sources: list[Path]):
+        self.waves, self.labels, self.sources = waves, labels, [str(source) for source in sources]
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index = key[0]
+        return {
+            "audio": torch.from_numpy(self.waves[index].copy()),
+            "label": torch.from_numpy(self.labels[index].astype(np.int64)),
+        }
+
+
+class AMIVADDataModule(AudioDataModule):
+    """AMI voice activity detection (`ami_mini/`), a per-sample (frame) task with -1 outside the UEM.
+
+    Training draws `chunks_per_epoch` random `chunk_seconds` chunks from the training files; validation
+    and test run on whole files, one per batch. A listed file with no RTTM turns is all non-speech; one
+    with no UEM entry is scored everywhere (with a warning). `empty.wav` is in no list, so no split uses it.
+    """
+
+    dataset = "ami_mini"
+    task = "frame"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        sample_rate: int = 16000,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        chunk_seconds: float = 3.0,
+        chunks_per_epoch: int = 256,
+    ):
+        super().__init__(root, sample_rate, batch_size, num_workers, seed)
+        self.chunk_seconds, self.chunks_per_epoch = chunk_seconds, chunks_per_epoch
+
+    @property
+    def class_names(self) -> list[str]:
+        return ["non-speech", "speech"]
+
+    def _split_files(self, protocol_split: str) -> list[tuple[str, Path]]:
+        """`(listed uri, wave path)` for each uri in `debug.{split}.lst`, matched to files by folded uri."""
+        wave_of = {fold_uri(path.stem): path for path in self.root.glob("*.wav")}
+        listed = self.root / f"debug.{protocol_split}.lst"
+        uris = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for uri in uris:
+            if fold_uri(uri) != uri:
+                warnings.warn(
+                    f"ami_mini: uri {uri!r} in {listed.name} matched to {fold_uri(uri)!r} in RTTM/UEM "
+                    "by ASCII folding",
+                    stacklevel=2,
+                )
+        return [(uri, wave_of.get(fold_uri(uri), self.root / f"{uri}.wav")) for uri in uris]
+
+    def _build_splits(self) -> dict[str, Dataset]:
+        datasets = {}
+        for split, protocol_split in PROTOCOL_SPLITS.items():
+            files = self._split_files(protocol_split)
+            turns = read_rttm(self.root / f"debug.{protocol_split}.rttm")
+            scored = read_uem(self.root / f"debug.{protocol_split}.uem")
+            decoded = self._decode([path for _, path in files])
+            waves, labels, used = [], [], []
+            for uri, path in files:
+                if path not in decoded:
+                    continue
+                if fold_uri(uri) not in scored:
+                    warnings.warn(f"ami_mini: no UEM entry for {uri!r}; scoring the whole of {path}", stacklevel=2)
+                wave = decoded[path]
+                uri_turns = turns.get(fold_uri(uri), np.zeros((0, 2)))
+                waves.append(wave)
+                labels.append(speech_labels(len(wave), self.sample_rate, uri_turns, scored.get(fold_uri(uri))))
+                used.append(path)
+            self._register_split(split, used)
+            chunk_samples = round(self.chunk_seconds * self.sample_rate)
+            datasets[split] = (
+                RandomChunkDataset(waves, labels, used, chunk_samples, self.chunks_per_epoch)
+                if split == "train"
+                else WholeFileDataset(waves, labels, used)
+            )
+        return datasets
+
+    def val_dataloader(self):
+        return self._loader("val", batch_size=1, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", batch_size=1, shuffle=False)

@@ -1,0 +1,59 @@
+"""Audio I/O: decode any soundfile-readable file to mono float32 at a fixed rate, or say why not.
+
+Every loader in the project goes through `load_audio`, so bad input (unreadable, empty, NaN/inf,
+wrong channel count) is caught in one place with an `AudioError` that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(ValueError):
+    """An audio file (or a dataset split) that cannot be used; the message names the file."""
+
+
+def load_audio(
+    path: str | os.PathLike, sample_rate: int, channels: int | Literal["mix"] = "mix"
+) -> np.ndarray:
+    """Decode `path` to a 1-D float32 array at `sample_rate` (soxr high-quality resampling).
+
+    `channels="mix"` averages however many channels the file has; an int demands exactly that many
+    channels (then averages them), so a stereo file where mono was expected is an error, not a surprise.
+    """
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
+    try:
+        wave, file_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioError(f"{path}: unreadable audio ({err})") from err
+    if channels != "mix" and wave.shape[1] != channels:
+        raise AudioError(f"{path}: has {wave.shape[1]} channels, expected {channels}")
+    if wave.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if not np.isfinite(wave).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    mono = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
+    if file_rate != sample_rate:
+        mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(mono)
+
+
+def crop_or_pad(wave: np.ndarray, n_samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Fit `wave` to exactly `n_samples`: crop a longer one, zero-pad a shorter one.
+
+    With `rng` the crop offset (or the placement inside the padding) is random, for training;
+    without it the excerpt is centred, so evaluation sees the same samples every time.
+    """
+    slack = abs(len(wave) - n_samples)
+    offset = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+    if len(wave) >= n_samples:
+        return wave[offset : offset + n_samples]
+    fitted = np.zeros(n_samples, dtype=wave.dtype)
+    fitted[offset : offset + len(wave)] = wave
+    return fitted

@@ -1,0 +1,355 @@
+"""The four real-data datamodules against ground truth counted independently from the files on disk."""
+
+import re
+import unicodedata
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+import earlens.paths
+from datamodules import AMIVADDataModule, BengaleseFinchDataModule, ESC10DataModule, FSDDSpeakerDataModule
+from datamodules.base import EpochSampler
+from datamodules.scene import fold_split
+from earlens.audio import AudioError
+from earlens.paths import data_root
+
+SPLITS = ("train", "val", "test")
+
+
+def set_up(datamodule):
+    """`setup()` with warnings recorded, so tests can check what was reported."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        datamodule.setup()
+    return datamodule, [str(w.message) for w in caught]
+
+
+def locate(wave, excerpt):
+    """Every offset at which `excerpt` occurs verbatim in `wave` (anchored on its loudest sample)."""
+    anchor = int(np.argmax(np.abs(excerpt)))
+    starts = np.flatnonzero(wave == excerpt[anchor]) - anchor
+    return [int(s) for s in starts if s >= 0 and np.array_equal(wave[s : s + len(excerpt)], excerpt)]
+
+
+def assert_disjoint(groups: dict[str, set]):
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1 :]:
+            assert not groups[a] & groups[b], f"{a} and {b} share {sorted(groups[a] & groups[b])[:3]}"
+
+
+@pytest.fixture(scope="module")
+def fsdd():
+    return set_up(FSDDSpeakerDataModule(batch_size=16))[0]
+
+
+@pytest.fixture(scope="module")
+def esc10():
+    return set_up(ESC10DataModule(batch_size=8, clip_seconds=2.0))[0]
+
+
+@pytest.fixture(scope="module")
+def birds():
+    return set_up(BengaleseFinchDataModule())[0]
+
+
+@pytest.fixture(scope="module")
+def ami():
+    return set_up(AMIVADDataModule(batch_size=4, chunk_seconds=2.0, chunks_per_epoch=16))
+
+
+# ---------------------------------------------------------------- FSDD speakers
+
+
+def test_fsdd_counts_labels_and_take_split(fsdd):
+    names = sorted(p.name for p in (data_root(dataset="fsdd") / "recordings").glob("*.wav"))
+    speakers = Counter(name.split("_")[1] for name in names)
+    assert len(names) == 3000 and len(speakers) == 6 and set(speakers.values()) == {500}
+    assert fsdd.class_names == sorted(speakers) and fsdd.num_classes == 6 and fsdd.task == "clip"
+    assert fsdd.skipped == []
+    takes = {}
+    for split, expected in zip(SPLITS, (400, 50, 50)):
+        dataset = fsdd.split(split)
+        speaker_of = [Path(source).name.split("_")[1] for source in dataset.sources]
+        assert [fsdd.class_names[label] for label in dataset.labels] == speaker_of
+        assert set(Counter(speaker_of).values()) == {expected}
+        takes[split] = {int(Path(source).stem.split("_")[2]) for source in dataset.sources}
+    assert takes == {"train": set(range(40)), "val": set(range(40, 45)), "test": set(range(45, 50))}
+    assert_disjoint({split: set(fsdd.split_files[split]) for split in SPLITS})
+
+
+def test_fsdd_clip_audio_is_the_resampled_recording(fsdd):
+    librosa = pytest.importorskip("librosa")
+    dataset = fsdd.split("test")
+    index = 7
+    reference, _ = librosa.load(dataset.sources[index], sr=16000, res_type="soxr_hq")
+    assert len(reference) < 16000
+    item = dataset[(index, 0)]
+    start = (16000 - len(reference)) // 2  # evaluation centres a short clip in the zero padding
+    np.testing.assert_allclose(item["audio"][start : start + len(reference)].numpy(), reference, atol=1e-5)
+    assert item["audio"][:start].abs().max() == 0 and item["label"].dtype == torch.int64
+
+
+def test_training_crops_are_seeded_per_epoch_and_worker_independent(fsdd):
+    loader = fsdd.train_dataloader()
+    first = next(iter(loader))
+    again = next(iter(DataLoader(fsdd.split("train"), batch_size=16, sampler=EpochSampler(2400, 0, shuffle=True))))
+    assert first["audio"].shape == (16, 16000) and first["label"].shape == (16,)
+    assert torch.equal(first["audio"], again["audio"]) and torch.equal(first["label"], again["label"])
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(next(iter(loader))["label"], first["label"])  # a new epoch, a new order
+    fsdd.num_workers = 2
+    try:
+        with_workers = next(iter(fsdd.train_dataloader()))
+    finally:
+        fsdd.num_workers = 0
+    assert torch.equal(with_workers["audio"], first["audio"])
+    other_seed = next(iter(DataLoader(fsdd.split("train"), batch_size=16, sampler=EpochSampler(2400, 1, shuffle=True))))
+    assert not torch.equal(other_seed["label"], first["label"])
+
+
+def test_eval_batches_are_deterministic(fsdd):
+    first, second = next(iter(fsdd.val_dataloader())), next(iter(fsdd.val_dataloader()))
+    assert torch.equal(first["audio"], second["audio"])
+    assert first["label"].tolist() == list(fsdd.split("val").labels[:16])
+
+
+def test_sampler_survives_lightning_distributed_wrapper(fsdd):
+    """Under DDP Lightning wraps custom samplers; the `(index, seed)` keys must reach the dataset intact."""
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    ranks = [  # each rank holds its own copy of the sampler, as DDP processes do
+        list(DistributedSamplerWrapper(EpochSampler(10, seed=0, shuffle=True), num_replicas=2, rank=rank))
+        for rank in (0, 1)
+    ]
+    assert sorted(ranks[0] + ranks[1]) == sorted(EpochSampler(10, seed=0, shuffle=True)) and len(ranks[0]) == 5
+    assert fsdd.split("train")[ranks[0][0]]["audio"].shape == (16000,)
+
+
+# ---------------------------------------------------------------- ESC-10 scenes
+
+
+def test_esc10_counts_folds_and_classes(esc10):
+    clips = sorted(data_root(dataset="esc10").glob("*/*.ogg"))
+    assert len(clips) == 400
+    assert set(Counter(p.name.split("-")[0] for p in clips).values()) == {80}
+    assert set(Counter(p.parent.name for p in clips).values()) == {40}
+    assert esc10.class_names[0] == "Dog bark" and esc10.num_classes == 10 and esc10.skipped == []
+    for split, folds, per_class in zip(SPLITS, ({"1", "2", "3"}, {"4"}, {"5"}), (24, 8, 8)):
+        dataset = esc10.split(split)
+        assert {Path(s).name.split("-")[0] for s in dataset.sources} == folds
+        assert [esc10.class_names[label] for label in dataset.labels] == [
+            Path(s).parent.name.split(" - ")[1] for s in dataset.sources
+        ]
+        assert set(Counter(dataset.labels.tolist()).values()) == {per_class}
+    assert_disjoint({split: set(esc10.split_files[split]) for split in SPLITS})
+
+
+def test_esc10_train_crops_eval_whole_clips(esc10):
+    train, val = next(iter(esc10.train_dataloader())), next(iter(esc10.val_dataloader()))
+    assert train["audio"].shape == (8, 32000) and val["audio"].shape == (8, 80000)
+    clip = esc10.split("train").waves[0]
+    crops = [esc10.split("train")[(0, seed)]["audio"].numpy() for seed in range(3)]
+    offsets = [locate(clip, crop) for crop in crops]
+    assert all(len(found) == 1 for found in offsets)  # each crop a contiguous excerpt of the clip
+    assert len({found[0] for found in offsets}) == 3  # at different random offsets
+
+
+def test_esc10_cross_validation_folds():
+    assert fold_split(None) == {"train": {1, 2, 3}, "val": {4}, "test": {5}}
+    assert fold_split(2) == {"train": {1, 4, 5}, "val": {3}, "test": {2}}
+    assert fold_split(5) == {"train": {2, 3, 4}, "val": {1}, "test": {5}}
+    assert all(set().union(*fold_split(k).values()) == {1, 2, 3, 4, 5} for k in range(1, 6))
+    with pytest.raises(ValueError, match="cv_fold"):
+        ESC10DataModule(cv_fold=6)
+
+
+# ---------------------------------------------------------------- Bengalese finch syllables
+
+
+def test_birds_syllable_counts_match_the_annotation(birds):
+    text = (data_root(dataset="bengalese_finch") / "Bird0" / "Annotation.xml").read_text()
+    labels = Counter(re.findall(r"<Label>(\w+)</Label>", text))
+    assert sum(labels.values()) == 7652 and len(labels) == 9
+    assert birds.class_names == sorted(labels, key=int) and birds.num_classes == 9 and birds.skipped == []
+    counted = Counter()
+    for split in SPLITS:
+        counted.update(birds.class_names[label] for label in birds.split(split).labels)
+    assert counted == labels
+    sizes = {split: len(birds.split_files[split]) for split in SPLITS}
+    assert sizes == {"train": 95, "val": 20, "test": 20}
+    assert_disjoint({split: set(birds.split_files[split]) for split in SPLITS})
+
+
+def test_birds_song_split_is_seeded():
+    same = BengaleseFinchDataModule(seed=0).song_splits(), BengaleseFinchDataModule(seed=0).song_splits()
+    assert same[0] == same[1]
+    assert BengaleseFinchDataModule(seed=1).song_splits()["test"] != same[0]["test"]
+
+
+def test_birds_segment_is_the_annotated_span():
+    """At the native 32 kHz an evaluation clip holds exactly the annotated samples, centred."""
+    root = data_root(dataset="bengalese_finch") / "Bird0"
+    birds = BengaleseFinchDataModule(sample_rate=32000, clip_seconds=0.15, seed=0)
+    wave_name = birds.song_splits()["test"][0]
+    first = re.search(  # the song's first syllable, read straight from the XML
+        rf"<WaveFileName>{re.escape(wave_name)}</WaveFileName><Position>(\d+)</Position>.*?"
+        r"<Note><Position>(\d+)</Position><Length>(\d+)</Length>",
+        (root / "Annotation.xml").read_text(),
+    )
+    start, length = int(first.group(1)) + int(first.group(2)), int(first.group(3))
+    dataset = set_up(birds)[0].split("test")
+    clip = dataset[(dataset.sources.index(str(root / "Wave" / wave_name)), 0)]["audio"].numpy()
+    song, _ = sf.read(root / "Wave" / wave_name, dtype="float32")
+    pad = (4800 - length) // 2
+    np.testing.assert_array_equal(clip[pad : pad + length], song[start : start + length])
+    assert not clip[:pad].any() and not clip[pad + length :].any()
+
+
+# ---------------------------------------------------------------- AMI voice activity
+
+
+def union_seconds(spans):
+    """Total length of a union of intervals, by sorting and merging (independent of the datamodule)."""
+    total, end = 0.0, -np.inf
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def rttm_speech_seconds(root, uri):
+    spans = []
+    for rttm in root.glob("debug.*.rttm"):
+        for line in rttm.read_text().splitlines():
+            fields = line.split()
+            if fields and fields[1] == uri:
+                spans.append((float(fields[3]), float(fields[3]) + float(fields[4])))
+    return union_seconds(spans)
+
+
+def test_ami_speech_fraction_matches_rttm(ami):
+    datamodule, _ = ami
+    root = data_root(dataset="ami_mini")
+    assert datamodule.num_classes == 2 and datamodule.task == "frame" and datamodule.skipped == []
+    assert len(datamodule.split_files["train"]) == 10 and len(datamodule.split_files["val"]) == 2
+    for split in ("val", "test"):
+        dataset = datamodule.split(split)
+        for source, labels in zip(dataset.sources, dataset.labels):
+            uri = unicodedata.normalize("NFKD", Path(source).stem).encode("ascii", "ignore").decode()
+            speech = rttm_speech_seconds(root, uri)
+            assert abs((labels == 1).sum() / 16000 - speech) < 1e-3, uri  # within 16 samples
+            assert labels[-1] == -1 and (labels[:-1] >= 0).all()  # UEM is [0, 30) s; the file has 1 more sample
+
+
+def test_ami_non_ascii_uri_is_matched(ami):
+    datamodule, messages = ami
+    assert any("trñ00" in m and "trn00" in m for m in messages)
+    train = datamodule.split("train")
+    index = [Path(s).name for s in train.sources].index("trñ00.wav")
+    labels = train.labels[index]
+    assert sf.info(train.sources[index]).subtype == "FLOAT"
+    speech = rttm_speech_seconds(data_root(dataset="ami_mini"), "trn00")
+    assert speech > 5 and abs((labels == 1).sum() / 16000 - speech) < 1e-3
+
+
+def test_ami_training_chunks_carry_their_files_labels(ami):
+    datamodule, _ = ami
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["audio"].shape == (4, 32000) and batch["label"].shape == (4, 32000)
+    assert batch["label"].dtype == torch.int64 and batch["audio"].dtype == torch.float32
+    train = datamodule.split("train")
+    for audio, label in zip(batch["audio"].numpy(), batch["label"].numpy()):
+        located = [(labels, start) for wave, labels in zip(train.waves, train.labels) for start in locate(wave, audio)]
+        assert len(located) == 1
+        labels, start = located[0]
+        np.testing.assert_array_equal(label, labels[start : start + 32000])
+    fresh, _ = set_up(AMIVADDataModule(batch_size=4, chunk_seconds=2.0, chunks_per_epoch=16))
+    again = next(iter(fresh.train_dataloader()))
+    assert torch.equal(again["audio"], batch["audio"])
+    val = next(iter(datamodule.val_dataloader()))
+    assert val["audio"].shape == (1, 480001) and val["label"].shape == (1, 480001)
+
+
+def link_files(target, files):
+    """A folder of symlinks to real files, which a test may then break without touching the originals."""
+    target.mkdir(parents=True)
+    for path in files:
+        (target / path.name).symlink_to(path)
+    return target
+
+
+def copy_ami(tmp_path):
+    return link_files(tmp_path / "ami_mini", sorted(data_root(dataset="ami_mini").iterdir()))
+
+
+def test_ami_uem_scoring_and_empty_file(ami, tmp_path):
+    """A narrower, two-part UEM leaves -1 outside it; `empty.wav`, once listed, is all non-speech."""
+    assert all(Path(f).name != "empty.wav" for files in ami[0].split_files.values() for f in files)
+    root = copy_ami(tmp_path)
+    (root / "debug.development.uem").unlink()
+    (root / "debug.development.uem").write_text("dev00 NA 0.000 10.000\ndev00 NA 20.000 25.000\ndev01 NA 0 30\n")
+    (root / "debug.train.lst").unlink()
+    (root / "debug.train.lst").write_text("trn01\nempty\n")
+    datamodule, messages = set_up(AMIVADDataModule(root=str(tmp_path)))
+    dev00 = datamodule.split("val").labels[0]
+    assert (dev00[: 10 * 16000] >= 0).all() and (dev00[10 * 16000 : 20 * 16000] == -1).all()
+    assert (dev00[20 * 16000 : 25 * 16000] >= 0).all() and (dev00[25 * 16000 :] == -1).all()
+    empty = datamodule.split("train").labels[1]
+    assert len(empty) == 16000 and (empty == 0).all()
+    assert any("no UEM entry for 'empty'" in m for m in messages)
+
+
+def write_bad_files(root, corrupt, empty, nan):
+    for path in (corrupt, empty, nan):
+        (root / path).unlink()
+    (root / corrupt).write_bytes(b"RIFF....WAVEfmt not really a wave file")
+    sf.write(root / empty, np.zeros(0), 16000)
+    sf.write(root / nan, np.full(1600, np.nan), 16000, subtype="FLOAT")
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path):
+    root = copy_ami(tmp_path)
+    write_bad_files(root, "trn01.wav", "trn02.wav", "trn03.wav")
+    datamodule, messages = set_up(AMIVADDataModule(root=str(tmp_path)))
+    skipped = dict(datamodule.skipped)
+    assert set(skipped) == {str(root / f) for f in ("trn01.wav", "trn02.wav", "trn03.wav")}
+    assert "unreadable" in skipped[str(root / "trn01.wav")] and "empty" in skipped[str(root / "trn02.wav")]
+    assert "NaN" in skipped[str(root / "trn03.wav")]
+    assert all(any(f"skipping {path}" in m for m in messages) for path in skipped)
+    assert len(datamodule.split_files["train"]) == 7
+
+
+def test_clip_datamodule_skips_bad_and_misnamed_files(tmp_path):
+    recordings = data_root(dataset="fsdd") / "recordings"
+    keep = [recordings / f"{digit}_{speaker}_{take}.wav" for digit in (0, 1) for speaker in ("george", "theo")
+            for take in (0, 40, 45)]
+    copied = link_files(tmp_path / "fsdd" / "recordings", keep)
+    (copied / "0_george_0.wav").unlink()
+    (copied / "0_george_0.wav").write_bytes(b"")
+    (copied / "notes.wav").symlink_to(keep[1])
+    datamodule, _ = set_up(FSDDSpeakerDataModule(root=str(tmp_path)))
+    assert sorted(Path(p).name for p, _ in datamodule.skipped) == ["0_george_0.wav", "notes.wav"]
+    assert datamodule.class_names == ["george", "theo"]
+    assert [len(datamodule.split(s)) for s in SPLITS] == [3, 4, 4]
+
+
+def test_all_bad_split_is_a_clear_error(tmp_path):
+    root = copy_ami(tmp_path)
+    write_bad_files(root, "dev00.wav", "dev01.wav", "trn01.wav")
+    with pytest.raises(AudioError, match=r"ami_mini: the val split has no usable files .*dev00\.wav"):
+        set_up(AMIVADDataModule(root=str(tmp_path)))
+
+
+def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr(earlens.paths, "REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.setenv("EARLENS_DATA", str(tmp_path / "env"))
+    with pytest.raises(FileNotFoundError, match="esc10") as err:
+        ESC10DataModule(root=str(tmp_path / "given"))
+    assert str(tmp_path / "given" / "esc10") in str(err.value) and "ESC-50" in str(err.value)
