@@ -1,0 +1,25 @@
+"""earlens: framework-free science for looking inside what audio models hear."""
+
+import sys
+
+
+def _hide_unusable_torchaudio() -> None:
+    """Hide a torchaudio that cannot import, so transformers (which imports it when installed) still works.
+
+    PyPI's torchaudio wheels are CUDA-linked and fail against a CPU-only torch; `torchcrepe` pulls one in.
+    A None entry in `sys.modules` makes `find_spec` report it absent; transformers caches that check.
+    """
+    if "torchaudio" in sys.modules:
+        return
+    try:
+        import torchaudio  # noqa: F401
+    except (ImportError, OSError):
+        for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+            del sys.modules[name]
+        sys.modules["torchaudio"] = None
+        import_utils = sys.modules.get("transformers.utils.import_utils")
+        if import_utils is not None:
+            import_utils.is_torchaudio_available.cache_clear()
+
+
+_hide_unusable_torchaudio()

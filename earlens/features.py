@@ -1,0 +1,171 @@
+"""Feature cache: run a frozen backbone over a stimulus set once, probe the activations many times.
+
+`extract_features` writes one shard per batch (to a temporary name, then `os.replace`, so a shard that
+exists is complete), assembles the shards into one `.npy` opened as a memory map, and writes
+`manifest.json` last to mark the entry complete. A crashed run resumes at the missing shards.
+
+Layout: pooling `"mean"` (over time) gives `(N, L, D)`; `"none"` keeps time as `(N, L, T, D)`. Layers of
+different width (EnCodec, CREPE) are zero-padded to the widest selected layer, and with `"none"` layers of
+different frame rate are zero-padded to the longest; `manifest.json` records each layer's true
+`layer_dims` and `layer_frames`, so `features[:, l, ..., :layer_dims[l]]` is layer l exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+from tqdm.auto import tqdm
+
+from earlens.backbones import Backbone
+from earlens.paths import cache_dir as default_cache_dir
+
+POOLINGS = ("mean", "none")
+
+
+def feature_key(backbone: Backbone, stimulus_key: str, pooling: str, sample_rate: int) -> str:
+    """Cache key: hash of backbone weights id × selected layers × stimulus key × pooling × input rate."""
+    fields = {"weights_id": backbone.weights_id, "layers": list(backbone.layer_names),
+              "stimulus_key": stimulus_key, "pooling": pooling, "sample_rate": int(sample_rate)}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def resample(waves: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
+    """Resample clips `(B, T)` together (soxr treats them as channels)."""
+    if sample_rate == target_rate:
+        return np.ascontiguousarray(waves, dtype=np.float32)
+    return np.ascontiguousarray(soxr.resample(waves.T.astype(np.float32), sample_rate, target_rate).T)
+
+
+def pool_layers(outputs: list[torch.Tensor], pooling: str) -> tuple[torch.Tensor, list[int], list[int]]:
+    """Per-layer `(B, T_l, D_l)` → `(B, L, D)` (mean over time) or `(B, L, T, D)`, zero-padded; also the
+    true `D_l` and `T_l` of each layer."""
+    dims = [output.shape[-1] for output in outputs]
+    frames = [output.shape[1] for output in outputs]
+    if pooling == "mean":
+        pooled = [output.float().mean(dim=1) for output in outputs]
+        return torch.stack([torch.nn.functional.pad(p, (0, max(dims) - p.shape[-1])) for p in pooled], 1), \
+            dims, frames
+    padded = [torch.nn.functional.pad(output.float(), (0, max(dims) - output.shape[-1],
+                                                       0, max(frames) - output.shape[1])) for output in outputs]
+    return torch.stack(padded, 1), dims, frames
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through `write(file)` to a temporary sibling, then rename: readers never see a partial file."""
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(temporary, "wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _shard_path(folder: Path, start: int, stop: int) -> Path:
+    return folder / f"shard_{start:08d}_{stop:08d}.npy"
+
+
+def _complete_shard(path: Path, n_clips: int) -> bool:
+    """A shard counts as done if it parses as `.npy` with the right number of clips."""
+    try:
+        return np.load(path, mmap_mode="r").shape[0] == n_clips
+    except (OSError, ValueError):
+        return False
+
+
+def load_manifest(features: np.memmap) -> dict:
+    """The manifest of a cached feature array (backbone, layers, layer_dims, layer_frames, key, ...)."""
+    return json.loads((Path(features.filename).parent / "manifest.json").read_text())
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """bf16 (or fp16 where bf16 is unsupported) autocast on GPU; full precision on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str,
+                     pooling: str = "mean", batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
+                     device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> np.memmap:
+    """Per-layer activations of `backbone` for clips `waves (N, T)` at `sample_rate`, cached on disk.
+
+    Returns a read-only memory map `(N, L, D)` (`pooling="mean"`) or `(N, L, T, D)` (`"none"`); see the
+    module docstring for padding. The cache entry lives in `cache_dir / feature_key(...)` (default
+    `earlens.paths.cache_dir("features")`); a finished entry is returned without running the backbone.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    waves = np.asarray(waves)
+    if waves.ndim != 2 or len(waves) == 0:
+        raise ValueError(f"waves must be (N, T) with N > 0, got shape {waves.shape}")
+    folder = Path(cache_dir) if cache_dir else default_cache_dir("features")
+    folder = folder / feature_key(backbone, stimulus_key, pooling, sample_rate)
+    final_path, manifest_path, layout_path = (folder / name for name in
+                                              ("features.npy", "manifest.json", "layout.json"))
+    if manifest_path.is_file() and final_path.is_file():
+        return np.load(final_path, mmap_mode="r")
+    folder.mkdir(parents=True, exist_ok=True)
+    if device is not None:
+        backbone.to(device)
+    device = backbone.device
+
+    spans = [(start, min(start + batch_size, len(waves))) for start in range(0, len(waves), batch_size)]
+    missing = [span for span in spans if not _complete_shard(_shard_path(folder, *span), span[1] - span[0])]
+    for start, stop in tqdm(missing, desc=f"{backbone.name} features", unit="batch",
+                            initial=len(spans) - len(missing), total=len(spans)):
+        batch = torch.from_numpy(resample(waves[start:stop], sample_rate, backbone.sample_rate)).to(device)
+        with _autocast(device, dtype):
+            pooled, dims, frames = pool_layers(backbone(batch), pooling)
+        if not layout_path.is_file():
+            layout = json.dumps({"layer_dims": dims, "layer_frames": frames}).encode()
+            _atomic_write(layout_path, lambda file, layout=layout: file.write(layout))
+        array = pooled.cpu().numpy()
+        _atomic_write(_shard_path(folder, start, stop), lambda file, array=array: np.save(file, array))
+
+    first = np.load(_shard_path(folder, *spans[0]), mmap_mode="r")
+    assembling = folder / f"features.npy.tmp{os.getpid()}"
+    features = np.lib.format.open_memmap(assembling, mode="w+", dtype=np.float32,
+                                         shape=(len(waves), *first.shape[1:]))
+    for start, stop in spans:
+        features[start:stop] = np.load(_shard_path(folder, start, stop), mmap_mode="r")
+    features.flush()
+    del features
+    os.replace(assembling, final_path)
+    manifest = {"backbone": backbone.name, "weights_id": backbone.weights_id, "layers": backbone.layer_names,
+                **json.loads(layout_path.read_text()), "stimulus_key": stimulus_key, "pooling": pooling,
+                "sample_rate": int(sample_rate), "backbone_sample_rate": backbone.sample_rate,
+                "shape": [len(waves), *first.shape[1:]]}
+    _atomic_write(manifest_path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
+    for leftover in [*(_shard_path(folder, *span) for span in spans), *folder.glob("*.tmp*")]:
+        leftover.unlink(missing_ok=True)
+    return np.load(final_path, mmap_mode="r")
+
+
+def bench_extraction(backbone: Backbone, n_clips: int = 8, seconds: float = 2.0, batch_size: int = 8,
+                     sample_rate: int = 16000) -> dict:
+    """Feature-extraction throughput (clips/s) on `n_clips` harmonic tones of `seconds`, in a throwaway cache."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 110.0 * 2 ** (np.arange(n_clips)[:, None] / 12)
+    waves = (0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(4 * np.pi * f0 * t)).astype(np.float32)
+    folder = tempfile.mkdtemp(prefix="earlens-bench-")
+    try:
+        began = time.perf_counter()
+        extract_features(backbone, waves, sample_rate, f"bench-{n_clips}x{seconds}", batch_size=batch_size,
+                         cache_dir=folder)
+        elapsed = time.perf_counter() - began
+    finally:
+        shutil.rmtree(folder)
+    return {"backbone": backbone.name, "layers": len(backbone.layer_names), "clips": n_clips,
+            "seconds_per_clip": seconds, "batch_size": batch_size, "wall_s": elapsed,
+            "clips_per_s": n_clips / elapsed, "device": str(backbone.device), "threads": torch.get_num_threads()}
