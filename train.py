@@ -29,14 +29,14 @@ def pick_run_dir(argv: list[str], config_name: str | None) -> Path:
         return Path(os.environ["EARLENS_RUN_DIR"])
     explicit = _flag_value(argv, "--run_dir")
     if explicit:
-        return Path(explicit)
+        return Path(explicit).resolve()
     if _flag_value(argv, "--ckpt_path") == "last":
         runs = sorted(Path("runs", config_name or "adhoc").glob("*/checkpoints/last.ckpt"),
                       key=lambda p: p.stat().st_mtime)
         if not runs:
             raise FileNotFoundError(f"--ckpt_path last: no runs/{config_name}/*/checkpoints/last.ckpt to resume")
         return runs[-1].parent.parent
-    return run_dir_for(config_name)
+    return run_dir_for(config_name).resolve()
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -79,9 +79,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_summary(run_dir: str | os.PathLike, **fields) -> Path:
-    """Write `summary.json` (the caller's fields plus package versions) and return its path."""
-    path = Path(run_dir) / "summary.json"
+def write_summary(directory: str | os.PathLike, **fields) -> Path:
+    """Write `directory/summary.json` (the caller's fields plus package versions) and return its path."""
+    path = Path(directory) / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = {**fields, "versions": package_versions()}
     path.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")

@@ -1,0 +1,126 @@
+"""HelicalityCallback: every N validation epochs, how helical is each chosen layer's pitch representation?
+
+Rendered (cached) piano notes go through the model under training; forward hooks capture the chosen layers, each
+output is averaged over time into one vector per note, and `earlens.helix.helix_probe` (the same function
+`probe.py` uses) fits the helix. Under DDP every rank embeds an equal shard of the notes, the activations are
+all-gathered, and every rank fits the identical helix, so every rank logs the same values and nobody waits on
+anyone; only rank 0 sends the plot to W&B.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from pytorch_lightning.loggers import WandbLogger
+
+from earlens.helix import HelixProbeResult, helix_probe, plot_helix
+from earlens.stimuli import render_stimuli
+
+LOGGED = {"score": "score_inv_mse", "r2": "r2", "null_z": "z", "omega_chroma": "omega_chroma"}
+
+
+def _first_tensor(output):
+    """The tensor a hooked module produced (the first one of a tuple/list, e.g. RNN or attention outputs)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"HelicalityCallback needs a tensor layer output, got {type(output).__name__}")
+
+
+class HelicalityCallback(pl.Callback):
+    """Log `helix/{layer}/{score,r2,null_z,omega_chroma}` and (W&B) a 3-D plot of the most helical layer.
+
+    layers: module names in `pl_module` (`pl_module.get_submodule(name)`).
+    time_dim: axis of each layer output averaged away (other non-batch axes are flattened into the vector);
+      -1 fits (B, C, T) and (B, C, F, T) as in `AudioClassifier`, use 1 for (B, T, D) transformer outputs.
+    input_fn: name of the `pl_module` method taking raw audio (B, T); default `pl_module(audio)`.
+    sample_rate: of the audio the model takes; default `pl_module.sample_rate`, then
+      `pl_module.frontend.sample_rate`, then the datamodule's.
+    midi_pitches / program: the notes rendered (default piano C3–B5, the helix paper's set).
+    """
+
+    def __init__(self, layers: list[str], every_n_epochs: int = 1, time_dim: int = -1, input_fn: str | None = None,
+                 sample_rate: int | None = None, midi_pitches: list[int] | None = None, program: int = 0,
+                 n_components: int = 5, n_permutations: int = 50, select_by: str = "r2", batch_size: int = 12,
+                 seed: int = 0):
+        if not layers:
+            raise ValueError("HelicalityCallback needs at least one layer name")
+        self.layers, self.every_n_epochs, self.time_dim = list(layers), every_n_epochs, time_dim
+        self.input_fn, self.sample_rate, self.batch_size = input_fn, sample_rate, batch_size
+        self.stimulus_options = {"midi_pitches": tuple(midi_pitches or range(48, 84)), "programs": (program,)}
+        self.probe_options = {"n_components": n_components, "n_permutations": n_permutations,
+                              "select_by": select_by, "seed": seed}
+        self.last_result: HelixProbeResult | None = None
+        self._validation_epochs = 0
+
+    def _model_sample_rate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+        candidates = [self.sample_rate, getattr(pl_module, "sample_rate", None),
+                      getattr(getattr(pl_module, "frontend", None), "sample_rate", None),
+                      getattr(getattr(trainer, "datamodule", None), "sample_rate", None)]
+        for rate in candidates:
+            if rate:
+                return int(rate)
+        raise ValueError("HelicalityCallback: set sample_rate= (the model, its frontend and the datamodule have none)")
+
+    @torch.no_grad()
+    def layer_vectors(self, pl_module: pl.LightningModule, audio: np.ndarray) -> list[torch.Tensor]:
+        """One time-averaged vector per clip and layer: list over layers of (N, D_layer) float32 tensors."""
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+
+        def hook_for(name):
+            def hook(module, inputs, output):
+                x = _first_tensor(output).float()
+                x = x.mean(dim=self.time_dim) if x.ndim > 2 else x
+                captured[name].append(x.flatten(1))
+            return hook
+
+        handles = [pl_module.get_submodule(name).register_forward_hook(hook_for(name)) for name in self.layers]
+        forward = getattr(pl_module, self.input_fn) if self.input_fn else pl_module
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            for start in range(0, len(audio), self.batch_size):
+                batch = torch.as_tensor(np.asarray(audio[start:start + self.batch_size]), device=pl_module.device)
+                forward(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+            pl_module.train(was_training)
+        return [torch.cat(captured[name]) for name in self.layers]
+
+    def probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> HelixProbeResult:
+        """Embed this rank's shard of the notes, gather every rank's vectors, fit the helix (same on all ranks)."""
+        stimuli = render_stimuli("notes", sample_rate=self._model_sample_rate(trainer, pl_module),
+                                 **self.stimulus_options)
+        n_clips, world = len(stimuli), trainer.world_size
+        per_rank = -(-n_clips // world)  # equal shards (the last padded by repeating the final clip) for all_gather
+        shard = np.minimum(np.arange(trainer.global_rank * per_rank, (trainer.global_rank + 1) * per_rank), n_clips - 1)
+        vectors = self.layer_vectors(pl_module, stimuli.waves[shard])
+        if world > 1:
+            vectors = [pl_module.all_gather(v).reshape(world * per_rank, -1)[:n_clips] for v in vectors]
+        features = [v.double().cpu().numpy() for v in vectors]
+        return helix_probe(features, stimuli.labels["midi_pitch"], **self.probe_options)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._validation_epochs += 1
+        if self._validation_epochs % self.every_n_epochs:
+            return
+        result = self.last_result = self.probe(trainer, pl_module)
+        for i, layer in enumerate(self.layers):
+            for name, field in LOGGED.items():
+                pl_module.log(f"helix/{layer}/{name}", float(getattr(result, field)[i]))
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)] if trainer.is_global_zero else []
+        if wandb_loggers:
+            best = int(np.argmax(result.r2))
+            title = (f"{self.layers[best]} (epoch {trainer.current_epoch}): R²={result.r2[best]:.3f}, "
+                     f"ω={result.omega_chroma[best]:.3f}")
+            canvas = FigureCanvasAgg(plot_helix(result, best, title=title))
+            canvas.draw()
+            image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+            for logger in wandb_loggers:
+                logger.log_image(key="helix/best_layer", images=[image], caption=[self.layers[best]])
