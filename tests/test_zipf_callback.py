@@ -1,0 +1,144 @@
+"""ZipfCallback logs exactly the statistics of the tokens it saw (codes, k-means units, Lyra), 1 and 2 processes."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import soxr
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from callbacks.zipf import ORDER_PREFIX, ZipfCallback
+from earlens.audio import crop_or_pad, load_audio
+from earlens.paths import data_root
+from earlens.tokenizers import LyraTokenizer
+from earlens.zipf import ngram_statistics, zipf_tokens
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class TinyModule(pl.LightningModule):
+    """Exposes its batch's tokens as quantiser codes and runs `proj` on its frames; lr 0 keeps it fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def codes(self, batch):
+        return batch["tokens"][..., None]
+
+    def training_step(self, batch, batch_idx):
+        return self.proj(batch["frames"]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.proj(batch["frames"])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def tiny_batches(n_clips=16, length=50, vocab=64, seed=0):
+    tokens = torch.from_numpy(zipf_tokens(1.0, n_clips * length, vocab, seed=seed)).reshape(n_clips, length)
+    centres = torch.randn(6, 8, generator=torch.Generator().manual_seed(seed)) * 5
+    frames = centres[tokens % 6] + 0.3 * torch.randn(n_clips, length, 8, generator=torch.Generator().manual_seed(1))
+    return [{"tokens": t, "frames": f} for t, f in zip(tokens, frames)]
+
+
+def fit(callback, data, epochs=2, logger=False):
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, callbacks=[callback],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    model = TinyModule()
+    trainer.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    return trainer, model
+
+
+def assert_logged_equals(trainer, expected):
+    for n, result in expected.items():
+        for field in ("alpha_mle", "alpha_ls", "heaps_beta", "gamma_mle", "xmin", "vocab_size", "n_tokens"):
+            logged = trainer.callback_metrics[f"zipf/{ORDER_PREFIX[n]}{field}"].item()
+            assert logged == pytest.approx(float(getattr(result, field)), rel=1e-6), (n, field)
+
+
+def test_model_codes_statistics_equal_direct_computation():
+    data = tiny_batches()
+    trainer, _ = fit(ZipfCallback(source="codes", codebook_size=64), data)
+    tokens = torch.stack([d["tokens"] for d in data]).numpy()
+    assert_logged_equals(trainer, ngram_statistics(tokens, 64, (1, 2, 3)))
+
+
+def test_layer_units_fitted_once_then_fixed():
+    data = tiny_batches()
+    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1, 2))
+    trainer, model = fit(callback, data, epochs=1)
+    centroids = callback.units.centroids.clone()
+    trainer.fit_loop.max_epochs = 2
+    trainer.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    assert torch.equal(callback.units.centroids, centroids)
+    with torch.no_grad():
+        units = callback.units.encode(model.proj(torch.stack([d["frames"] for d in data])))
+    assert_logged_equals(trainer, ngram_statistics(units, 6, (1, 2)))
+    assert "zipf/trigram_alpha_mle" not in trainer.callback_metrics
+
+
+def test_lyra_audio_statistics_and_wandb_plot(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from pytorch_lightning.loggers import WandbLogger
+
+    from lightning_modules.cli import read_offline_wandb_history
+
+    recordings = data_root(dataset="fsdd") / "recordings"
+    waves = [crop_or_pad(load_audio(recordings / f"{d}_theo_0.wav", 8000), 6000) for d in range(8)]
+    data = [{"audio": torch.from_numpy(w), **item} for w, item in zip(waves, tiny_batches(8, 10))]
+    callback = ZipfCallback(source="audio", codebooks=2, sample_rate=8000)
+    trainer, _ = fit(callback, data, epochs=1, logger=WandbLogger(save_dir=tmp_path, project="zipf-test"))
+    lyra = LyraTokenizer(k=2)
+    tokens = np.stack([lyra.tokenize(soxr.resample(w, 8000, 16000)) for w in waves])
+    assert_logged_equals(trainer, ngram_statistics(tokens, 256, (1, 2, 3)))
+    trainer.loggers[0].experiment.finish()
+    history = read_offline_wandb_history(tmp_path)
+    images = [row for row in history if row.get("zipf/rank_frequency/_type") == "images/separated"]
+    assert len(images) == 1 and images[0]["zipf/rank_frequency/count"] == 1
+
+
+def test_callback_refuses_incomplete_configuration():
+    with pytest.raises(ValueError, match="layer"):
+        ZipfCallback(source="layer")
+    with pytest.raises(ValueError, match="codebook_size"):
+        ZipfCallback(source="codes")
+
+
+def run_train(cwd, *args):
+    env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"}
+    env["WANDB_MODE"] = "offline"
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    summary = Path(proc.stdout.strip().splitlines()[-1])
+    with open(summary.parent / "csv" / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k.startswith("zipf/") and v} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(tmp_path):
+    """Counts are summed across ranks: 2-process DDP logs the same statistics as 1 process on the same clips."""
+    pytest.importorskip("earlens.frontends", reason="train.py's configs need earlens/frontends.py")
+    zipf_config = tmp_path / "zipf.yaml"
+    zipf_config.write_text("trainer:\n  callbacks:\n    - class_path: callbacks.zipf.ZipfCallback\n"
+                           "      init_args: {source: audio, codebooks: 1}\n")
+    # The whole validation split (takes 40-41: 120 clips, even, so DistributedSampler pads nothing).
+    common = ["--config", "gabor_speaker", "--config", str(zipf_config), "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "2", "--trainer.limit_test_batches", "1",
+              "--trainer.enable_progress_bar", "false", "--data.init_args.test_first_take", "42",
+              "--data.init_args.batch_size", "8", "--trainer.accelerator", "cpu"]
+    single = [row for row in run_train(tmp_path, *common, "--trainer.devices", "1") if row]
+    double = [row for row in run_train(tmp_path, *common, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+              if row]
+    assert len(single) == 1 and single == double
+    assert float(single[0]["zipf/n_tokens"]) == 120 * 50  # 1 s clips at 50 Hz
