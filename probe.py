@@ -1,0 +1,301 @@
+"""Probe a frozen audio model layer by layer: `python probe.py --config notes_crepe [--probes.helix.n_permutations 50]`.
+
+Renders the stimuli (cached), extracts mean-pooled per-layer features (cached), fits linear probes for every
+target on all layers at once, fits the pitch helix (notes), and writes into the run folder: `layers.csv` /
+`layers.json` (one row per layer), PNG plots, a W&B run (offline unless credentials) and `summary.json`,
+whose path is printed last. Every option can be overridden on the command line (`--backbone.kind crepe`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from earlens.backbones import Backbone, load_backbone
+from earlens.features import extract_features, feature_key
+from earlens.handcrafted import HandcraftedBackbone
+from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
+from earlens.probes import ProbeResult, fit_layer_probes
+from earlens.stimuli import render_stimuli
+from lightning_modules.cli import ensure_wandb_mode, expand_config_args, run_dir_for, write_summary
+
+
+@dataclass
+class StimuliOptions:
+    """Which SynTheory concept to render; `options` are fields of its config (e.g. `programs`, `midi_pitches`)."""
+
+    concept: str = "notes"
+    sample_rate: int = 16000
+    options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+
+@dataclass
+class BackboneOptions:
+    """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, audiocraft or handcrafted; `options` go to its loader
+    (e.g. `hop_length` for CREPE, `n_mfcc` for handcrafted)."""
+
+    kind: str = "crepe"
+    name_or_path: str | None = None
+    layers: list[str | int] | None = None
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FeatureOptions:
+    batch_size: int = 8
+    cache_dir: str | None = None
+
+
+@dataclass
+class LinearProbeOptions:
+    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the optimiser."""
+
+    targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
+    regression_targets: list[str] = field(default_factory=list)
+    model: str = "linear"
+    hidden_size: int = 512
+    dropout: float = 0.0
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    max_epochs: int = 500
+    patience: int = 30
+    batch_size: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class HelixOptions:
+    """Pitch helix on the `pitch_label` column (skipped when disabled or the stimuli have no such column)."""
+
+    enabled: bool = True
+    pitch_label: str = "midi_pitch"
+    n_components: int = 5
+    n_permutations: int = 100
+    select_by: str = "r2"
+    seed: int = 0
+
+
+@dataclass
+class ProbesOptions:
+    linear: LinearProbeOptions = field(default_factory=LinearProbeOptions)
+    helix: HelixOptions = field(default_factory=HelixOptions)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="configs/NAME.yaml or a path")
+    parser.add_argument("--stimuli", type=StimuliOptions, default=StimuliOptions())
+    parser.add_argument("--backbone", type=BackboneOptions, default=BackboneOptions())
+    parser.add_argument("--features", type=FeatureOptions, default=FeatureOptions())
+    parser.add_argument("--probes", type=ProbesOptions, default=ProbesOptions())
+    parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (default runs/<config>/<time>)")
+    parser.add_argument("--wandb_project", type=str, default="earlens")
+    parser.add_argument("--progress", type=bool, default=True, help="tqdm progress bars")
+    parser.add_argument("--threads", type=int | None, default=None, help="torch CPU threads (default: torch's)")
+    return parser
+
+
+def build_backbone(options: BackboneOptions) -> Backbone:
+    if options.kind == "handcrafted":
+        return HandcraftedBackbone(options.layers, **options.options)
+    return load_backbone(options.kind, options.name_or_path, options.layers, options.device, **options.options)
+
+
+def probe_targets(features: np.ndarray, labels: dict[str, np.ndarray], table_path: Path,
+                  options: LinearProbeOptions, progress: bool) -> dict[str, ProbeResult]:
+    tasks = {**{name: "classification" for name in options.targets},
+             **{name: "regression" for name in options.regression_targets}}
+    missing = [name for name in tasks if name not in labels]
+    if missing:
+        raise ValueError(f"{table_path}: no label column {missing}; it has {sorted(labels)}")
+    settings = {k: v for k, v in asdict(options).items() if k not in ("targets", "regression_targets")}
+    return {name: fit_layer_probes(features, labels[name], task=task, progress=progress, **settings)
+            for name, task in tasks.items()}
+
+
+def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) -> HelixProbeResult:
+    """Helix probe on per-pitch mean features, averaged here in float32 (the helix works in float64)."""
+    pitches, index = np.unique(pitch, return_inverse=True)
+    weights = np.zeros((len(pitches), len(pitch)), dtype=np.float32)
+    weights[index, np.arange(len(pitch))] = 1.0
+    weights /= weights.sum(1, keepdims=True)
+    means = np.einsum("pn,nld->lpd", weights, features, optimize=True)
+    return helix_probe(means, pitches, n_components=options.n_components, n_permutations=options.n_permutations,
+                       seed=options.seed, select_by=options.select_by)
+
+
+def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],
+                helix: HelixProbeResult | None) -> list[dict]:
+    """One row per layer: every target's metrics (prefixed by the target) and the helix columns."""
+    rows = [{"layer": index, "layer_name": name} for index, name in enumerate(layer_names)]
+    for target, result in probes.items():
+        for row, probe_row in zip(rows, result.rows()):
+            row.update({f"{target}/{key}": value for key, value in probe_row.items()
+                        if key not in ("layer", "layer_name")})
+    if helix is not None:
+        columns = {"r2": helix.r2, "score_inv_mse": helix.score_inv_mse, "z": helix.z, "null_mean": helix.null_mean,
+                   "null_std": helix.null_std, "omega_chroma": helix.omega_chroma}
+        for index, row in enumerate(rows):
+            row.update({f"helix/{key}": float(values[index]) for key, values in columns.items()})
+            row["helix/best_triple"] = "-".join(str(int(pc)) for pc in helix.best_triple[index])
+    return rows
+
+
+def plot_scores_vs_layer(layer_names: list[str], probes: dict[str, ProbeResult]):
+    """Test (solid) and validation (dashed) score per layer for each target, with chance levels."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(layer_names))
+    for color, (target, result) in enumerate(probes.items()):
+        name = result.score_name
+        ax.plot(x, result.metrics[f"test_{name}"], "o-", color=f"C{color}", label=f"{target} test {name}")
+        ax.plot(x, result.metrics[f"val_{name}"], "--", color=f"C{color}", alpha=0.5)
+        if result.classes is not None:
+            ax.axhline(1 / len(result.classes), color=f"C{color}", lw=0.7, ls=":")
+    ax.set_xticks(x, layer_names, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("test score (dotted: chance)")
+    ax.set_ylim(top=1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_tables(run_dir: Path, rows: list[dict]) -> dict[str, Path]:
+    paths = {"csv": run_dir / "layers.csv", "json": run_dir / "layers.json"}
+    with open(paths["csv"], "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["json"].write_text(json.dumps(rows, indent=1) + "\n")
+    return paths
+
+
+def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], plots: dict[str, Path],
+              summary: dict) -> str:
+    """One W&B run: per-layer metrics as steps (step = layer), the layer table, the plots and the summary."""
+    import wandb
+
+    mode = ensure_wandb_mode()
+    run = wandb.init(project=project, name=name, dir=str(run_dir), config=config, mode=mode,
+                     settings=wandb.Settings(silent=True))
+    for row in rows:
+        run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=row["layer"])
+    columns = list(rows[0])
+    run.log({"layers": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows]),
+             **{f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}})
+    run.summary.update(_flatten(summary))
+    run_path = run.dir
+    run.finish()
+    return str(Path(run_path).parent)
+
+
+def _flatten(nested: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def main(argv: list[str] | None = None) -> Path:
+    began = time.perf_counter()
+    argv, config_name = expand_config_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    config = parser.parse_args(argv)
+    options = parser.instantiate(config)
+    stimuli_opts, backbone_opts = options.stimuli, options.backbone
+    probe_opts: ProbesOptions = options.probes
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    backbone = build_backbone(backbone_opts)
+    run_dir = Path(options.run_dir) if options.run_dir else run_dir_for(config_name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
+                             **stimuli_opts.options)
+    cached = extract_features(backbone, stimuli.waves, stimuli.sample_rate, stimuli.key, pooling="mean",
+                              batch_size=options.features.batch_size, cache_dir=options.features.cache_dir)
+    audible = ~stimuli.labels["silent"] if "silent" in stimuli.labels else np.ones(len(stimuli), bool)
+    labels = {name: values[audible] for name, values in stimuli.labels.items()}
+    features = np.asarray(cached[audible], dtype=np.float32)  # (N, L, D)
+
+    probes = probe_targets(features, labels, stimuli.table_path, probe_opts.linear, options.progress)
+    helix_opts = probe_opts.helix
+    helix = None
+    if helix_opts.enabled and helix_opts.pitch_label in labels:
+        helix = pitch_helix(features, labels[helix_opts.pitch_label], helix_opts)
+
+    layer_names = list(backbone.layer_names)
+    rows = layer_table(layer_names, probes, helix)
+    tables = write_tables(run_dir, rows)
+    figures = {"scores_vs_layer": plot_scores_vs_layer(layer_names, probes)}
+    helix_summary = None
+    if helix is not None:
+        best = int(np.argmax(helix.r2))
+        figures["helicality_vs_layer"] = plot_helicality_vs_layer(helix, layer_names,
+                                                                  title=f"{backbone.name}: pitch helix")
+        figures["helix_best_layer"] = plot_helix(helix, best)
+        helix_summary = {"best_layer": best, "best_layer_name": layer_names[best],
+                         **{key: float(getattr(helix, key)[best]) for key in
+                            ("score_inv_mse", "r2", "z", "omega_chroma", "null_mean", "null_std")},
+                         "n_pitches": len(helix.pitches), "n_permutations": helix_opts.n_permutations}
+    plots = {}
+    for key, figure in figures.items():
+        plots[key] = run_dir / f"{key}.png"
+        figure.savefig(plots[key], dpi=120)
+
+    summary = {
+        "config": config_name,
+        "backbone": {"name": backbone.name, "weights_id": backbone.weights_id, "layers": layer_names},
+        "stimuli": {"concept": stimuli_opts.concept, "key": stimuli.key, "n_clips": len(stimuli),
+                    "n_silent_dropped": int((~audible).sum()), "table": str(stimuli.table_path)},
+        "feature_cache": {"key": feature_key(backbone, stimuli.key, "mean", stimuli.sample_rate),
+                          "path": str(Path(cached.filename).parent), "shape": list(cached.shape)},
+        "probes": {target: _probe_summary(result, layer_names) for target, result in probes.items()},
+        "helix": helix_summary,
+        "tables": {key: str(path) for key, path in tables.items()},
+        "plots": {key: str(path) for key, path in plots.items()},
+    }
+    summary["wandb_run_dir"] = log_wandb(run_dir, options.wandb_project, f"{config_name}/{run_dir.name}",
+                                         config.as_dict(), rows, plots, summary)
+    summary["wall_time_s"] = time.perf_counter() - began
+    path = write_summary(run_dir, **summary)
+    print(path)
+    return path
+
+
+def _probe_summary(result: ProbeResult, layer_names: list[str]) -> dict:
+    """Best layer (chosen on validation) and its test scores."""
+    best = result.best_layer()
+    name = result.score_name
+    out = {"task": result.task, "model": result.model, "best_layer": best, "best_layer_name": layer_names[best],
+           f"test_{name}": float(result.metrics[f"test_{name}"][best]),
+           f"val_{name}": float(result.metrics[f"val_{name}"][best]),
+           f"max_test_{name}": float(result.metrics[f"test_{name}"].max())}
+    if result.classes is not None:
+        out.update({"test_macro_f1": float(result.metrics["test_macro_f1"][best]), "n_classes": len(result.classes),
+                    "chance": 1 / len(result.classes)})
+    out["n_train_val_test"] = [len(result.split.train), len(result.split.val), len(result.split.test)]
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ImportError) as error:  # missing weights or optional packages: say what to do
+        sys.exit(f"probe.py: {type(error).__name__}: {error}")

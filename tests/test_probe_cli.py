@@ -1,0 +1,110 @@
+"""`probe.py --config notes_crepe` end to end on real CREPE (tiny) and real rendered notes; clear errors for
+checkpoints that are not on this machine."""
+
+import csv
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from earlens.paths import REPO_ROOT
+
+WANDB_BLOCK = 32768  # W&B's LevelDB-style log: 32 KiB blocks of records with 7-byte headers
+
+
+def run_probe(args: list[str], tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "probe.py"), *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline", **env})
+
+
+def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """Records of an offline `run-*.wandb` file (`:W&B` header, then FULL/FIRST/MIDDLE/LAST chunks)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, pending, records = 7, b"", []
+    while pos + 7 <= len(data):
+        if WANDB_BLOCK - pos % WANDB_BLOCK < 7:  # block trailer too short for a header: zero padding
+            pos += WANDB_BLOCK - pos % WANDB_BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+@pytest.fixture(scope="module")
+def crepe_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("probe")
+    result = run_probe(["--config", "notes_crepe", "--backbone.name_or_path", "tiny",  # conv1 (16384-d) left out
+                        "--backbone.layers", "[conv2, conv3, conv4, conv5, conv6, classifier]",
+                        "--stimuli.options", json.dumps({"programs": [0, 24, 40, 73]}),
+                        "--probes.helix.n_permutations", "20", "--run_dir", str(tmp_path / "run"),
+                        "--threads", "1", "--progress", "false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / "run", result
+
+
+def test_summary_names_every_result(crepe_run):
+    run_dir, result = crepe_run
+    summary_path = Path(result.stdout.strip().splitlines()[-1])
+    assert summary_path == run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    assert summary["config"] == "notes_crepe" and summary["backbone"]["name"] == "crepe-tiny"
+    assert summary["stimuli"]["n_clips"] == 36 * 4 and summary["stimuli"]["key"]
+    assert summary["feature_cache"]["shape"] == [144, 6, 1024] and summary["feature_cache"]["key"]
+    for key in ("best_layer", "score_inv_mse", "r2", "z", "omega_chroma"):
+        assert key in summary["helix"]
+    assert summary["helix"]["n_pitches"] == 36 and summary["wall_time_s"] > 0 and "torch" in summary["versions"]
+    pitch_class = summary["probes"]["pitch_class"]
+    assert pitch_class["n_classes"] == 12
+    assert pitch_class["test_accuracy"] > 0.6  # chance is 1/12 on 22 held-out notes
+    assert summary["probes"]["octave"]["test_accuracy"] > 0.6  # chance 1/3
+
+
+def test_tables_and_plots(crepe_run):
+    run_dir, _ = crepe_run
+    with open(run_dir / "layers.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["layer_name"] for row in rows] == ["conv2", "conv3", "conv4", "conv5", "conv6", "classifier"]
+    assert max(float(row["pitch_class/test_accuracy"]) for row in rows) > 0.6
+    assert json.loads((run_dir / "layers.json").read_text())[3]["layer_name"] == "conv5"
+    for name in ("scores_vs_layer", "helicality_vs_layer", "helix_best_layer"):
+        png = (run_dir / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_offline_wandb_run_holds_the_per_layer_metrics(crepe_run):
+    run_dir, _ = crepe_run
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    logged = {}
+    for record in wandb_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            items = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
+            if "pitch_class/test_accuracy" in items:
+                logged[int(items["_step"])] = float(items["pitch_class/test_accuracy"])
+    with open(run_dir / "layers.csv") as file:
+        expected = {int(row["layer"]): float(row["pitch_class/test_accuracy"]) for row in csv.DictReader(file)}
+    assert logged == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("config, checkpoint", [("notes_musicgen_small", "facebook/musicgen-small"),
+                                                ("notes_encodec", "facebook/encodec_32khz")])
+def test_missing_checkpoint_fails_with_a_clear_message(config, checkpoint, tmp_path):
+    result = run_probe(["--config", config], tmp_path, HF_HOME=str(tmp_path / "empty_hf"))
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("probe.py: FileNotFoundError") and checkpoint in message
+    assert "huggingface-cli download" in message and "HF_HOME" in message
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()

@@ -1,0 +1,131 @@
+"""Batched layer probes against known ground truth, the sequential protocol and sklearn; handcrafted features."""
+
+import librosa
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import f1_score
+
+from earlens.handcrafted import HandcraftedBackbone
+from earlens.probes import (
+    classification_scores,
+    fit_layer_probes,
+    fit_probe_per_layer_sequential,
+    split_indices,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread avoids the OpenMP spin cost on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def layered_features(n=480, n_layers=5, dim=24, n_classes=4, signal=None, seed=0):
+    """Gaussian noise layers; layer l adds `signal[l]` × a class-mean direction (unit-norm per class)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    features = rng.normal(size=(n, n_layers, dim)).astype(np.float32)
+    means = rng.normal(size=(n_classes, dim))
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    signal = np.zeros(n_layers) if signal is None else np.asarray(signal, dtype=float)
+    features += (signal[None, :, None] * means[labels][:, None]).astype(np.float32)
+    return features, labels
+
+
+def test_split_is_disjoint_complete_seeded_and_stratified():
+    labels = np.repeat(np.arange(12), [20] * 6 + [7] * 6)
+    split = split_indices(labels, seed=3)
+    parts = [split.train, split.val, split.test]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))
+    assert all(len(np.intersect1d(a, b)) == 0 for i, a in enumerate(parts) for b in parts[i + 1:])
+    for part, fraction in zip(parts, (0.7, 0.15, 0.15)):
+        counts = np.bincount(labels[part], minlength=12)
+        assert np.all(np.abs(counts - fraction * np.bincount(labels)) <= 1)
+    again, other = split_indices(labels, seed=3), split_indices(labels, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, (again.train, again.val, again.test)))
+    assert not np.array_equal(split.test, other.test)
+    plain = split_indices(np.linspace(0, 1, 200), stratify=False)
+    assert (len(plain.train), len(plain.val), len(plain.test)) == (140, 30, 30)
+    with pytest.raises(ValueError, match="too few"):
+        split_indices(np.zeros(2))
+
+
+def test_macro_f1_and_accuracy_match_sklearn():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 6, 90)
+    predicted = np.stack([truth, rng.integers(0, 6, 90), np.where(truth == 5, 0, truth), np.full(90, 2)])
+    accuracy, macro_f1 = classification_scores(torch.as_tensor(predicted), torch.as_tensor(truth), 6)
+    for layer, pred in enumerate(predicted):
+        assert accuracy[layer].item() == pytest.approx(np.mean(pred == truth))
+        assert macro_f1[layer].item() == pytest.approx(f1_score(truth, pred, average="macro"))
+
+
+def test_informative_layer_is_found_and_noise_layers_stay_at_chance():
+    features, labels = layered_features(signal=[0, 0, 8, 0, 0])
+    result = fit_layer_probes(features, labels, progress=False)
+    test_accuracy = result.metrics["test_accuracy"]
+    assert test_accuracy[2] == 1.0 and result.metrics["test_macro_f1"][2] == 1.0
+    assert np.all(np.delete(test_accuracy, 2) < 0.25 + 0.17)  # chance 1/4; test set of 72 clips
+    assert result.best_layer() == 2
+    assert np.all(np.delete(result.best_epoch, 2) < 100)  # noise layers overfit early; their best weights kept
+    rows = result.rows(["a", "b", "c", "d", "e"])
+    assert [row["layer_name"] for row in rows] == list("abcde") and rows[2]["test_accuracy"] == 1.0
+
+
+def test_batched_probes_match_one_probe_per_layer():
+    """Same hyper-parameters: the batched loop gives each layer the probe it would get alone."""
+    features, labels = layered_features(n=1500, dim=16, signal=[0.0, 0.4, 0.8, 1.2, 3.0], seed=1)
+    options = dict(lr=1e-2, batch_size=None, max_epochs=300, patience=20, progress=False)
+    batched = fit_layer_probes(features, labels, **options)
+    sequential = fit_probe_per_layer_sequential(features, labels, **options)
+    np.testing.assert_array_equal(batched.split.test, sequential.split.test)
+    accuracy = batched.metrics["test_accuracy"]
+    assert np.all(np.diff(accuracy[1:]) >= -0.05) and accuracy[4] > 0.85  # more signal, better probes
+    np.testing.assert_allclose(accuracy, sequential.metrics["test_accuracy"], atol=0.04)  # 225 test clips
+    np.testing.assert_allclose(batched.metrics["val_loss"], sequential.metrics["val_loss"], rtol=0.05, atol=0.02)
+
+
+def test_mlp_probe_solves_what_a_linear_probe_cannot():
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(600, 3, 8)).astype(np.float32)
+    labels = (features[:, 1, 0] * features[:, 1, 1] > 0).astype(int)  # XOR of two signs in layer 1
+    linear = fit_layer_probes(features, labels, progress=False)
+    mlp = fit_layer_probes(features, labels, model="mlp", hidden_size=64, lr=3e-3, progress=False)
+    assert linear.metrics["test_accuracy"][1] < 0.7
+    assert mlp.metrics["test_accuracy"][1] > 0.9
+    assert np.all(mlp.metrics["test_accuracy"][[0, 2]] < 0.7)
+
+
+def test_regression_probe_matches_least_squares():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(400, 3, 10)).astype(np.float32)
+    target = features[:, 2, :3] @ np.array([1.0, -2.0, 0.5]) + 0.3 * rng.normal(size=400) + 5.0
+    result = fit_layer_probes(features, target, task="regression", lr=3e-2, weight_decay=0.0, progress=False)
+    split = result.split
+    reference = LinearRegression().fit(features[split.train, 2], target[split.train])
+    assert result.metrics["test_r2"][2] == pytest.approx(reference.score(features[split.test, 2], target[split.test]),
+                                                         abs=0.01)
+    mse_from_r2 = (1 - result.metrics["test_r2"]) * np.var(target[split.test])  # MSE is in target units
+    np.testing.assert_allclose(result.metrics["test_mse"], mse_from_r2, rtol=1e-4)
+    assert np.all(result.metrics["test_r2"][:2] < 0.1)
+
+
+def test_handcrafted_features_match_librosa_per_clip():
+    sample_rate = 22050
+    t = np.arange(sample_rate) / sample_rate
+    waves = np.stack([np.sin(2 * np.pi * 261.63 * t), 0.01 * np.sin(2 * np.pi * 440.0 * t)]).astype(np.float32)
+    backbone = HandcraftedBackbone(sample_rate=sample_rate)
+    mel, chroma, mfcc = backbone(torch.from_numpy(waves))
+    assert backbone.layer_names == ["mel", "chroma", "mfcc"]
+    quiet = waves[1]  # batched with a 40 dB louder clip: its own features must not change
+    np.testing.assert_allclose(mfcc[1].numpy(), librosa.feature.mfcc(y=quiet, sr=sample_rate).T, atol=1e-3)
+    np.testing.assert_allclose(chroma[1].numpy(), librosa.feature.chroma_cqt(y=quiet, sr=sample_rate, tuning=0.0).T,
+                               atol=1e-5)
+    expected_mel = librosa.power_to_db(librosa.feature.melspectrogram(y=quiet, sr=sample_rate), top_db=80.0)
+    np.testing.assert_allclose(mel[1].numpy(), expected_mel.T, atol=1e-3)
+    assert chroma.mean(1).argmax(-1).tolist() == [0, 9]  # C4 and A4
