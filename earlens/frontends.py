@@ -1,0 +1,62 @@
+"""Spectro-temporal frontends: waveform -> log-mel -> learnable 2-D filterbank -> per-channel norm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from earlens.gabor import GaborSTRF2d
+from earlens.spectrogram import LogMel
+
+KINDS = ("gabor", "gabor_frozen", "conv2d")
+
+
+class SpectroTemporalFrontend(nn.Module):
+    """`wave (B, T)` -> `(B, out_channels, n_mels, T // hop_length + 1)`.
+
+    `kind`: "gabor" (learnable `GaborSTRF2d`), "gabor_frozen" (the same bank fixed at init, a control) or
+    "conv2d" (an unconstrained `nn.Conv2d` with the same kernel size and output channels, the other
+    control). `mode` and `init` are the Gabor options (`mode` also sets the conv2d channel count).
+    All arguments are plain values so a YAML config can set them.
+    """
+
+    def __init__(
+        self,
+        kind: str = "gabor",
+        n_filters: int = 32,
+        kernel_size: tuple[int, int] | list[int] = (9, 25),
+        mode: str = "concat",
+        init: str = "paper",
+        sample_rate: int = 16000,
+        n_mels: int = 64,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+    ):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS} (got {kind!r})")
+        kernel_size = tuple(kernel_size)
+        self.kind = kind
+        self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)
+        if kind == "conv2d":
+            self.out_channels = 2 * n_filters if mode == "concat" else n_filters
+            self.filterbank = nn.Conv2d(1, self.out_channels, kernel_size, padding="same")
+        else:
+            self.filterbank = GaborSTRF2d(n_filters, kernel_size, mode, init, freeze=kind == "gabor_frozen")
+            self.out_channels = self.filterbank.out_channels
+        self.norm = nn.BatchNorm2d(self.out_channels)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.logmel.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.logmel.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.logmel.n_mels
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.filterbank(self.logmel(wave).unsqueeze(1)))

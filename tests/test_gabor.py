@@ -1,0 +1,205 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from earlens.frontends import SpectroTemporalFrontend
+from earlens.gabor import MODES, GaborSTRF2d, gabor_kernels
+
+PARAMETERS = [  # sigma_t, sigma_f, omega_t, omega_f
+    (3.0, 1.5, 0.7, -0.4),
+    (0.5, 4.0, -math.pi / 2, 2.5),
+    (10.0, 0.8, 0.0, 0.0),
+]
+
+
+def _numpy_gabor(sigma_t, sigma_f, omega_t, omega_f, k_f, k_t):
+    real, imag = np.zeros((k_f, k_t)), np.zeros((k_f, k_t))
+    for row in range(k_f):
+        for col in range(k_t):
+            f, t = row - k_f // 2, col - k_t // 2
+            envelope = np.exp(-t * t / (2 * sigma_t**2) - f * f / (2 * sigma_f**2)) / (2 * np.pi * sigma_t * sigma_f)
+            real[row, col] = envelope * np.cos(omega_t * t + omega_f * f)
+            imag[row, col] = envelope * np.sin(omega_t * t + omega_f * f)
+    return real, imag
+
+
+def _bank(n_filters=6, kernel_size=(9, 25), seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return GaborSTRF2d(n_filters, kernel_size, **kwargs)
+
+
+def test_kernels_match_the_formula():
+    params = torch.tensor(PARAMETERS, dtype=torch.float64).T
+    real, imag = gabor_kernels(*params, kernel_size=(7, 11))
+    assert real.shape == imag.shape == (len(PARAMETERS), 7, 11)
+    for i, values in enumerate(PARAMETERS):
+        expected_real, expected_imag = _numpy_gabor(*values, 7, 11)
+        np.testing.assert_allclose(real[i].numpy(), expected_real, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(imag[i].numpy(), expected_imag, rtol=1e-12, atol=1e-15)
+    # Integer grid centred at 0: the centre tap is the envelope peak, the imaginary part is odd.
+    torch.testing.assert_close(real[:, 3, 5], 1 / (2 * math.pi * params[0] * params[1]))
+    torch.testing.assert_close(imag, -imag.flip(-1, -2))
+
+
+def test_even_kernel_size_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        GaborSTRF2d(4, kernel_size=(8, 25))
+
+
+def test_module_kernels_follow_its_parameters():
+    bank = _bank(kernel_size=(5, 9), mode="real")
+    with torch.no_grad():
+        expected = _numpy_gabor(
+            bank.sigma_t[2].item(), bank.sigma_f[2].item(), bank.omega_t[2].item(), bank.omega_f[2].item(), 5, 9
+        )
+        real, imag = bank.kernels()
+    np.testing.assert_allclose(real[2].numpy(), expected[0], atol=1e-6)
+    np.testing.assert_allclose(imag[2].numpy(), expected[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("init", ["paper", "grid"])
+@pytest.mark.parametrize("shape", [(3, 1, 40, 60), (2, 5, 7)])  # second: fewer bins/frames than the kernel
+def test_separable_equals_dense_conv(mode, init, shape):
+    bank = _bank(n_filters=8, kernel_size=(9, 25), mode=mode, init=init)
+    spec = torch.randn(shape)
+    separable = bank(spec)
+    bank.dense = True
+    dense = bank(spec)
+    assert separable.shape == dense.shape == (shape[0], bank.out_channels, *shape[-2:])
+    assert ((separable - dense).abs().max() / dense.abs().max()).item() < 1e-5
+
+
+def test_concat_is_real_then_imag_and_magnitude_is_their_modulus():
+    spec = torch.randn(2, 1, 20, 30)
+    outputs = {mode: _bank(mode=mode)(spec) for mode in MODES}
+    torch.testing.assert_close(outputs["concat"], torch.cat([outputs["real"], outputs["imag"]], 1))
+    torch.testing.assert_close(outputs["magnitude"], torch.hypot(outputs["real"], outputs["imag"]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_parameter_gets_a_gradient(mode):
+    bank = _bank(mode=mode)
+    bank(torch.randn(2, 1, 16, 40)).square().mean().backward()
+    for name, parameter in bank.named_parameters():
+        assert parameter.grad is not None and torch.all(parameter.grad != 0), name
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("raw", [1e3, -1e3, 0.0])
+def test_extreme_raw_parameters_stay_finite(mode, raw):
+    bank = _bank(mode=mode)
+    with torch.no_grad():
+        for parameter in bank.parameters():
+            parameter.fill_(raw)
+    out = bank(torch.randn(2, 1, 16, 40))
+    (out * torch.randn_like(out)).sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in bank.parameters())
+    if mode == "imag" and raw == 0.0:
+        # A zero-modulation filter has an all-zero imaginary kernel, but it is not stuck there.
+        assert out.abs().max() == 0 and torch.all(bank.raw_omega_t.grad != 0)
+    else:
+        assert out.abs().max() > 1e-4
+
+
+def test_constraints_hold_for_any_raw_value():
+    bank = _bank(n_filters=500, kernel_size=(9, 25))
+    with torch.no_grad():
+        for parameter in bank.parameters():
+            parameter.copy_(20 * torch.randn_like(parameter))
+    assert bank.sigma_t.min() >= 0.5 and bank.sigma_t.max() <= 12.5
+    assert bank.sigma_f.min() >= 0.5 and bank.sigma_f.max() <= 4.5
+    assert bank.omega_t.abs().max() < math.pi and bank.omega_f.abs().max() < math.pi
+
+
+def test_paper_init_distribution():
+    bank = _bank(n_filters=4000, kernel_size=(41, 41))  # wide enough that no sigma is clipped
+    with torch.no_grad():
+        sigmas = torch.cat([bank.sigma_t, bank.sigma_f])
+        modulation = torch.hypot(bank.omega_t, bank.omega_f)
+        orientation = torch.atan2(bank.omega_f, bank.omega_t)
+    exponent = torch.log(sigmas / 2) / math.log(1.41)  # ~ U(0, 6)
+    assert exponent.min() > -1e-3 and exponent.max() < 6 + 1e-3
+    assert abs(exponent.mean().item() - 3) < 0.1 and abs(exponent.std().item() - 6 / math.sqrt(12)) < 0.1
+    decay = -torch.log(modulation / (math.pi / 2)) / math.log(1.41)  # ~ U(0, 5)
+    assert decay.min() > -1e-3 and decay.max() < 5 + 1e-3 and abs(decay.mean().item() - 2.5) < 0.1
+    assert orientation.min() < -3 and orientation.max() > 3 and abs(orientation.mean().item()) < 0.1
+
+
+def test_paper_init_clips_sigma_into_a_small_kernel():
+    bank = _bank(n_filters=200, kernel_size=(9, 25))
+    assert bank.sigma_f.max() < 4.5 and bank.sigma_f.min() >= 2.0 - 1e-6  # 2 * 1.41^U(0,6), capped below 4.5
+
+
+def test_grid_init_spans_rates_and_scales():
+    bank = _bank(n_filters=32, kernel_size=(9, 25), init="grid")
+    with torch.no_grad():
+        omega_t, omega_f = bank.omega_t, bank.omega_f
+    assert (omega_t > 0).sum() == (omega_t < 0).sum() == 16  # upward and downward sweeps alike
+    assert torch.unique(omega_f.round(decimals=4)).numel() == 4 and omega_f.min().abs() < 1e-6
+    assert torch.unique(torch.stack([omega_t, omega_f], 1).round(decimals=4), dim=0).shape[0] == 32
+
+
+def test_a_filter_prefers_its_own_modulation():
+    """A plane-wave spectrogram cos(w t + v f) drives hardest the filter whose (omega_t, omega_f) is (w, v)."""
+    bank = _bank(n_filters=16, kernel_size=(15, 31), init="grid", mode="magnitude")
+    with torch.no_grad():
+        bank.raw_sigma_t.fill_(10.0)  # wide envelopes: sharp modulation tuning
+        bank.raw_sigma_f.fill_(10.0)
+        f, t = torch.meshgrid(torch.arange(48.0), torch.arange(96.0), indexing="ij")
+        for k in range(16):
+            wave = torch.cos(bank.omega_t[k] * t + bank.omega_f[k] * f)
+            drive = bank(wave[None, None])[0, :, 8:-8, 16:-16].mean((1, 2))
+            # cos(w t) = cos(-w t): with omega_f = 0 the mirrored filter (-w, 0) is an equal best.
+            best = (drive > 0.999 * drive.max()).nonzero().flatten().tolist()
+            assert k in best and len(best) <= (2 if bank.omega_f[k].abs() < 1e-6 else 1)
+
+
+def test_freeze_keeps_the_bank_fixed():
+    bank = _bank(freeze=True)
+    assert not any(p.requires_grad for p in bank.parameters())
+    assert not bank(torch.randn(1, 1, 10, 20)).requires_grad
+
+
+def test_input_shape_is_checked():
+    bank = _bank()
+    with pytest.raises(ValueError, match=r"\(B, 1, F, T\)"):
+        bank(torch.randn(2, 3, 10, 20))
+
+
+@pytest.mark.parametrize("kind", ["gabor", "gabor_frozen", "conv2d"])
+def test_frontend_kinds(kind):
+    torch.manual_seed(0)
+    frontend = SpectroTemporalFrontend(kind=kind, n_filters=4, kernel_size=[5, 9])
+    out = frontend(torch.randn(2, 8000))
+    assert out.shape == (2, frontend.out_channels, 64, 8000 // frontend.hop_length + 1) == (2, 8, 64, 51)
+    assert (frontend.sample_rate, frontend.hop_length) == (16000, 160)
+    trainable = sum(p.numel() for p in frontend.filterbank.parameters() if p.requires_grad)
+    assert trainable == {"gabor": 4 * 4, "gabor_frozen": 0, "conv2d": 8 * 5 * 9 + 8}[kind]
+    # Batch norm in training mode: every channel standardised over batch, bins and frames.
+    torch.testing.assert_close(out.mean((0, 2, 3)), torch.zeros(8), atol=1e-4, rtol=0)
+
+
+def test_frontend_filterbank_sees_the_log_mel():
+    frontend = SpectroTemporalFrontend(kind="gabor", n_filters=4, kernel_size=(5, 9), mode="real").eval()
+    wave = torch.randn(1, 4000)
+    expected = frontend.norm(frontend.filterbank(frontend.logmel(wave)[:, None]))
+    torch.testing.assert_close(frontend(wave), expected)
+
+
+def test_frontend_builds_from_a_config():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(nn.Module, "frontend")
+    config = parser.parse_object({"frontend": {
+        "class_path": "earlens.frontends.SpectroTemporalFrontend",
+        "init_args": {"kind": "gabor", "n_filters": 8, "kernel_size": [9, 25], "mode": "magnitude"},
+    }})
+    frontend = parser.instantiate_classes(config).frontend
+    assert isinstance(frontend, SpectroTemporalFrontend)
+    assert frontend.out_channels == 8 and frontend.filterbank.kernel_size == (9, 25)
