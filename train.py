@@ -35,7 +35,7 @@ def pick_run_dir(argv: list[str], config_name: str | None) -> Path:
                       key=lambda p: p.stat().st_mtime)
         if not runs:
             raise FileNotFoundError(f"--ckpt_path last: no runs/{config_name}/*/checkpoints/last.ckpt to resume")
-        return runs[-1].parent.parent
+        return runs[-1].parent.parent.resolve()
     return run_dir_for(config_name).resolve()
 
 
@@ -71,7 +71,7 @@ class TrainCLI(LightningCLI):
             kwargs["logger"] = [
                 WandbLogger(project=project, name=f"{self.config_name}/{self.run_dir.name}", save_dir=self.run_dir,
                             config=self.config.as_dict()),
-                CSVLogger(save_dir=self.run_dir, name="csv", version=""),
+                CSVLogger(save_dir=self.run_dir, name="csv"),  # csv/version_N: one per attempt (resume)
             ]
         return super().instantiate_trainer(**kwargs)
 

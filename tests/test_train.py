@@ -33,8 +33,12 @@ def summary_of(proc: subprocess.CompletedProcess) -> dict:
 
 
 def csv_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+    """Rows of every attempt's CSV log (`csv/version_N/metrics.csv`; a resumed run adds a version)."""
+    rows = []
+    for path in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
 
 
 def test_config_names_resolve_to_files():
