@@ -43,15 +43,14 @@ def _rgb(figure: Figure) -> np.ndarray:
 
 def gabor_filterbanks(module: torch.nn.Module) -> dict[str, tuple[GaborSTRF2d, MelGrid]]:
     """`{name: (filterbank, grid)}` for every frontend holding a `logmel` and a `GaborSTRF2d` `filterbank`
-    (e.g. `SpectroTemporalFrontend`). The mel band edges are the LogMel's `fmin`/`fmax` where it stores
-    them, else LogMel's defaults (0 Hz to Nyquist)."""
+    (e.g. `SpectroTemporalFrontend`), with the mel grid of that `logmel`."""
     found = {}
     for name, frontend in module.named_modules():
         filterbank, logmel = getattr(frontend, "filterbank", None), getattr(frontend, "logmel", None)
         if logmel is None or not isinstance(filterbank, GaborSTRF2d):
             continue
         grid = MelGrid(logmel.sample_rate, logmel.hop_length, logmel.n_mels,
-                       getattr(logmel, "fmin", 0.0), getattr(logmel, "fmax", None))
+                       logmel.fmin, logmel.fmax)
         found[f"{name}.filterbank" if name else "filterbank"] = (filterbank, grid)
     return found
 

@@ -87,7 +87,7 @@ class LogMel(nn.Module):
         self.n_fft = n_fft or self.win_length
         if self.n_fft < self.win_length:
             raise ValueError(f"n_fft={self.n_fft} is shorter than the window ({self.win_length} samples)")
-        self.floor = floor
+        self.fmin, self.fmax, self.floor = fmin, fmax, floor
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         self.register_buffer("filters", mel_filters(sample_rate, self.n_fft, n_mels, fmin, fmax), persistent=False)
 
