@@ -1,9 +1,9 @@
 """Layer-wise probes of frozen features: every layer's probe is trained at once as one batched map.
 
-`fit_layer_probes` holds one linear map `W (L, D, C)` (or one MLP per layer, hidden 512 as in SynTheory)
-and trains all layers in a single loop with batched matrix products; layers never interact (the loss is
-a sum of per-layer losses over disjoint parameters, and Adam is per-parameter), so each layer gets the
-probe it would get alone, with per-layer early stopping on its validation loss.
+`fit_layer_probes` holds one linear map `W (L, C, D)` (or one MLP per layer, hidden 512 as in SynTheory)
+and trains all layers in a single loop with batched matrix products; layers never interact (per-layer
+losses over disjoint parameters; L-BFGS keeps per-layer memories and step sizes, Adam is per-parameter),
+so each layer gets the probe it would get alone, with per-layer early stopping on its validation loss.
 `fit_probe_per_layer_sequential` is the SynTheory/MARBLE protocol (one `nn.Module` probe per layer,
 mini-batches of 64, run layer after layer), kept as the reference and benchmark baseline.
 
@@ -114,25 +114,138 @@ def fit_layer_probes(features, targets, *, task: str = "classification", model: 
                      device: str = "cpu", progress: bool = True) -> ProbeResult:
     """Train one probe per layer, all layers at once; return per-layer train/val/test metrics.
 
-    `batch_size=None` trains full-batch (one Adam step per epoch), otherwise shuffled mini-batches shared
-    by all layers. Each layer keeps the weights of its lowest validation loss and stops after `patience`
-    epochs without lowering it by `min_delta`; the loop ends when every layer has stopped.
+    Every probe minimises its mean training loss + `weight_decay`/2 · |weights|² (biases unpenalised).
+    Linear probes (a convex problem) are solved full-batch by L-BFGS run per layer in lock-step: an epoch
+    is one pass over the training set (`lr` and `batch_size` are not used). MLP probes are trained by Adam
+    (`lr`), full-batch (`batch_size=None`) or on shuffled mini-batches shared by all layers.
+    Each layer keeps the weights of its lowest validation loss and stops after `patience` epochs without
+    lowering it by `min_delta` (a linear probe also stops once L-BFGS has converged, as its weights can no
+    longer change); the loop ends when every layer has stopped.
     """
     data = _prepare(features, targets, task, model, split, seed, device)
+    if model == "linear":
+        fit = _fit_linear_lbfgs(data, task, weight_decay, max_epochs, patience, min_delta, progress)
+    else:
+        fit = _fit_mlp_adam(data, task, hidden_size, dropout, lr, weight_decay, max_epochs, patience, min_delta,
+                            batch_size, seed, progress)
+    params, best_epoch, epochs_run = fit
+    with torch.no_grad():
+        outputs = _batched_forward(params, data.x)
+    return _result(data, outputs, task, model, best_epoch.cpu().numpy(), epochs_run)
+
+
+class _EarlyStopping:
+    """Per-layer early stopping on validation loss, as a mask: keeps each layer's best weights and epoch."""
+
+    def __init__(self, params: list[torch.Tensor], patience: int, min_delta: float):
+        self.best = [p.detach().clone() for p in params]
+        n_layers, device = params[0].shape[0], params[0].device
+        self.best_loss = torch.full((n_layers,), float("inf"), device=device)
+        self.best_epoch = torch.zeros(n_layers, dtype=torch.long, device=device)
+        self.active = torch.ones(n_layers, dtype=torch.bool, device=device)
+        self.patience, self.min_delta = patience, min_delta
+
+    def update(self, epoch: int, val_loss: torch.Tensor, params: list[torch.Tensor]) -> None:
+        improved = self.active & (val_loss < self.best_loss - self.min_delta)
+        for kept, param in zip(self.best, params):
+            kept[improved] = param.detach()[improved]
+        self.best_loss = torch.where(improved, val_loss, self.best_loss)
+        self.best_epoch = torch.where(improved, epoch, self.best_epoch)
+        self.active &= (epoch - self.best_epoch) < self.patience
+
+
+def _fit_linear_lbfgs(data: _ProbeData, task: str, weight_decay: float, max_epochs: int, patience: int,
+                      min_delta: float, progress: bool, history: int = 10, tolerance: float = 1e-6):
+    """Batched L-BFGS: each layer runs its own two-loop recursion and Armijo backtracking, vectorised over layers.
+
+    The weights are kept as `(L, C, D)` so that both products of an epoch read the features row-major
+    (`W Xᵀ` and `Gᵀ X`), twice as fast on CPU as `X W` and `Xᵀ G`. A layer has converged when an epoch
+    lowers its objective by less than `tolerance` · (1 + objective).
+    """
+    x_train, y_train = data.x[:, data.split.train], data.y[data.split.train]
+    x_val, y_val = data.x[:, data.split.val], data.y[data.split.val]
+    n_layers, _, dim = data.x.shape
+
+    def objective(weight, bias):
+        logits = _batched_forward([weight, bias], x_train).requires_grad_()
+        loss = _per_layer_loss(logits, y_train, task)
+        (grad_logits,) = torch.autograd.grad(loss.sum(), logits)
+        grad_logits = grad_logits.transpose(1, 2)
+        loss = loss + weight_decay / 2 * weight.square().sum((1, 2))
+        return loss, (torch.bmm(grad_logits, x_train) + weight_decay * weight, grad_logits.sum(2, keepdim=True))
+
+    def dot(a, b):
+        return sum((u * v).sum((1, 2)) for u, v in zip(a, b))
+
+    def scaled(tensors, factor):
+        return [t * factor[:, None, None] for t in tensors]
+
+    params = [torch.zeros(n_layers, data.n_outputs, dim, device=data.x.device),
+              torch.zeros(n_layers, data.n_outputs, 1, device=data.x.device)]
+    loss, grad = objective(*params)
+    stopping = _EarlyStopping(params, patience, min_delta)
+    steps, slopes = [], []  # L-BFGS memory: (s, y) pairs and 1 / (s·y), zero for pairs without curvature
+    scale = 1 / dot(grad, grad).sqrt().clamp_min(1e-12)  # first step: unit length along the gradient
+    epochs = trange(max_epochs, desc=f"linear probes x{n_layers} layers (L-BFGS)", disable=not progress, leave=False)
+    for epoch in epochs:
+        direction, alphas = grad, []
+        for (s, y), rho in zip(reversed(steps), reversed(slopes)):
+            alphas.append(rho * dot(s, direction))
+            direction = [d - a for d, a in zip(direction, scaled(y, alphas[-1]))]
+        direction = scaled(direction, scale)
+        for ((s, y), rho), alpha in zip(zip(steps, slopes), reversed(alphas)):
+            beta = rho * dot(y, direction)
+            direction = [d + t for d, t in zip(direction, scaled(s, alpha - beta))]
+        direction = scaled(direction, -stopping.active.float())
+        slope = dot(grad, direction)
+        step_size = torch.ones(n_layers, device=data.x.device)
+        for _ in range(30):  # Armijo backtracking per layer
+            trial = [p + d for p, d in zip(params, scaled(direction, step_size))]
+            trial_loss, trial_grad = objective(*trial)
+            failed = trial_loss > loss + 1e-4 * step_size * slope
+            if not failed.any():
+                break
+            step_size = torch.where(failed, step_size / 2, step_size)
+        step_size = torch.where(failed, 0.0, step_size)  # no decrease found: converged to float precision
+        trial = [p + d for p, d in zip(params, scaled(direction, step_size))]
+        trial_loss, trial_grad = torch.where(failed, loss, trial_loss), [
+            torch.where(failed[:, None, None], g, t) for g, t in zip(grad, trial_grad)]
+        s = [t - p for t, p in zip(trial, params)]
+        y = [t - g for t, g in zip(trial_grad, grad)]
+        curvature = dot(s, y)
+        has_curvature = curvature > 1e-10 * dot(y, y).sqrt() * dot(s, s).sqrt()
+        steps.append((s, y))
+        slopes.append(torch.where(has_curvature, 1 / curvature, 0.0))
+        scale = torch.where(has_curvature, curvature / dot(y, y).clamp_min(1e-30), scale)
+        if len(steps) > history:
+            steps.pop(0), slopes.pop(0)
+        converged = loss - trial_loss <= tolerance * (1 + trial_loss.abs())
+        params, loss, grad = trial, trial_loss, trial_grad
+        with torch.no_grad():
+            val_loss = _per_layer_loss(_batched_forward(params, x_val), y_val, task)
+        stopping.update(epoch, val_loss, params)
+        stopping.active &= ~converged
+        epochs.set_postfix(active=int(stopping.active.sum()), val_loss=float(stopping.best_loss.mean()),
+                           refresh=False)
+        if not stopping.active.any():
+            break
+    return stopping.best, stopping.best_epoch, epoch + 1
+
+
+def _fit_mlp_adam(data: _ProbeData, task: str, hidden_size: int, dropout: float, lr: float, weight_decay: float,
+                  max_epochs: int, patience: int, min_delta: float, batch_size: int | None, seed: int,
+                  progress: bool):
     n_layers, _, dim = data.x.shape
     generator = torch.Generator().manual_seed(seed)
-    params = _init_batched_params(n_layers, dim, data.n_outputs, hidden_size if model == "mlp" else 0,
-                                  generator, data.x.device)
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    best = [p.detach().clone() for p in params]
-    best_loss = torch.full((n_layers,), float("inf"), device=data.x.device)
-    best_epoch = torch.zeros(n_layers, dtype=torch.long, device=data.x.device)
-    active = torch.ones(n_layers, dtype=torch.bool, device=data.x.device)
+    params = _init_batched_params(n_layers, dim, data.n_outputs, hidden_size, generator, data.x.device)
+    optimizer = torch.optim.Adam([{"params": params[0::2], "weight_decay": weight_decay},
+                                  {"params": params[1::2], "weight_decay": 0.0}], lr=lr)
+    stopping = _EarlyStopping(params, patience, min_delta)
     x_train, y_train = data.x[:, data.split.train], data.y[data.split.train]
     x_val, y_val = data.x[:, data.split.val], data.y[data.split.val]
     n_train = len(data.split.train)
     step = batch_size or n_train
-    epochs = trange(max_epochs, desc=f"{model} probes x{n_layers} layers", disable=not progress, leave=False)
+    epochs = trange(max_epochs, desc=f"mlp probes x{n_layers} layers", disable=not progress, leave=False)
     for epoch in epochs:
         order = torch.randperm(n_train, generator=generator).to(data.x.device)
         for start in range(0, n_train, step):
@@ -142,19 +255,12 @@ def fit_layer_probes(features, targets, *, task: str = "classification", model: 
             _per_layer_loss(outputs, y_train[batch], task).sum().backward()
             optimizer.step()
         with torch.no_grad():
-            val_loss = _per_layer_loss(_batched_forward(params, x_val), y_val, task)
-            improved = active & (val_loss < best_loss - min_delta)
-            for kept, param in zip(best, params):
-                kept[improved] = param[improved]
-            best_loss = torch.where(improved, val_loss, best_loss)
-            best_epoch = torch.where(improved, epoch, best_epoch)
-            active &= (epoch - best_epoch) < patience
-        epochs.set_postfix(active=int(active.sum()), val_loss=float(best_loss.mean()), refresh=False)
-        if not active.any():
+            stopping.update(epoch, _per_layer_loss(_batched_forward(params, x_val), y_val, task), params)
+        epochs.set_postfix(active=int(stopping.active.sum()), val_loss=float(stopping.best_loss.mean()),
+                           refresh=False)
+        if not stopping.active.any():
             break
-    with torch.no_grad():
-        outputs = _batched_forward(best, data.x)
-    return _result(data, outputs, task, model, best_epoch.cpu().numpy(), epoch + 1)
+    return stopping.best, stopping.best_epoch, epoch + 1
 
 
 def fit_probe_per_layer_sequential(features, targets, *, task: str = "classification", model: str = "linear",
@@ -165,7 +271,8 @@ def fit_probe_per_layer_sequential(features, targets, *, task: str = "classifica
                                    progress: bool = True) -> ProbeResult:
     """The SynTheory/MARBLE protocol: an `nn.Linear` (or MLP) probe per layer, trained layer after layer.
 
-    Same early stopping and metrics as `fit_layer_probes`; only the benchmark and tests use it.
+    Adam on mini-batches of `batch_size`; the same objective (weight decay on weights, not biases), early
+    stopping and metrics as `fit_layer_probes`. Only the benchmark and tests use it.
     """
     data = _prepare(features, targets, task, model, split, seed, device)
     n_layers, _, dim = data.x.shape
@@ -180,7 +287,10 @@ def fit_probe_per_layer_sequential(features, targets, *, task: str = "classifica
             net = torch.nn.Sequential(torch.nn.Linear(dim, hidden_size), torch.nn.ReLU(), torch.nn.Dropout(dropout),
                                       torch.nn.Linear(hidden_size, data.n_outputs))
         net = net.to(data.x.device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        weights = [param for name, param in net.named_parameters() if name.endswith("weight")]
+        biases = [param for name, param in net.named_parameters() if name.endswith("bias")]
+        optimizer = torch.optim.Adam([{"params": weights, "weight_decay": weight_decay},
+                                      {"params": biases, "weight_decay": 0.0}], lr=lr)
         x_train, y_train = data.x[layer, data.split.train], data.y[data.split.train]
         x_val, y_val = data.x[layer, data.split.val], data.y[data.split.val]
         best_state, best_loss, best_epoch = copy.deepcopy(net.state_dict()), float("inf"), 0
@@ -245,12 +355,11 @@ def _prepare(features, targets, task: str, model: str, split: ProbeSplit | None,
 
 def _init_batched_params(n_layers: int, dim: int, n_outputs: int, hidden_size: int, generator: torch.Generator,
                          device) -> list[torch.Tensor]:
-    """`nn.Linear`'s default init, U(±1/√fan_in) for weights and biases, for every layer at once."""
-    shapes = [(dim, hidden_size), (hidden_size, n_outputs)] if hidden_size else [(dim, n_outputs)]
+    """MLP probes with `nn.Linear`'s default init, U(±1/√fan_in): weights `(L, out, in)`, biases `(L, out, 1)`."""
     params = []
-    for fan_in, fan_out in shapes:
+    for fan_in, fan_out in ((dim, hidden_size), (hidden_size, n_outputs)):
         bound = fan_in ** -0.5
-        for shape in ((n_layers, fan_in, fan_out), (n_layers, 1, fan_out)):
+        for shape in ((n_layers, fan_out, fan_in), (n_layers, fan_out, 1)):
             param = (torch.rand(shape, generator=generator) * 2 - 1) * bound
             params.append(param.to(device).requires_grad_())
     return params
@@ -258,14 +367,18 @@ def _init_batched_params(n_layers: int, dim: int, n_outputs: int, hidden_size: i
 
 def _batched_forward(params: list[torch.Tensor], x: torch.Tensor, dropout: float = 0.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """(L, n, D) → (L, n, C) through each layer's own linear map or MLP (dropout only when given a generator)."""
+    """(L, n, D) → (L, n, C) through each layer's own linear map or MLP (dropout only when given a generator).
+
+    Computed transposed, `W Xᵀ + b`, as `nn.Linear` stores weights `(out, in)`: the features are read row-major.
+    """
+    hidden = torch.baddbmm(params[1], params[0], x.transpose(1, 2))
     if len(params) == 2:
-        return torch.baddbmm(params[1], x, params[0])
-    hidden = torch.baddbmm(params[1], x, params[0]).relu()
+        return hidden.transpose(1, 2)
+    hidden = hidden.relu()
     if dropout and generator is not None:
         keep = torch.rand(hidden.shape, generator=generator).to(hidden.device) >= dropout
         hidden = hidden * keep / (1 - dropout)
-    return torch.baddbmm(params[3], hidden, params[2])
+    return torch.baddbmm(params[3], params[2], hidden).transpose(1, 2)
 
 
 def _per_layer_loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:

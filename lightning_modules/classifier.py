@@ -40,7 +40,7 @@ class DetectionErrorRate(Metric):
 class ConvEncoder(nn.Module):
     """Conv2d blocks that pool frequency (and time, for clip tasks), then a temporal Conv1d over frames."""
 
-    def __init__(self, in_channels: int, n_freq: int, channels=(32, 64, 64), hidden: int = 128,
+    def __init__(self, in_channels: int, n_freq: int, channels=(16, 32, 64), hidden: int = 128,
                  pool_time: bool = True, dropout: float = 0.1):
         super().__init__()
         blocks, c_in = [], in_channels
@@ -66,7 +66,7 @@ class AudioClassifier(pl.LightningModule):
     """
 
     def __init__(self, frontend: nn.Module, num_classes: int = 2, task: str = "clip",
-                 channels: tuple[int, ...] = (32, 64, 64), hidden: int = 128, dropout: float = 0.1,
+                 channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128, dropout: float = 0.1,
                  lr: float = 2e-3, weight_decay: float = 1e-4, frontend_lr: float | None = None):
         super().__init__()
         if task not in ("clip", "frame"):

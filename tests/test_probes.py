@@ -4,7 +4,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import f1_score
 
 from earlens.handcrafted import HandcraftedBackbone
@@ -88,6 +88,35 @@ def test_batched_probes_match_one_probe_per_layer():
     assert np.all(np.diff(accuracy[1:]) >= -0.05) and accuracy[4] > 0.85  # more signal, better probes
     np.testing.assert_allclose(accuracy, sequential.metrics["test_accuracy"], atol=0.04)  # 225 test clips
     np.testing.assert_allclose(batched.metrics["val_loss"], sequential.metrics["val_loss"], rtol=0.05, atol=0.02)
+
+
+def test_linear_probe_reaches_the_regularised_optimum_of_sklearn_logistic_regression():
+    """L-BFGS solves mean cross-entropy + λ/2·|W|² (bias free): sklearn's C = 1 / (λ · n_train) on the same inputs."""
+    features, labels = layered_features(n=2400, n_layers=2, dim=8, n_classes=5, signal=[1.0, 3.0], seed=4)
+    weight_decay = 1e-2
+    result = fit_layer_probes(features, labels, weight_decay=weight_decay, progress=False)
+    split = result.split
+    for layer in range(2):
+        train = features[split.train, layer]
+        mean, std = train.mean(0), train.std(0, ddof=1)
+        reference = LogisticRegression(C=1 / (weight_decay * len(split.train)), tol=1e-10, max_iter=10_000).fit(
+            (train - mean) / std, labels[split.train])
+        predicted = reference.predict((features[split.test, layer] - mean) / std)
+        assert result.metrics["test_accuracy"][layer] == pytest.approx(np.mean(predicted == labels[split.test]),
+                                                                       abs=2 / len(split.test))
+        probabilities = reference.predict_proba((features[split.val, layer] - mean) / std)
+        val_loss = -np.mean(np.log(probabilities[np.arange(len(split.val)), labels[split.val]]))
+        assert result.metrics["val_loss"][layer] == pytest.approx(val_loss, abs=2e-3)
+
+
+def test_each_layer_gets_the_probe_it_would_get_alone():
+    """Per-layer L-BFGS memories, step sizes and stopping: a layer's probe does not depend on the others."""
+    features, labels = layered_features(n=600, dim=20, signal=[0.0, 0.5, 1.0, 2.0, 6.0], seed=5)
+    together = fit_layer_probes(features, labels, progress=False)
+    alone = fit_layer_probes(features[:, 3:4], labels, progress=False)
+    assert together.best_epoch[3] == alone.best_epoch[0]
+    for key, values in together.metrics.items():
+        assert values[3] == pytest.approx(alone.metrics[key][0], rel=1e-4, abs=1e-6), key
 
 
 def test_mlp_probe_solves_what_a_linear_probe_cannot():
