@@ -59,7 +59,10 @@ class FeatureOptions:
 
 @dataclass
 class LinearProbeOptions:
-    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the optimiser."""
+    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the optimiser.
+
+    Linear probes are solved full-batch by L-BFGS; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
+    """
 
     targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
     regression_targets: list[str] = field(default_factory=list)
