@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import wandb
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
@@ -55,7 +56,7 @@ class TrainCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume; 'last' resumes")
-        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (default runs/<config>/<time>)")
+        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (runs/<config>/<time>)")
         parser.add_argument("--wandb_project", type=str, default="earlens")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.dirpath": str(self.run_dir / "checkpoints"), "checkpoint.save_last": True,
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> Path:
                        "files": [list(map(str, s)) for s in getattr(data, "skipped", [])]},
         run_dir=str(run_dir),
     )
+    if wandb.run is not None:  # close W&B first so its exit messages do not follow the summary path
+        wandb.finish()
     print(summary)
     return run_dir
 

@@ -1,10 +1,10 @@
 """ZipfCallback: Zipf α, Heaps β and their n-gram variants of discrete symbols, every N validation epochs.
 
 Symbols come from (a) the validation audio through a Lyra codec, (b) k-means units over a layer's frames (forward
-hook; centroids fitted once, on all ranks' frames gathered to rank 0, then broadcast so every rank shares them),
-or (c) the model's own quantiser codes. Sparse n-gram counts are summed over the epoch and across DDP ranks, so
-the statistics (all functions of the global counts, see `earlens.zipf`) equal a single-process run. Every rank
-takes part in the same collectives; only rank 0 computes and logs.
+hook; centroids fitted once, on all ranks' frames gathered to rank 0 in an order independent of the sharding, then
+broadcast so every rank shares them), or (c) the model's own quantiser codes. Sparse n-gram counts are summed over
+the epoch and across DDP ranks, so the statistics (all functions of the global counts, see `earlens.zipf`) equal a
+single-process run. Every rank takes part in the same collectives; only rank 0 computes and logs.
 """
 
 from __future__ import annotations
@@ -144,16 +144,24 @@ class ZipfCallback(pl.Callback):
             self._ngram_ids[n].append(ngram_ids(tokens, n, self.vocab_size))
 
     def _fit_units(self, trainer: pl.Trainer) -> None:
-        """k-means on frames gathered from all ranks, fitted on rank 0 and broadcast; then count this epoch."""
-        local = torch.cat([f.reshape(-1, f.shape[-1]) for f in self._pending_frames]) if self._pending_frames \
-            else torch.zeros(0)
-        share = max(self.max_fit_frames // trainer.world_size, 1)
-        rng = np.random.default_rng(self.seed + trainer.global_rank)
-        picked = local[np.sort(rng.permutation(len(local))[:share])] if len(local) else local
-        gathered = _all_gather_objects(picked.numpy())
+        """k-means on frames gathered from all ranks, fitted on rank 0 and broadcast; then count this epoch.
+
+        Which frames fit, and their order, must not depend on how the sampler dealt clips to ranks, or DDP would fit
+        other units than one process: frames are ranked by their projection on a fixed random direction, at most
+        `max_fit_frames` evenly spaced ranks of the global order are kept, and k-means sees them in that order.
+        """
+        local = torch.cat([f.reshape(-1, f.shape[-1]) for f in self._pending_frames]).numpy()
+        direction = np.random.default_rng(self.seed).standard_normal(local.shape[1])
+        scores = local.astype(np.float64) @ direction
+        ordered = np.sort(np.concatenate(_all_gather_objects(scores)))
+        n_fit = min(self.max_fit_frames, len(ordered))
+        kept_scores = ordered[np.arange(n_fit) * len(ordered) // n_fit]
+        gathered = _all_gather_objects(local[np.isin(scores, kept_scores)])
         centroids = None
         if trainer.is_global_zero:
-            centroids = self.units.fit(np.concatenate([g for g in gathered if g.size])).centroids
+            frames = np.concatenate(gathered)
+            order = np.argsort(frames.astype(np.float64) @ direction, kind="stable")
+            centroids = self.units.fit(frames[order]).centroids
         self.units.set_centroids(trainer.strategy.broadcast(centroids, src=0))
         for frames in self._pending_frames:
             self._count(self.units.encode(frames))

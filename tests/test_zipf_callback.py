@@ -1,10 +1,5 @@
-"""ZipfCallback logs exactly the statistics of the tokens it saw (codes, k-means units, Lyra), 1 and 2 processes."""
-
-import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
+"""ZipfCallback logs exactly the statistics of the tokens it saw (codes, k-means units, Lyra); DDP in
+test_callbacks_ddp.py."""
 
 import numpy as np
 import pytest
@@ -19,8 +14,6 @@ from earlens.audio import crop_or_pad, load_audio
 from earlens.paths import data_root
 from earlens.tokenizers import LyraTokenizer
 from earlens.zipf import ngram_statistics, zipf_tokens
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class TinyModule(pl.LightningModule):
@@ -112,33 +105,3 @@ def test_callback_refuses_incomplete_configuration():
         ZipfCallback(source="layer")
     with pytest.raises(ValueError, match="codebook_size"):
         ZipfCallback(source="codes")
-
-
-def run_train(cwd, *args):
-    env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"}
-    env["WANDB_MODE"] = "offline"
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    summary = Path(proc.stdout.strip().splitlines()[-1])
-    with open(summary.parent / "csv" / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k.startswith("zipf/") and v} for row in csv.DictReader(f)]
-
-
-@pytest.mark.slow
-def test_two_process_ddp_equals_one_process(tmp_path):
-    """Counts are summed across ranks: 2-process DDP logs the same statistics as 1 process on the same clips."""
-    pytest.importorskip("earlens.frontends", reason="train.py's configs need earlens/frontends.py")
-    zipf_config = tmp_path / "zipf.yaml"
-    zipf_config.write_text("trainer:\n  callbacks:\n    - class_path: callbacks.zipf.ZipfCallback\n"
-                           "      init_args: {source: audio, codebooks: 1}\n")
-    # The whole validation split (takes 40-41: 120 clips, even, so DistributedSampler pads nothing).
-    common = ["--config", "gabor_speaker", "--config", str(zipf_config), "--trainer.max_epochs", "1",
-              "--trainer.limit_train_batches", "2", "--trainer.limit_test_batches", "1",
-              "--trainer.enable_progress_bar", "false", "--data.init_args.test_first_take", "42",
-              "--data.init_args.batch_size", "8", "--trainer.accelerator", "cpu"]
-    single = [row for row in run_train(tmp_path, *common, "--trainer.devices", "1") if row]
-    double = [row for row in run_train(tmp_path, *common, "--trainer.devices", "2", "--trainer.strategy", "ddp")
-              if row]
-    assert len(single) == 1 and single == double
-    assert float(single[0]["zipf/n_tokens"]) == 120 * 50  # 1 s clips at 50 Hz
