@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import WandbLogger
 
+from callbacks.schedule import EveryNValidationEpochs
 from earlens.filters import (
     DEFAULT_QUANTILES,
     DEFAULT_REFERENCE_HZ,
@@ -55,7 +56,7 @@ def gabor_filterbanks(module: torch.nn.Module) -> dict[str, tuple[GaborSTRF2d, M
     return found
 
 
-class FilterStatsCallback(pl.Callback):
+class FilterStatsCallback(EveryNValidationEpochs):
     """Log `filters/{module}/{stat}_q{10,50,90}` and, with a WandbLogger, histograms and images.
 
     Gabor filterbanks (found automatically, see `gabor_filterbanks`): `rate_hz`, `scale_cyc_per_oct`,
@@ -69,10 +70,10 @@ class FilterStatsCallback(pl.Callback):
     def __init__(self, every_n_epochs: int = 1, conv_modules: Sequence[str] = (), sample_rate: int | None = None,
                  quantiles: Sequence[float] = DEFAULT_QUANTILES, reference_hz: float = DEFAULT_REFERENCE_HZ,
                  q_threshold: float = 8.0, images: bool = True, seed: int = 0):
-        self.every_n_epochs, self.conv_modules, self.sample_rate = every_n_epochs, list(conv_modules), sample_rate
+        super().__init__(every_n_epochs)
+        self.conv_modules, self.sample_rate = list(conv_modules), sample_rate
         self.quantiles, self.reference_hz, self.q_threshold = tuple(quantiles), reference_hz, q_threshold
         self.images, self.seed = images, seed
-        self._validation_epochs = 0
         self._init_peaks: dict[str, np.ndarray] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -86,10 +87,7 @@ class FilterStatsCallback(pl.Callback):
             raise ValueError("FilterStatsCallback found no Gabor filterbank in the model and got no conv_modules")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self._validation_epochs += 1
-        if self._validation_epochs % self.every_n_epochs:
+        if not self._is_due(trainer):
             return
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)] if trainer.is_global_zero else []
         media = {}

@@ -15,6 +15,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from pytorch_lightning.loggers import WandbLogger
 
+from callbacks.schedule import EveryNValidationEpochs
 from earlens.helix import HelixProbeResult, helix_probe, plot_helix
 from earlens.stimuli import render_stimuli
 
@@ -30,7 +31,7 @@ def _first_tensor(output):
     raise TypeError(f"HelicalityCallback needs a tensor layer output, got {type(output).__name__}")
 
 
-class HelicalityCallback(pl.Callback):
+class HelicalityCallback(EveryNValidationEpochs):
     """Log `helix/{layer}/{score,r2,null_z,omega_chroma}` and (W&B) a 3-D plot of the most helical layer.
 
     layers: module names in `pl_module` (`pl_module.get_submodule(name)`).
@@ -48,13 +49,13 @@ class HelicalityCallback(pl.Callback):
                  seed: int = 0):
         if not layers:
             raise ValueError("HelicalityCallback needs at least one layer name")
-        self.layers, self.every_n_epochs, self.time_dim = list(layers), every_n_epochs, time_dim
+        super().__init__(every_n_epochs)
+        self.layers, self.time_dim = list(layers), time_dim
         self.input_fn, self.sample_rate, self.batch_size = input_fn, sample_rate, batch_size
         self.stimulus_options = {"midi_pitches": tuple(midi_pitches or range(48, 84)), "programs": (program,)}
         self.probe_options = {"n_components": n_components, "n_permutations": n_permutations,
                               "select_by": select_by, "seed": seed}
         self.last_result: HelixProbeResult | None = None
-        self._validation_epochs = 0
 
     def _model_sample_rate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
         candidates = [self.sample_rate, getattr(pl_module, "sample_rate", None),
@@ -105,10 +106,7 @@ class HelicalityCallback(pl.Callback):
         return helix_probe(features, stimuli.labels["midi_pitch"], **self.probe_options)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self._validation_epochs += 1
-        if self._validation_epochs % self.every_n_epochs:
+        if not self._is_due(trainer):
             return
         result = self.last_result = self.probe(trainer, pl_module)
         for i, layer in enumerate(self.layers):

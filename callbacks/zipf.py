@@ -17,6 +17,7 @@ import soxr
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from callbacks.schedule import EveryNValidationEpochs
 from earlens.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes
 from earlens.zipf import count_ids, merge_counts, ngram_ids, rank_frequency_plot, zipf_statistics
 
@@ -41,7 +42,7 @@ def _pad_rows(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-class ZipfCallback(pl.Callback):
+class ZipfCallback(EveryNValidationEpochs):
     """Log `zipf/{,bigram_,trigram_}{alpha_mle,alpha_ls,heaps_beta,...}` and a rank–frequency plot (W&B).
 
     source="audio": `batch["audio"]` at the datamodule's `sample_rate` → 16 kHz → Lyra codes of the first
@@ -65,7 +66,8 @@ class ZipfCallback(pl.Callback):
             raise ValueError("ZipfCallback(source='codes') needs codebook_size")
         if not set(orders) <= set(ORDER_PREFIX):
             raise ValueError(f"orders must be among {sorted(ORDER_PREFIX)}, got {orders}")
-        self.source, self.every_n_epochs, self.orders, self.rank_range = source, every_n_epochs, orders, rank_range
+        super().__init__(every_n_epochs)
+        self.source, self.orders, self.rank_range = source, orders, rank_range
         self.codebooks, self.sample_rate = codebooks, sample_rate
         self.layer, self.feature_dim, self.max_fit_frames, self.seed = layer, feature_dim, max_fit_frames, seed
         self.codes_method = codes_method
@@ -73,7 +75,6 @@ class ZipfCallback(pl.Callback):
         self.model_codes = ModelCodes(None, codebook_size, n_codebooks) if source == "codes" else None
         self.lyra: LyraTokenizer | None = None
         self.last_results: dict = {}
-        self._validation_epochs = 0
         self._active = False
         self._hook = None
         self._captured: torch.Tensor | None = None
@@ -101,8 +102,7 @@ class ZipfCallback(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._validation_epochs += 1
-        self._active = self._validation_epochs % self.every_n_epochs == 0
+        self._active = self._is_due(trainer)
         self._reset()
         if self._active and self.source == "layer":
             self._hook = pl_module.get_submodule(self.layer).register_forward_hook(self._capture)
