@@ -1,0 +1,57 @@
+"""`AudioClassifier`: VAD metrics against hand-counted cases, frame labels read at the STFT frame centres."""
+
+import pytest
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from earlens.frontends import SpectroTemporalFrontend
+from lightning_modules.classifier import AudioClassifier, DetectionErrorRate
+
+
+def test_detection_error_rate_counts_missed_and_false_alarm_speech():
+    target = torch.tensor([1, 1, 1, 1, 0, 0, 0, 1, 1, 0])
+    speech_prob = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6, 0.1, 0.3, 0.8, 0.5, 0.55])
+    # missed: frames 1, 3 (prob < 0.5 on speech); false alarm: frames 4, 9; speech frames: 6
+    metric = DetectionErrorRate()
+    metric.update(speech_prob[:5], target[:5])  # accumulates across batches like a whole test set
+    metric.update(speech_prob[5:], target[5:])
+    assert metric.compute().item() == pytest.approx(4 / 6)
+
+
+def frame_model() -> AudioClassifier:
+    torch.manual_seed(0)
+    return AudioClassifier(SpectroTemporalFrontend(kind="gabor", n_filters=4), num_classes=2, task="frame")
+
+
+def test_frame_labels_are_read_at_frame_centres_and_padding_is_unscored():
+    model = frame_model().eval()
+    hop = model.frontend.hop_length
+    n_samples = 16000
+    label = torch.full((1, n_samples), -1)
+    label[0, 4000:12000] = 1
+    label[0, :4000] = 0
+    logits, target = model._logits_and_target({"audio": torch.zeros(1, n_samples), "label": label})
+    # frame i is centred at sample i·hop; the frames whose centre lies inside the signal are scored
+    assert logits.shape == (len(range(0, n_samples, hop)), 2)
+    expected = label[0, ::hop]
+    assert torch.equal(target, expected)
+    assert (target == -1).sum() == (expected == -1).sum() > 0
+
+
+def test_speech_metrics_match_sklearn_on_scored_frames():
+    model = frame_model().eval()
+    torch.manual_seed(1)
+    audio = torch.randn(3, 8000) * 0.1
+    label = torch.randint(0, 2, (3, 8000))
+    label[:, 6000:] = -1  # outside the UEM
+    with torch.no_grad():
+        model._eval_step({"audio": audio, "label": label}, "test")
+        logits, target = model._logits_and_target({"audio": audio, "label": label})
+    scored = target != -1
+    prob = logits.softmax(-1)[scored, 1].numpy()
+    truth = target[scored].numpy()
+    speech = model.speech_metrics["test"].compute()
+    assert speech["test/frame_f1"].item() == pytest.approx(f1_score(truth, prob >= 0.5), abs=1e-6)
+    assert speech["test/auroc"].item() == pytest.approx(roc_auc_score(truth, prob), abs=0.01)  # 256 thresholds
+    accuracy = model.class_metrics["test"].compute()["test/acc"].item()
+    assert accuracy == pytest.approx(((prob >= 0.5) == truth).mean(), abs=1e-6)
