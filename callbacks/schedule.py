@@ -20,3 +20,10 @@ class EveryNValidationEpochs(pl.Callback):
             return False
         self._validation_epochs += 1
         return self._validation_epochs % self.every_n_epochs == 0
+
+    def state_dict(self) -> dict:
+        """Saved in checkpoints, so a resumed run keeps the schedule (`--ckpt_path last`)."""
+        return {"validation_epochs": self._validation_epochs}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._validation_epochs = state_dict["validation_epochs"]

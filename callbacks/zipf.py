@@ -4,7 +4,8 @@ Symbols come from (a) the validation audio through a Lyra codec, (b) k-means uni
 hook; centroids fitted once, on all ranks' frames gathered to rank 0 in an order independent of the sharding, then
 broadcast so every rank shares them), or (c) the model's own quantiser codes. Sparse n-gram counts are summed over
 the epoch and across DDP ranks, so the statistics (all functions of the global counts, see `earlens.zipf`) equal a
-single-process run. Every rank takes part in the same collectives; only rank 0 computes and logs.
+single-process run. Every rank takes part in the same collectives and logs the same values (so a `zipf/*` key can
+be monitored); only rank 0 draws the plot. The schedule and the fitted units are saved in checkpoints.
 """
 
 from __future__ import annotations
@@ -148,15 +149,18 @@ class ZipfCallback(EveryNValidationEpochs):
 
         Which frames fit, and their order, must not depend on how the sampler dealt clips to ranks, or DDP would fit
         other units than one process: frames are ranked by their projection on a fixed random direction, at most
-        `max_fit_frames` evenly spaced ranks of the global order are kept, and k-means sees them in that order.
+        `max_fit_frames` evenly spaced positions of the global order are kept (ties, such as identical padding
+        frames, broken by position so no more than that are kept), and k-means sees them in that order.
         """
         local = torch.cat([f.reshape(-1, f.shape[-1]) for f in self._pending_frames]).numpy()
         direction = np.random.default_rng(self.seed).standard_normal(local.shape[1])
-        scores = local.astype(np.float64) @ direction
-        ordered = np.sort(np.concatenate(_all_gather_objects(scores)))
-        n_fit = min(self.max_fit_frames, len(ordered))
-        kept_scores = ordered[np.arange(n_fit) * len(ordered) // n_fit]
-        gathered = _all_gather_objects(local[np.isin(scores, kept_scores)])
+        scores = _all_gather_objects(local.astype(np.float64) @ direction)
+        owner = np.concatenate([np.full(len(s), rank) for rank, s in enumerate(scores)])
+        position = np.concatenate([np.arange(len(s)) for s in scores])
+        order = np.lexsort((position, owner, np.concatenate(scores)))  # ties (e.g. padding frames) by position
+        n_fit = min(self.max_fit_frames, len(order))
+        kept = order[np.arange(n_fit) * len(order) // n_fit]
+        gathered = _all_gather_objects(local[position[kept][owner[kept] == trainer.global_rank]])
         centroids = None
         if trainer.is_global_zero:
             frames = np.concatenate(gathered)
@@ -179,8 +183,6 @@ class ZipfCallback(EveryNValidationEpochs):
         gathered = _all_gather_objects(local)
         self._reset()
         self._active = False
-        if not trainer.is_global_zero:
-            return
         self.last_results = {}
         for n in self.orders:
             _, counts = merge_counts(*(g[n] for g in gathered))
@@ -188,10 +190,21 @@ class ZipfCallback(EveryNValidationEpochs):
                 continue
             result = zipf_statistics(counts, self.rank_range)
             self.last_results[n] = result
-            for field in LOGGED_FIELDS:
-                pl_module.log(f"zipf/{ORDER_PREFIX[n]}{field}", float(getattr(result, field)), rank_zero_only=True)
-            if n == 1:
+            for field in LOGGED_FIELDS:  # identical on every rank (the counts are gathered), so safe to monitor
+                pl_module.log(f"zipf/{ORDER_PREFIX[n]}{field}", float(getattr(result, field)))
+            if n == 1 and trainer.is_global_zero:
                 self._log_plot(trainer, counts, result)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.units is not None and self.units.fitted:  # units stay fixed across a resume
+            state["centroids"] = self.units.centroids
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "centroids" in state_dict:
+            self.units.set_centroids(state_dict["centroids"])
 
     def _log_plot(self, trainer: pl.Trainer, counts: np.ndarray, result) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]

@@ -105,3 +105,39 @@ def test_callback_refuses_incomplete_configuration():
         ZipfCallback(source="layer")
     with pytest.raises(ValueError, match="codebook_size"):
         ZipfCallback(source="codes")
+
+
+def test_units_and_schedule_survive_a_checkpoint_resume(tmp_path):
+    data = tiny_batches()
+    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), every_n_epochs=2)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback, checkpoint],
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(TinyModule(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    fitted = callback.units.centroids.clone()
+
+    resumed = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), every_n_epochs=2)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, callbacks=[resumed],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    other = tiny_batches(seed=1)  # a refit on these frames would give other units
+    trainer.fit(TinyModule(), DataLoader(data, batch_size=4), DataLoader(other, batch_size=4),
+                ckpt_path=str(tmp_path / "last.ckpt"))
+    assert torch.equal(resumed.units.centroids, fitted)  # restored from the checkpoint, not refitted
+    assert resumed._validation_epochs == 4 and "zipf/alpha_mle" in trainer.callback_metrics  # epochs 2 and 4
+
+
+def test_tied_frames_do_not_inflate_the_fitting_set():
+    frames = torch.zeros(4, 50, 8)  # all-padding clips: every frame has the same projection score
+    frames[:, :5] = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(0))
+    callback = ZipfCallback(source="layer", layer="proj", n_units=3, max_fit_frames=20)
+    callback._pending_frames = [frames]
+    fitted_on, fit = [], callback.units.fit
+    callback.units.fit = lambda x: (fitted_on.append(len(x)), fit(x))[1]
+
+    class OneRank:
+        global_rank, is_global_zero = 0, True
+        strategy = type("S", (), {"broadcast": staticmethod(lambda obj, src=0: obj)})()
+
+    callback._fit_units(OneRank())
+    assert fitted_on == [20]  # before: every frame tied with a kept score was kept (185 here)
