@@ -21,7 +21,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from earlens.backbones import Backbone, load_backbone
-from earlens.features import extract_features, feature_key
+from earlens.features import extract_features
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
 from earlens.probes import ProbeResult, fit_layer_probes
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> Path:
         "backbone": {"name": backbone.name, "weights_id": backbone.weights_id, "layers": layer_names},
         "stimuli": {"concept": stimuli_opts.concept, "key": stimuli.key, "n_clips": len(stimuli),
                     "n_silent_dropped": int((~audible).sum()), "table": str(stimuli.table_path)},
-        "feature_cache": {"key": feature_key(backbone, stimuli.key, "mean", stimuli.sample_rate),
+        "feature_cache": {"key": Path(cached.filename).parent.name,  # the cache folder is named by its key
                           "path": str(Path(cached.filename).parent), "shape": list(cached.shape)},
         "probes": {target: _probe_summary(result, layer_names) for target, result in probes.items()},
         "helix": helix_summary,

@@ -24,13 +24,14 @@ from lightning_modules.cli import ensure_wandb_mode, expand_config_args, run_dir
 def pick_run_dir(argv: list[str], config_name: str | None) -> Path:
     """`--run_dir` if given; for `--ckpt_path last` the newest run of this config; else a fresh folder.
 
-    The choice is exported in `EARLENS_RUN_DIR` so DDP ranks that Lightning re-launches agree on it.
+    The launching process exports its choice in `EARLENS_RUN_DIR`, and the DDP ranks Lightning re-launches
+    (they have `LOCAL_RANK` set) take it from there, so all ranks agree on one folder.
     """
-    if os.environ.get("EARLENS_RUN_DIR"):
-        return Path(os.environ["EARLENS_RUN_DIR"])
     explicit = _flag_value(argv, "--run_dir")
     if explicit:
         return Path(explicit).resolve()
+    if os.environ.get("LOCAL_RANK") and os.environ.get("EARLENS_RUN_DIR"):
+        return Path(os.environ["EARLENS_RUN_DIR"])
     if _flag_value(argv, "--ckpt_path") == "last":
         runs = sorted(Path("runs", config_name or "adhoc").glob("*/checkpoints/last.ckpt"),
                       key=lambda p: p.stat().st_mtime)

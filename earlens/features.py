@@ -32,10 +32,14 @@ from earlens.paths import cache_dir as default_cache_dir
 POOLINGS = ("mean", "none")
 
 
-def feature_key(backbone: Backbone, stimulus_key: str, pooling: str, sample_rate: int) -> str:
-    """Cache key: hash of backbone weights id × selected layers × stimulus key × pooling × input rate."""
+def feature_key(backbone: Backbone, stimulus_key: str, pooling: str, sample_rate: int,
+                precision: str = "float32") -> str:
+    """Cache key: hash of backbone weights id × selected layers × stimulus key × pooling × input rate × precision
+    (bf16/fp16 autocast on GPU gives other numbers than float32 on CPU, so they never share an entry)."""
     fields = {"weights_id": backbone.weights_id, "layers": list(backbone.layer_names),
               "stimulus_key": stimulus_key, "pooling": pooling, "sample_rate": int(sample_rate)}
+    if precision != "float32":  # keeps the keys of existing float32 entries
+        fields["precision"] = precision
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -87,12 +91,11 @@ def load_manifest(features: np.memmap) -> dict:
     return json.loads((Path(features.filename).parent / "manifest.json").read_text())
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    """bf16 (or fp16 where bf16 is unsupported) autocast on GPU; full precision on CPU."""
+def _autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype | None:
+    """bf16 (or fp16 where bf16 is unsupported) autocast on GPU; None (full precision) on CPU."""
     if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return torch.autocast("cuda", dtype=dtype)
+        return None
+    return dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
 def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str,
@@ -109,23 +112,25 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     waves = np.asarray(waves)
     if waves.ndim != 2 or len(waves) == 0:
         raise ValueError(f"waves must be (N, T) with N > 0, got shape {waves.shape}")
+    if device is not None:
+        backbone.to(device)
+    device = backbone.device
+    autocast_dtype = _autocast_dtype(device, dtype)
+    precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"
     folder = Path(cache_dir) if cache_dir else default_cache_dir("features")
-    folder = folder / feature_key(backbone, stimulus_key, pooling, sample_rate)
+    folder = folder / feature_key(backbone, stimulus_key, pooling, sample_rate, precision)
     final_path, manifest_path, layout_path = (folder / name for name in
                                               ("features.npy", "manifest.json", "layout.json"))
     if manifest_path.is_file() and final_path.is_file():
         return np.load(final_path, mmap_mode="r")
     folder.mkdir(parents=True, exist_ok=True)
-    if device is not None:
-        backbone.to(device)
-    device = backbone.device
 
     spans = [(start, min(start + batch_size, len(waves))) for start in range(0, len(waves), batch_size)]
     missing = [span for span in spans if not _complete_shard(_shard_path(folder, *span), span[1] - span[0])]
     for start, stop in tqdm(missing, desc=f"{backbone.name} features", unit="batch",
                             initial=len(spans) - len(missing), total=len(spans)):
         batch = torch.from_numpy(resample(waves[start:stop], sample_rate, backbone.sample_rate)).to(device)
-        with _autocast(device, dtype):
+        with torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext():
             pooled, dims, frames = pool_layers(backbone(batch), pooling)
         if not layout_path.is_file():
             layout = json.dumps({"layer_dims": dims, "layer_frames": frames}).encode()
@@ -145,7 +150,7 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     manifest = {"backbone": backbone.name, "weights_id": backbone.weights_id, "layers": backbone.layer_names,
                 **json.loads(layout_path.read_text()), "stimulus_key": stimulus_key, "pooling": pooling,
                 "sample_rate": int(sample_rate), "backbone_sample_rate": backbone.sample_rate,
-                "shape": [len(waves), *first.shape[1:]]}
+                "precision": precision, "shape": [len(waves), *first.shape[1:]]}
     _atomic_write(manifest_path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
     for leftover in [*(_shard_path(folder, *span) for span in spans), *folder.glob("*.tmp*")]:
         leftover.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ Because the envelope is axis-aligned, cos(wt t + wf f) = cos cos - sin sin (and 
 kernel a sum of two rank-1 kernels, so the bank runs as 1-D filtering along time (all filters in one
 convolution, 1 -> 2n maps) followed by small blocked banded matmuls along frequency (`_FreqBlocking`);
 `dense=True` runs the same bank as a plain `conv2d` with the dense kernels instead (same output). The
-separable path wins for large kernels (1.3-2.7x at 25x25 and 9x111 in `bench/frontend.py`) and loses for
+separable path wins for large kernels (1.7-2.9x at 25x25 and 9x111 in `bench/frontend.py`) and loses for
 small ones (about 2x slower at 9x25, where a dense conv2d is cheap), so by default kernels smaller than
 `SEPARABLE_MIN_AREA` taps run dense.
 """

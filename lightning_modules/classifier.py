@@ -120,9 +120,10 @@ class AudioClassifier(pl.LightningModule):
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits, target = self._logits_and_target(batch)
         scored = target != IGNORE
-        if scored.any():
-            loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
-            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=int(scored.sum()))
+        n_scored = int(scored.sum())
+        # logged on every batch, even one with nothing scored, so DDP ranks always sync the same keys
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum") / max(n_scored, 1)
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=n_scored)
         logits, target = logits[scored], target[scored]
         self.class_metrics[stage].update(logits, target)
         self.log_dict(self.class_metrics[stage])
