@@ -102,8 +102,9 @@ class HelicalityCallback(EveryNValidationEpochs):
         vectors = self.layer_vectors(pl_module, stimuli.waves[shard])
         if world > 1:
             vectors = [pl_module.all_gather(v).reshape(world * per_rank, -1)[:n_clips] for v in vectors]
-        features = [v.double().cpu().numpy() for v in vectors]
-        return helix_probe(features, stimuli.labels["midi_pitch"], **self.probe_options)
+        audible = ~stimuli.labels["silent"]  # some GM programs render nothing at some pitches
+        features = [v.double().cpu().numpy()[audible] for v in vectors]
+        return helix_probe(features, stimuli.labels["midi_pitch"][audible], **self.probe_options)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._is_due(trainer):
