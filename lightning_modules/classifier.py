@@ -73,7 +73,7 @@ class AudioClassifier(pl.LightningModule):
             raise ValueError(f"task must be 'clip' or 'frame', got {task!r}")
         self.save_hyperparameters(ignore=["frontend"])
         self.frontend = frontend
-        self.encoder = ConvEncoder(frontend.out_channels, frontend.logmel.n_mels, channels, hidden,
+        self.encoder = ConvEncoder(frontend.out_channels, frontend.n_mels, channels, hidden,
                                    pool_time=task == "clip", dropout=dropout)
         head_in = 2 * hidden if task == "clip" else hidden
         self.head = nn.Linear(head_in, num_classes) if task == "clip" else nn.Conv1d(hidden, num_classes, 1)
