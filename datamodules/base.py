@@ -50,9 +50,9 @@ class EpochSampler(Sampler):
 
 
 class ClipDataset(Dataset):
-    """One label per clip (`sources[i]` names its file), cropped or zero-padded to `n_samples`.
+    """One label per clip (`sources[i]` names its file), cropped or zero-padded (at the end) to `n_samples`.
 
-    Crops (and placements inside the padding) are random when `random_crop`, centred otherwise.
+    Crops are random when `random_crop`, centred otherwise; `length` is the number of real samples.
     """
 
     def __init__(
@@ -73,8 +73,10 @@ class ClipDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, item_seed = key
         rng = np.random.default_rng(item_seed) if self.random_crop else None
-        audio = crop_or_pad(self.waves[index], self.n_samples, rng)
-        return {"audio": torch.from_numpy(np.array(audio)), "label": torch.tensor(self.labels[index])}
+        wave = self.waves[index]
+        audio = crop_or_pad(wave, self.n_samples, rng)
+        return {"audio": torch.from_numpy(np.array(audio)), "label": torch.tensor(self.labels[index]),
+                "length": torch.tensor(min(len(wave), self.n_samples))}
 
 
 class AudioDataModule(pl.LightningDataModule):

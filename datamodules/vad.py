@@ -91,7 +91,8 @@ class RandomChunkDataset(Dataset):
         label = np.full(self.chunk_samples, -1, dtype=np.int64)
         audio[: len(wave[piece])] = wave[piece]
         label[: len(wave[piece])] = labels[piece]
-        return {"audio": torch.from_numpy(audio), "label": torch.from_numpy(label)}
+        return {"audio": torch.from_numpy(audio), "label": torch.from_numpy(label),
+                "length": torch.tensor(len(wave[piece]))}
 
 
 class WholeFileDataset(Dataset):
@@ -108,6 +109,7 @@ class WholeFileDataset(Dataset):
         return {
             "audio": torch.from_numpy(self.waves[index].copy()),
             "label": torch.from_numpy(self.labels[index].astype(np.int64)),
+            "length": torch.tensor(len(self.waves[index])),
         }
 
 

@@ -45,15 +45,16 @@ def load_audio(
 
 
 def crop_or_pad(wave: np.ndarray, n_samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Fit `wave` to exactly `n_samples`: crop a longer one, zero-pad a shorter one.
+    """Fit `wave` to exactly `n_samples`: crop a longer one, zero-pad a shorter one at the end.
 
-    With `rng` the crop offset (or the placement inside the padding) is random, for training;
-    without it the excerpt is centred, so evaluation sees the same samples every time.
+    With `rng` the crop offset is random, for training; without it the excerpt is centred, so evaluation sees
+    the same samples every time. Padding always goes after the signal, so the valid part of the result is its
+    first `min(len(wave), n_samples)` samples (the batch's `length`).
     """
-    slack = abs(len(wave) - n_samples)
-    offset = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
     if len(wave) >= n_samples:
+        slack = len(wave) - n_samples
+        offset = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
         return wave[offset : offset + n_samples]
     fitted = np.zeros(n_samples, dtype=wave.dtype)
-    fitted[offset : offset + len(wave)] = wave
+    fitted[: len(wave)] = wave
     return fitted

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from earlens.gabor import GaborSTRF2d
+from earlens.lengths import zero_padding
 from earlens.spectrogram import LogMel
 
 KINDS = ("gabor", "gabor_frozen", "conv2d")
@@ -58,5 +59,13 @@ class SpectroTemporalFrontend(nn.Module):
     def n_mels(self) -> int:
         return self.logmel.n_mels
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.filterbank(self.logmel(wave).unsqueeze(1)))
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Spectrogram frames of clips with `lengths` real samples (centred frames: `length // hop + 1`)."""
+        return torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """With `lengths`, frames past each clip's end are zeroed before and after the filterbank, so they act
+        like the convolution's own zero padding: a padded clip gives the unpadded clip's output on its frames."""
+        frames = None if lengths is None else self.frame_lengths(lengths)
+        spec = zero_padding(self.logmel(wave).unsqueeze(1), frames)
+        return zero_padding(self.norm(self.filterbank(spec)), frames)

@@ -14,6 +14,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from earlens.lengths import masked_mean, proportional_frames, zero_padding
+
 IGNORE = -1
 
 
@@ -52,10 +54,25 @@ class ConvEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.temporal = nn.Sequential(nn.Conv1d(c_in * n_freq, hidden, 5, padding=2), nn.ReLU(), nn.Dropout(dropout))
         self.out_channels = hidden
+        self.pool_time = pool_time
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, F, T) → (B, hidden, T')
-        x = self.blocks(x)
-        return self.temporal(x.flatten(1, 2))
+    def frame_lengths(self, frames: torch.Tensor) -> torch.Tensor:
+        """Output frames of clips with `frames` real input frames (each time pool halves them, rounding up)."""
+        n_pools = sum(isinstance(layer, nn.MaxPool2d) for layer in self.blocks) if self.pool_time else 0
+        for _ in range(n_pools):
+            frames = torch.div(frames + 1, 2, rounding_mode="floor")
+        return frames
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, F, T) → (B, hidden, T'); with `frames` (real frames per clip) padding is zeroed after every
+        ReLU, so it acts as the convolutions' zero padding and never wins a max-pool (ReLU outputs are ≥ 0)."""
+        for layer in self.blocks:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                x = zero_padding(x, frames)
+            elif isinstance(layer, nn.MaxPool2d) and self.pool_time and frames is not None:
+                frames = torch.div(frames + 1, 2, rounding_mode="floor")
+        return zero_padding(self.temporal(x.flatten(1, 2)), frames)
 
 
 class AudioClassifier(pl.LightningModule):
@@ -95,14 +112,33 @@ class AudioClassifier(pl.LightningModule):
             raise ValueError(f"data sample_rate {dm.sample_rate} != frontend sample_rate {self.frontend.sample_rate}; "
                              "set --data.sample_rate or --model.frontend.init_args.sample_rate to match")
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(self.frontend(audio))  # (B, hidden, T')
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits `(B, K)` (clip) or `(B, K, frames)` (frame); `lengths` (real samples per clip) keeps padding out
+        of every convolution's view and of the pooling."""
+        if lengths is None:
+            z = self.encoder(self.frontend(audio))  # (B, hidden, T')
+            counts = None
+        else:
+            frames = self.frontend.frame_lengths(lengths)
+            z = self.encoder(self.frontend(audio, lengths), frames)
+            counts = self.encoder.frame_lengths(frames)
         if self.hparams.task == "clip":
-            return self.head(torch.cat([z.mean(-1), z.amax(-1)], dim=1))
+            return self.head(torch.cat([masked_mean(z, counts), z.amax(-1)], dim=1))  # padding is 0 ≤ ReLU outputs
         return self.head(z)  # (B, K, frames)
 
+    def frame_lengths(self, lengths: torch.Tensor, n_frames: int, n_samples: int) -> torch.Tensor:
+        """Real frames of a hooked layer's time axis of `n_frames` (from `n_samples`-sample clips): exact for the
+        frontend's and the encoder's axes, proportional otherwise. Used by the callbacks to skip padding."""
+        total = torch.tensor([n_samples], device=lengths.device)
+        frames, total_frames = self.frontend.frame_lengths(lengths), self.frontend.frame_lengths(total)
+        if int(total_frames) == n_frames:
+            return frames
+        if int(self.encoder.frame_lengths(total_frames)) == n_frames:
+            return self.encoder.frame_lengths(frames)
+        return proportional_frames(lengths, n_samples, n_frames)
+
     def _logits_and_target(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, target = self(batch["audio"]), batch["label"]
+        logits, target = self(batch["audio"], batch.get("length")), batch["label"]
         if self.hparams.task == "frame":
             target = target[:, :: self.frontend.hop_length]
             n = min(logits.shape[-1], target.shape[-1])

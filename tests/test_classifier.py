@@ -55,3 +55,18 @@ def test_speech_metrics_match_sklearn_on_scored_frames():
     assert speech["test/auroc"].item() == pytest.approx(roc_auc_score(truth, prob), abs=0.01)  # 256 thresholds
     accuracy = model.class_metrics["test"].compute()["test/acc"].item()
     assert accuracy == pytest.approx(((prob >= 0.5) == truth).mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize("task", ["clip", "frame"])
+def test_padding_changes_nothing_when_lengths_are_given(task):
+    """A clip zero-padded to the batch width, with its length, gives the unpadded clip's logits on its frames;
+    without the length the padding leaks into the convolutions and the pooling (the control)."""
+    torch.manual_seed(0)
+    model = AudioClassifier(SpectroTemporalFrontend(kind="gabor", n_filters=4), num_classes=3, task=task).eval()
+    clip = torch.randn(1, 6731)
+    padded = torch.cat([clip, torch.zeros(1, 16000 - 6731)], dim=1)
+    with torch.no_grad():
+        alone, masked, leaky = model(clip), model(padded, torch.tensor([6731])), model(padded)
+    n = alone.shape[-1]
+    torch.testing.assert_close(masked[..., :n], alone, atol=1e-6, rtol=1e-5)
+    assert (leaky[..., :n] - alone).abs().max() > 1e-3

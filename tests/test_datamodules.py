@@ -90,9 +90,9 @@ def test_fsdd_clip_audio_is_the_resampled_recording(fsdd):
     reference, _ = librosa.load(dataset.sources[index], sr=16000, res_type="soxr_hq")
     assert len(reference) < 16000
     item = dataset[(index, 0)]
-    start = (16000 - len(reference)) // 2  # evaluation centres a short clip in the zero padding
-    np.testing.assert_allclose(item["audio"][start : start + len(reference)].numpy(), reference, atol=1e-5)
-    assert item["audio"][:start].abs().max() == 0 and item["label"].dtype == torch.int64
+    n = len(reference)  # a short clip comes first, then zero padding; `length` says where it ends
+    np.testing.assert_allclose(item["audio"][:n].numpy(), reference, atol=1e-5)
+    assert item["audio"][n:].abs().max() == 0 and item["label"].dtype == torch.int64 and item["length"] == n
 
 
 def test_training_crops_are_seeded_per_epoch_and_worker_independent(fsdd):
@@ -193,7 +193,7 @@ def test_birds_song_split_is_seeded():
 
 
 def test_birds_segment_is_the_annotated_span():
-    """At the native 32 kHz an evaluation clip holds exactly the annotated samples, centred."""
+    """At the native 32 kHz an evaluation clip holds exactly the annotated samples, then zero padding."""
     root = data_root(dataset="bengalese_finch") / "Bird0"
     birds = BengaleseFinchDataModule(sample_rate=32000, clip_seconds=0.15, seed=0)
     wave_name = birds.song_splits()["test"][0]
@@ -204,11 +204,11 @@ def test_birds_segment_is_the_annotated_span():
     )
     start, length = int(first.group(1)) + int(first.group(2)), int(first.group(3))
     dataset = set_up(birds)[0].split("test")
-    clip = dataset[(dataset.sources.index(str(root / "Wave" / wave_name)), 0)]["audio"].numpy()
+    item = dataset[(dataset.sources.index(str(root / "Wave" / wave_name)), 0)]
+    clip = item["audio"].numpy()
     song, _ = sf.read(root / "Wave" / wave_name, dtype="float32")
-    pad = (4800 - length) // 2
-    np.testing.assert_array_equal(clip[pad : pad + length], song[start : start + length])
-    assert not clip[:pad].any() and not clip[pad + length :].any()
+    np.testing.assert_array_equal(clip[:length], song[start : start + length])
+    assert not clip[length:].any() and item["length"] == length
 
 
 # ---------------------------------------------------------------- AMI voice activity
