@@ -26,7 +26,7 @@ from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
 from earlens.probes import ProbeResult, fit_layer_probes
 from earlens.stimuli import render_stimuli
-from lightning_modules.cli import ensure_wandb_mode, expand_config_args, run_dir_for, write_summary
+from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
 
 
 @dataclass
@@ -192,9 +192,8 @@ def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[d
     """One W&B run: per-layer metrics as steps (step = layer), the layer table, the plots and the summary."""
     import wandb
 
-    mode = ensure_wandb_mode()
-    run = wandb.init(project=project, name=name, dir=str(run_dir), config=config, mode=mode,
-                     settings=wandb.Settings(silent=True))
+    run = start_wandb_run(project=project, name=name, dir=str(run_dir), config=config, job_type="probe",
+                          group=name.split("/")[0])
     for row in rows:
         run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=row["layer"])
     columns = list(rows[0])
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     backbone = build_backbone(backbone_opts)
-    run_dir = Path(options.run_dir) if options.run_dir else run_dir_for(config_name)
+    run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
                              **stimuli_opts.options)
@@ -274,9 +273,10 @@ def main(argv: list[str] | None = None) -> Path:
         "tables": {key: str(path) for key, path in tables.items()},
         "plots": {key: str(path) for key, path in plots.items()},
     }
+    summary["wall_time_s"] = time.perf_counter() - began
+    path = write_summary(run_dir, **summary)  # on disk before W&B is touched: W&B can never lose it
     summary["wandb_run_dir"] = log_wandb(run_dir, options.wandb_project, f"{config_name}/{run_dir.name}",
                                          config.as_dict(), rows, plots, summary)
-    summary["wall_time_s"] = time.perf_counter() - began
     path = write_summary(run_dir, **summary)
     print(path)
     return path

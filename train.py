@@ -1,130 +1,282 @@
-"""Train a frontend on a task: `python train.py --config gabor_vad [--trainer.* ...] [--ckpt_path last]`.
+"""Train a frontend on a task: `python train.py --config gabor_vad [--trainer.* ...]`.
 
 Fits, tests the best checkpoint, writes `summary.json` into the run folder and prints its path last.
+Resume an interrupted run with `--resume runs/<config>/<stamp>` (or `--config NAME --ckpt_path last` for the newest
+run of NAME): it is rebuilt from that run's own `config.yaml`, which is never rewritten.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 import wandb
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
+from earlens.audio import AudioError
+from lightning_modules.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    RNGStateCallback,
+    read_checkpoint,
+    remove_stale_temporaries,
+)
 from lightning_modules.classifier import AudioClassifier
-from lightning_modules.cli import ensure_wandb_mode, expand_config_args, run_dir_for, write_summary
+from lightning_modules.cli import (
+    UsageError,
+    create_run_dir,
+    expand_config_args,
+    read_attempts,
+    record_attempt,
+    start_wandb_run,
+    write_summary,
+)
+
+USER_ERRORS = (FileNotFoundError, AudioError, UsageError, CheckpointError)
 
 
-def pick_run_dir(argv: list[str], config_name: str | None) -> Path:
-    """`--run_dir` if given; for `--ckpt_path last` the newest run of this config; else a fresh folder.
+@dataclass
+class RunPlan:
+    """What this invocation does: the CLI arguments, its run folder, and the checkpoint it resumes (if any)."""
 
-    The launching process exports its choice in `EARLENS_RUN_DIR`, and the DDP ranks Lightning re-launches
-    (they have `LOCAL_RANK` set) take it from there, so all ranks agree on one folder.
+    argv: list[str]
+    config_name: str | None
+    run_dir: Path
+    resume_from: Path | None = None
+    created: bool = False  # this invocation made the folder (removed again if the start fails)
+    resuming: bool = False  # continuing this folder's own run from its last.ckpt
+
+
+def _pop_flag(argv: list[str], flag: str) -> tuple[list[str], str | None]:
+    """Remove `flag VALUE` / `flag=VALUE` from argv; return the rest and the (last) value."""
+    rest, value, args = [], None, iter(argv)
+    for arg in args:
+        if arg == flag:
+            value = next(args, None)
+            if value is None:
+                raise UsageError(f"{flag} needs a value")
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, value
+
+
+def _newest_run(config_name: str | None) -> Path:
+    runs = sorted(Path("runs", config_name or "adhoc").glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise UsageError(f"--ckpt_path last: no runs/{config_name}/*/checkpoints/last.ckpt to resume")
+    return runs[-1].parent.parent.resolve()
+
+
+def plan_run(argv: list[str]) -> RunPlan:
+    """Resolve `--resume`, `--ckpt_path last`, `--run_dir` and `--config` into one `RunPlan`.
+
+    DDP ranks that Lightning re-launches (`LOCAL_RANK` set) take the folder the launching process chose from
+    `EARLENS_RUN_DIR`, so all ranks agree on it and none creates another.
     """
-    explicit = _flag_value(argv, "--run_dir")
-    if explicit:
-        return Path(explicit).resolve()
-    if os.environ.get("LOCAL_RANK") and os.environ.get("EARLENS_RUN_DIR"):
-        return Path(os.environ["EARLENS_RUN_DIR"])
-    if _flag_value(argv, "--ckpt_path") == "last":
-        runs = sorted(Path("runs", config_name or "adhoc").glob("*/checkpoints/last.ckpt"),
-                      key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise FileNotFoundError(f"--ckpt_path last: no runs/{config_name}/*/checkpoints/last.ckpt to resume")
-        return runs[-1].parent.parent.resolve()
-    return run_dir_for(config_name).resolve()
-
-
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+    argv, resume = _pop_flag(argv, "--resume")
+    argv, ckpt_path = _pop_flag(argv, "--ckpt_path")
+    argv, run_dir = _pop_flag(argv, "--run_dir")
+    argv, config_name = expand_config_args(argv)
+    config_paths = [Path(argv[i + 1]) for i, arg in enumerate(argv) if arg == "--config"]
+    if ckpt_path == "last":
+        in_run = [p.parent for p in config_paths if (p.parent / "checkpoints").is_dir()]
+        resume = resume or str(in_run[0] if in_run else _newest_run(config_name))
+    inherited = os.environ.get("EARLENS_RUN_DIR") if os.environ.get("LOCAL_RANK") else None
+    if resume:
+        folder = Path(resume).resolve()
+        config = folder / "config.yaml"
+        if not config.is_file():
+            raise UsageError(f"--resume {resume}: no config.yaml there (not a train.py run folder)")
+        checkpoint = folder / "checkpoints" / "last.ckpt"
+        remove_stale_temporaries(checkpoint.parent)
+        read_checkpoint(checkpoint)  # a clear error now, not after the data are decoded
+        others = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
+        name = next((a.get("config") for a in read_attempts(folder) if a.get("config")), folder.parent.name)
+        return RunPlan(["--config", str(config), *others], name, folder, resume_from=checkpoint, resuming=True)
+    if ckpt_path is not None:
+        read_checkpoint(ckpt_path)
+    if inherited:
+        return RunPlan(argv, config_name, Path(inherited), Path(ckpt_path) if ckpt_path else None)
+    if run_dir:
+        folder = Path(run_dir).resolve()
+        if (folder / "checkpoints").is_dir():
+            raise UsageError(f"--run_dir {run_dir} already holds a run; resume it with --resume {run_dir}")
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        return RunPlan(argv, config_name, folder, Path(ckpt_path) if ckpt_path else None, created=created)
+    return RunPlan(argv, config_name, create_run_dir(config_name), Path(ckpt_path) if ckpt_path else None,
+                   created=True)
 
 
 class TrainCLI(LightningCLI):
-    def __init__(self, run_dir: Path, config_name: str | None, **kwargs):
-        self.run_dir, self.config_name = run_dir, config_name
+    def __init__(self, plan: RunPlan, **kwargs):
+        self.plan = plan
         super().__init__(**kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume; 'last' resumes")
-        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (runs/<config>/<time>)")
         parser.add_argument("--wandb_project", type=str, default="earlens")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.dirpath": str(self.run_dir / "checkpoints"), "checkpoint.save_last": True,
+        parser.set_defaults({"checkpoint.dirpath": str(self.plan.run_dir / "checkpoints"), "checkpoint.save_last": True,
                              "checkpoint.monitor": "val/acc_macro", "checkpoint.mode": "max",
                              "checkpoint.filename": "best-{epoch:03d}"})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """Options that would waste a run are refused before any data is decoded."""
+        trainer = self.config["trainer"]
+        max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+        if max_epochs == 0 or max_steps == 0:
+            raise UsageError("--trainer.max_epochs / --trainer.max_steps 0 would train nothing")
+        if (max_epochs is not None and max_epochs < -1) or (max_steps is not None and max_steps < -1):
+            raise UsageError(f"--trainer.max_epochs {max_epochs} / --trainer.max_steps {max_steps}: use -1 or >= 1")
+        if max_epochs == -1 and (max_steps is None or max_steps == -1):
+            raise UsageError("--trainer.max_epochs -1 trains forever; give --trainer.max_steps N (the learning-rate "
+                             "schedule needs an end)")
+        frontend = self.config["model"]["frontend"]  # built once here: a bad frontend option fails before decoding
+        module, name = frontend.class_path.rsplit(".", 1)
+        getattr(importlib.import_module(module), name)(**vars(frontend.init_args))
+
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
-        if self._get(self.config, "trainer.logger") in (None, True):
-            ensure_wandb_mode()
-            project = self._get(self.config, "wandb_project")
-            kwargs["logger"] = [
-                WandbLogger(project=project, name=f"{self.config_name}/{self.run_dir.name}", save_dir=self.run_dir,
-                            config=self.config.as_dict()),
-                CSVLogger(save_dir=self.run_dir, name="csv"),  # csv/version_N: one per attempt (resume)
-            ]
+        plan = self.plan
+        if self._get(self.config, "trainer.logger") in (None, True) and _is_launcher():
+            run = start_wandb_run(project=self._get(self.config, "wandb_project"), dir=str(plan.run_dir),
+                                  name=f"{plan.config_name}/{plan.run_dir.name}", config=self.config.as_dict(),
+                                  group=plan.config_name, job_type="train",
+                                  resume="allow", id=_wandb_id(plan.run_dir))
+            kwargs["logger"] = [WandbLogger(experiment=run, save_dir=str(plan.run_dir)),
+                                CSVLogger(save_dir=plan.run_dir, name="csv")]  # csv/version_N: one per attempt
+        elif self._get(self.config, "trainer.logger") in (None, True):
+            kwargs["logger"] = [WandbLogger(save_dir=str(plan.run_dir)), CSVLogger(save_dir=plan.run_dir, name="csv")]
+        kwargs["plugins"] = [*(self._get(self.config_init, "trainer.plugins") or []), AtomicCheckpointIO()]
+        kwargs["callbacks"] = [*(self._get(self.config_init, "trainer.callbacks") or []), RNGStateCallback()]
         return super().instantiate_trainer(**kwargs)
 
 
+def _is_launcher() -> bool:
+    """The process the user started (rank 0 of node 0), as opposed to the DDP ranks Lightning launches."""
+    return not os.environ.get("LOCAL_RANK") and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """One W&B run per run folder, so a resume continues it."""
+    return f"{run_dir.parent.name}-{run_dir.name}".replace("/", "-")[:64]
+
+
 def main(argv: list[str] | None = None) -> Path:
-    argv, config_name = expand_config_args(list(sys.argv[1:] if argv is None else argv))
-    run_dir = pick_run_dir(argv, config_name)
-    os.environ["EARLENS_RUN_DIR"] = str(run_dir)
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended to run from within")
+    plan = plan_run(list(sys.argv[1:] if argv is None else argv))
+    attempts = read_attempts(plan.run_dir)
+    if plan.resuming and attempts and attempts[-1].get("status") == "finished":
+        print(f"{plan.run_dir} is finished ({attempts[-1].get('epochs_run')} epochs): nothing to do; its summary is "
+              f"{plan.run_dir / 'summary.json'}")
+        return plan.run_dir
+    os.environ["EARLENS_RUN_DIR"] = str(plan.run_dir)
     started = time.time()
-    cli = TrainCLI(run_dir, config_name, model_class=AudioClassifier, datamodule_class=pl.LightningDataModule,
-                   subclass_mode_data=True, run=False, args=argv,
-                   trainer_defaults={"default_root_dir": str(run_dir)},
-                   save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})
+    try:
+        cli = TrainCLI(plan, model_class=AudioClassifier, datamodule_class=pl.LightningDataModule,
+                       subclass_mode_data=True, run=False, args=plan.argv,
+                       trainer_defaults={"default_root_dir": str(plan.run_dir)},
+                       save_config_callback=None if plan.resuming else SaveConfigCallback,
+                       save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})
+    except BaseException as err:
+        if plan.created and not any(plan.run_dir.rglob("*.ckpt")):
+            shutil.rmtree(plan.run_dir, ignore_errors=True)  # a failed start leaves no empty run folder
+        cause = _chain(err, ValueError)[-1:]  # the innermost: jsonargparse wraps a constructor's own error
+        cause = cause[0] if cause else None
+        if cause is not None and user_error(err) is None:  # a constructor refused an option: say which, in one line
+            raise UsageError(str(cause).splitlines()[0]) from err
+        raise
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    ckpt_path = cli.config.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
-    fit_started = time.time()
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
-    fit_seconds = time.time() - fit_started
-    best = trainer.checkpoint_callback.best_model_path or None
-    test_metrics = trainer.test(model, datamodule=data, ckpt_path=best or "last", verbose=False)
+    if trainer.is_global_zero:
+        record_attempt(plan.run_dir, config=plan.config_name, argv=plan.argv,
+                       resumed_from=str(plan.resume_from) if plan.resume_from else None)
+    try:
+        fit_started = time.time()
+        trainer.fit(model, datamodule=data, ckpt_path=str(plan.resume_from) if plan.resume_from else None)
+        fit_seconds = time.time() - fit_started
+        best = trainer.checkpoint_callback.best_model_path or None
+        test_metrics = trainer.test(model, datamodule=data, ckpt_path=best or "last", verbose=False)
+    except BaseException as err:
+        if trainer.is_global_zero:
+            record_attempt(plan.run_dir, status="failed", error=f"{type(err).__name__}: {err}"[:500])
+        raise
     if not trainer.is_global_zero:
-        return run_dir
-    best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] if best else None
+        return plan.run_dir
+    metrics = {k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()}
+    attempts = record_attempt(plan.run_dir, status="finished", epochs_run=trainer.current_epoch)
+    best_epoch = read_checkpoint(best)["epoch"] if best else None
     n_params = sum(p.numel() for p in model.parameters())
     summary = write_summary(
-        run_dir,
-        config=config_name,
-        test_metrics={k: float(v) for k, v in (test_metrics[0] if test_metrics else {}).items()},
+        plan.run_dir,
+        config=plan.config_name,
+        status="finished",
+        test_metrics=metrics,
         best_epoch=best_epoch,
         best_checkpoint=best,
         monitor=trainer.checkpoint_callback.monitor,
         best_score=float(trainer.checkpoint_callback.best_model_score)
         if trainer.checkpoint_callback.best_model_score is not None else None,
         epochs_run=trainer.current_epoch,
+        seed=cli.config.get("seed_everything"),
         wall_time_s=round(time.time() - started, 2),
         fit_time_s=round(fit_seconds, 2),
         train_samples_per_s=round(model.samples_seen * trainer.world_size / max(fit_seconds, 1e-9), 1),
         params={"total": n_params, "frontend": sum(p.numel() for p in model.frontend.parameters())},
         world_size=trainer.world_size,
         data_root=str(getattr(data, "root", None)),
-        skipped_files={"count": len(getattr(data, "skipped", [])),
-                       "files": [list(map(str, s)) for s in getattr(data, "skipped", [])]},
-        run_dir=str(run_dir),
+        skipped={"count": len(getattr(data, "skipped", [])),
+                 "items": [list(map(str, s)) for s in getattr(data, "skipped", [])]},
+        attempts=attempts,
+        run_dir=str(plan.run_dir),
     )
-    if wandb.run is not None:  # close W&B first so its exit messages do not follow the summary path
+    print_metrics(metrics)
+    if wandb.run is not None:  # summary and CSV are on disk before W&B is finalised
         wandb.finish()
     print(summary)
-    return run_dir
+    return plan.run_dir
+
+
+def print_metrics(metrics: dict[str, float]) -> None:
+    """The test metrics as a small table (the summary path follows on the last line)."""
+    if metrics:
+        width = max(map(len, metrics))
+        print("\n".join(f"{name:<{width}}  {value:.4f}" for name, value in sorted(metrics.items())))
+
+
+def _chain(error: BaseException | None, kinds) -> list[BaseException]:
+    """The exceptions of `kinds` in `error`'s cause/context chain, outermost first."""
+    found, seen = [], set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            found.append(error)
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The bad-input error behind `error` (jsonargparse wraps what a constructor raises), if there is one."""
+    found = _chain(error, USER_ERRORS)
+    return found[0] if found else None
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        sys.exit(f"train.py: {cause}")

@@ -24,6 +24,11 @@ from earlens.paths import data_root
 SPLITS = ("train", "val", "test")
 
 
+def natural_key(label: str) -> tuple:
+    """Sort key putting numeric labels in numeric order ("2" < "10") and the rest alphabetically after them."""
+    return (0, int(label), "") if str(label).isdigit() else (1, 0, str(label))
+
+
 class EpochSampler(Sampler):
     """Yields `(index, item_seed)`: the order and the per-item seeds are drawn from `(seed, epoch)`.
 
@@ -88,24 +93,53 @@ class AudioDataModule(pl.LightningDataModule):
 
     dataset: str
     task: str = "clip"
+    min_class_items: int = 3
 
     def __init__(
         self, root: str | None, sample_rate: int, batch_size: int, num_workers: int, seed: int
     ):
         super().__init__()
-        self.root = data_root(root, self.dataset)
+        for name, value in (("sample_rate", sample_rate), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"--data.init_args.{name} must be >= 1, got {value}")
+        self.root = self._resolve_root(root)
         self.sample_rate, self.batch_size, self.num_workers, self.seed = sample_rate, batch_size, num_workers, seed
         self.skipped: list[tuple[str, str]] = []
         self.split_files: dict[str, list[str]] = {}
         self._splits: dict[str, Dataset] | None = None
+        self._class_names: list[str] | None = None
+
+    def _resolve_root(self, root: str | None) -> Path:
+        """The dataset folder: `root/<dataset>`, `$EARLENS_DATA/<dataset>` or `../shared/data/<dataset>`."""
+        return data_root(root, self.dataset)
 
     @property
     def class_names(self) -> list[str]:
-        raise NotImplementedError
+        """Class names in label order, from the usable items (decodes the data on first use)."""
+        if self._class_names is None:
+            self.setup()
+        return self._class_names
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def _set_class_names(self, names: Sequence[str]) -> None:
+        if not names:
+            raise AudioError(f"{self.dataset}: no usable labelled items under {self.root} "
+                             f"({len(self.skipped)} skipped)")
+        self._class_names = list(names)
+
+    def _enough_per_class(self, items: Sequence[tuple]) -> list[tuple]:
+        """Drop (with a warning, counted in `skipped`) the items of labels with fewer than `min_class_items`."""
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item[1]] = counts.get(item[1], 0) + 1
+        rare = {label for label, n in counts.items() if n < self.min_class_items}
+        for label in sorted(rare):
+            self._skip(f"class {label!r}", f"only {counts[label]} usable item(s), below min_class_items="
+                                           f"{self.min_class_items}: class dropped")
+        return [item for item in items if item[1] not in rare]
 
     def _build_splits(self) -> dict[str, Dataset]:
         """Decode and label every split; call `_register_split` for each."""
@@ -121,9 +155,10 @@ class AudioDataModule(pl.LightningDataModule):
         self.setup()
         return self._splits[name]
 
-    def _skip(self, path: str | Path, reason: str) -> None:
-        self.skipped.append((str(path), reason))
-        warnings.warn(f"{self.dataset}: skipping {path}: {reason}", stacklevel=2)
+    def _skip(self, what: str | Path, reason: str) -> None:
+        """Record and warn about an unusable file, annotation row (`file:line`) or class."""
+        self.skipped.append((str(what), reason))
+        warnings.warn(f"{self.dataset}: skipping {what}: {reason}", stacklevel=2)
 
     def _decode(self, paths: Sequence[Path]) -> dict[Path, np.ndarray]:
         """Decode `paths` at `sample_rate`; unusable files are skipped and counted, not fatal."""
@@ -146,10 +181,19 @@ class AudioDataModule(pl.LightningDataModule):
         self.split_files[split] = sorted({str(f) for f in files})
 
     def _clip_datasets(
-        self, clips: Sequence[tuple[Path, int, str]], n_samples: dict[str, int]
+        self, clips: Sequence[tuple[Path, str, str]], n_samples: dict[str, int],
+        waves: dict[Path, np.ndarray] | None = None, order_key=natural_key,
     ) -> dict[str, ClipDataset]:
-        """Decode `(path, label, split)` clips into one `ClipDataset` per split (random crops in train)."""
-        waves = self._decode([path for path, _, _ in clips])
+        """`(path, label name, split)` clips → one `ClipDataset` per split (random crops in train).
+
+        Decodes the files unless `waves` are given; classes are the labels of the usable clips (rare ones dropped),
+        sorted by `order_key` (default natural order: numeric labels sort as numbers).
+        """
+        waves = self._decode([path for path, _, _ in clips]) if waves is None else waves
+        clips = self._enough_per_class([clip for clip in clips if clip[0] in waves])
+        self._set_class_names(sorted({label for _, label, _ in clips}, key=order_key))
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        clips = [(path, label_of[label], split) for path, label, split in clips]
         datasets = {}
         for split in SPLITS:
             usable = [(path, label) for path, label, s in clips if s == split and path in waves]
@@ -169,6 +213,7 @@ class AudioDataModule(pl.LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=EpochSampler(len(dataset), self.seed, shuffle),
+            generator=torch.Generator().manual_seed(self.seed),  # iterators never draw from the global generator
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+from datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
 
 
-def read_syllables(annotation: Path) -> list[tuple[str, int, int, str]]:
+def read_syllables(annotation: Path, skip=None) -> list[tuple[str, int, int, str]]:
     """`(wave file, start, length, label)` per syllable from `Annotation.xml`, in the file's samples.
 
     Note positions in the XML are relative to their sequence (song bout), whose position is relative
-    to the wave file; the start returned here is absolute within the file.
+    to the wave file; the start returned here is absolute within the file. Labels stay strings. A note with a
+    missing or non-integer field, a negative start or a non-positive length is passed to `skip(where, reason)`
+    (default: raise) as `Annotation.xml:sequence S note N`.
     """
     syllables = []
-    for sequence in ET.parse(annotation).getroot().iter("Sequence"):
+    for s, sequence in enumerate(ET.parse(annotation).getroot().iter("Sequence"), start=1):
         wave_name = sequence.findtext("WaveFileName")
-        offset = int(sequence.findtext("Position"))
-        syllables += [
-            (wave_name, offset + int(note.findtext("Position")), int(note.findtext("Length")), note.findtext("Label"))
-            for note in sequence.iter("Note")
-        ]
+        for n, note in enumerate(sequence.iter("Note"), start=1):
+            where = f"{annotation}:sequence {s} note {n}"
+            try:
+                start = int(sequence.findtext("Position")) + int(note.findtext("Position"))
+                length, label = int(note.findtext("Length")), (note.findtext("Label") or "").strip()
+                problem = ("negative start" if start < 0 else "non-positive length" if length <= 0
+                           else "empty label" if not label else "no WaveFileName" if not wave_name else None)
+            except (TypeError, ValueError) as err:
+                problem = f"unreadable field ({err})"
+            if problem:
+                if skip is None:
+                    raise ValueError(f"{where}: {problem}")
+                skip(where, problem)
+                continue
+            syllables.append((wave_name, start, length, label))
     return syllables
 
 
@@ -68,16 +79,12 @@ class BengaleseFinchDataModule(AudioDataModule):
             annotation = self.bird_dir / "Annotation.xml"
             if not annotation.is_file():
                 raise FileNotFoundError(f"bengalese_finch: no annotation at {annotation}")
-            self._syllables = read_syllables(annotation)
+            self._syllables = read_syllables(annotation, skip=self._skip)
         return self._syllables
-
-    @cached_property
-    def class_names(self) -> list[str]:
-        return sorted({label for *_, label in self.syllables}, key=int)
 
     def song_splits(self) -> dict[str, list[str]]:
         """Wave file names per split: a seeded shuffle of the annotated songs, cut by the fractions."""
-        songs = sorted({wave_name for wave_name, *_ in self.syllables}, key=lambda name: int(Path(name).stem))
+        songs = sorted({wave_name for wave_name, *_ in self.syllables}, key=lambda name: natural_key(Path(name).stem))
         order = np.random.default_rng(self.seed).permutation(len(songs))
         n_test, n_val = round(self.test_fraction * len(songs)), round(self.val_fraction * len(songs))
         shuffled = [songs[i] for i in order]
@@ -88,7 +95,6 @@ class BengaleseFinchDataModule(AudioDataModule):
         }
 
     def _build_splits(self) -> dict[str, ClipDataset]:
-        label_of = {name: i for i, name in enumerate(self.class_names)}
         paths = {name: self.bird_dir / "Wave" / name for name, *_ in self.syllables}
         songs = self._decode(sorted(set(paths.values())))
         file_info = {path: sf.info(path) for path in songs}
@@ -106,11 +112,17 @@ class BengaleseFinchDataModule(AudioDataModule):
             first, last = round(start * scale), round((start + length) * scale)
             waves, labels, files = segments[split_of[wave_name]]
             waves.append(song[max(first - context, 0) : last + context])
-            labels.append(label_of[label])
+            labels.append(label)
             files.append(path)
+        all_labels = [(None, label) for _, labels, _ in segments.values() for label in labels]
+        kept_labels = {label for _, label in self._enough_per_class(all_labels)}
+        self._set_class_names(sorted(kept_labels, key=natural_key))
+        label_of = {name: i for i, name in enumerate(self.class_names)}
         n_samples = round(self.clip_seconds * self.sample_rate)
         datasets = {}
         for split, (waves, labels, files) in segments.items():
-            self._register_split(split, files)
-            datasets[split] = ClipDataset(waves, labels, files, n_samples, random_crop=split == "train")
+            keep = [i for i, label in enumerate(labels) if label in label_of]
+            self._register_split(split, [files[i] for i in keep])
+            datasets[split] = ClipDataset([waves[i] for i in keep], [label_of[labels[i]] for i in keep],
+                                          [files[i] for i in keep], n_samples, random_crop=split == "train")
         return datasets

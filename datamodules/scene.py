@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 import re
 
 from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+from earlens.audio import find_audio
 
 CLASS_FOLDER = re.compile(r"(\d{3}) - (.+)")
-CLIP_NAME = re.compile(r"([1-5])-(\d+)-([A-Z])\.ogg")
+CLIP_NAME = re.compile(r"([1-5])-(\d+)-([A-Z])")  # file stem: {fold}-{freesound id}-{take}
 CLIP_SECONDS = 5.0
 N_FOLDS = 5
 
@@ -50,22 +50,23 @@ class ESC10DataModule(AudioDataModule):
         self.clip_seconds = clip_seconds
         self.folds = fold_split(cv_fold)
 
-    @cached_property
-    def class_names(self) -> list[str]:
-        folders = (CLASS_FOLDER.fullmatch(p.name) for p in self.root.iterdir() if p.is_dir())
-        return [m.group(2) for m in sorted(filter(None, folders), key=lambda m: int(m.group(1)))]
-
     def _build_splits(self) -> dict[str, ClipDataset]:
-        label_of = {name: i for i, name in enumerate(self.class_names)}
         split_of = {fold: split for split, folds in self.folds.items() for fold in folds}
-        clips = []
-        for path in sorted(self.root.glob("* - */*.ogg")):
-            name = CLIP_NAME.fullmatch(path.name)
-            if name is None:
-                self._skip(path, "name does not match {fold}-{freesound id}-{take}.ogg")
-                continue
-            label = label_of[CLASS_FOLDER.fullmatch(path.parent.name).group(2)]
-            clips.append((path, label, split_of[int(name.group(1))]))
+        clips, folder_number = [], {}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and CLASS_FOLDER.fullmatch(p.name)):
+            files, ignored = find_audio(folder, recursive=False)
+            for path, reason in ignored:
+                self._skip(path, reason)
+            for path in files:
+                name = CLIP_NAME.fullmatch(path.stem)
+                if name is None:
+                    self._skip(path, "name does not match {fold}-{freesound id}-{take}.<audio extension>")
+                    continue
+                number, label = CLASS_FOLDER.fullmatch(folder.name).groups()
+                folder_number[label] = int(number)
+                clips.append((path, label, split_of[int(name.group(1))]))
+        if not clips:
+            raise FileNotFoundError(f"esc10: no '<NNN - Class>/<fold>-<id>-<take>.<ext>' audio files under {self.root}")
         n_samples = {split: round(CLIP_SECONDS * self.sample_rate) for split in SPLITS}
         n_samples["train"] = round(self.clip_seconds * self.sample_rate)
-        return self._clip_datasets(clips, n_samples)
+        return self._clip_datasets(clips, n_samples, order_key=folder_number.get)  # classes in folder order

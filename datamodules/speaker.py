@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 import re
+from pathlib import Path
 
 from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+from earlens.audio import find_audio
 
-RECORDING_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav")
+RECORDING_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)")  # file stem: {digit}_{speaker}_{take}
 
 
 class FSDDSpeakerDataModule(AudioDataModule):
@@ -38,13 +39,14 @@ class FSDDSpeakerDataModule(AudioDataModule):
         self.clip_seconds = clip_seconds
         self.val_first_take, self.test_first_take = val_first_take, test_first_take
 
-    def _recordings(self):
-        return sorted((self.root / "recordings").glob("*.wav"))
-
-    @cached_property
-    def class_names(self) -> list[str]:
-        names = (RECORDING_NAME.fullmatch(p.name) for p in self._recordings())
-        return sorted({m.group(2) for m in names if m})
+    def _recordings(self) -> list[Path]:
+        folder = self.root / "recordings"
+        files, ignored = find_audio(folder, recursive=False) if folder.is_dir() else ([], [])
+        for path, reason in ignored:
+            self._skip(path, reason)
+        if not files:
+            raise FileNotFoundError(f"fsdd: no audio files in {folder} (expected recordings/<digit>_<speaker>_<take>.wav)")
+        return files
 
     def _split_of(self, take: int) -> str:
         if take < self.val_first_take:
@@ -52,13 +54,12 @@ class FSDDSpeakerDataModule(AudioDataModule):
         return "val" if take < self.test_first_take else "test"
 
     def _build_splits(self) -> dict[str, ClipDataset]:
-        label_of = {name: i for i, name in enumerate(self.class_names)}
         labelled = []
         for path in self._recordings():
-            name = RECORDING_NAME.fullmatch(path.name)
+            name = RECORDING_NAME.fullmatch(path.stem)
             if name is None:
-                self._skip(path, "name does not match {digit}_{speaker}_{take}.wav")
+                self._skip(path, "name does not match {digit}_{speaker}_{take}.<audio extension>")
                 continue
-            labelled.append((path, label_of[name.group(2)], self._split_of(int(name.group(3)))))
+            labelled.append((path, name.group(2), self._split_of(int(name.group(3)))))
         n_samples = round(self.clip_seconds * self.sample_rate)
         return self._clip_datasets(labelled, dict.fromkeys(SPLITS, n_samples))

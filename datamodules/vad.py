@@ -26,26 +26,42 @@ def fold_uri(uri: str) -> str:
     return unicodedata.normalize("NFKD", uri).encode("ascii", "ignore").decode("ascii")
 
 
-def read_intervals(path: Path, uri_field: int, start_field: int, end_field: int, is_duration: bool):
-    """`{folded uri: (n, 2) array of [start, end) seconds}` from a whitespace-separated RTTM/UEM file."""
+def read_intervals(path: Path, uri_field: int, start_field: int, end_field: int, is_duration: bool, skip=None):
+    """`{folded uri: (n, 2) array of [start, end) seconds}` from a whitespace-separated RTTM/UEM file.
+
+    Every row is validated: too few fields, a non-numeric or non-finite time, a negative start or an empty or
+    negative span is passed to `skip("file:line", reason)` (default: raise ValueError) and left out.
+    """
     intervals = defaultdict(list)
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()
-        if not fields:
+        if not fields or fields[0].startswith("#"):
             continue
-        start, end = float(fields[start_field]), float(fields[end_field])
-        intervals[fold_uri(fields[uri_field])].append((start, start + end if is_duration else end))
+        try:
+            start, second = float(fields[start_field]), float(fields[end_field])
+            end = start + second if is_duration else second
+            problem = ("non-finite time" if not np.isfinite([start, end]).all() else
+                       "negative start" if start < 0 else
+                       "negative or zero duration" if end <= start else None)
+        except (IndexError, ValueError):
+            problem = f"expected a number in fields {start_field + 1} and {end_field + 1}"
+        if problem:
+            if skip is None:
+                raise ValueError(f"{path}:{number}: {problem}: {line.strip()!r}")
+            skip(f"{path}:{number}", f"{problem}: {line.strip()!r}")
+            continue
+        intervals[fold_uri(fields[uri_field])].append((start, end))
     return {uri: np.array(spans, dtype=np.float64) for uri, spans in intervals.items()}
 
 
-def read_rttm(path: Path) -> dict[str, np.ndarray]:
+def read_rttm(path: Path, skip=None) -> dict[str, np.ndarray]:
     """Speaker turns: `SPEAKER uri channel onset duration ...`."""
-    return read_intervals(path, uri_field=1, start_field=3, end_field=4, is_duration=True)
+    return read_intervals(path, uri_field=1, start_field=3, end_field=4, is_duration=True, skip=skip)
 
 
-def read_uem(path: Path) -> dict[str, np.ndarray]:
+def read_uem(path: Path, skip=None) -> dict[str, np.ndarray]:
     """Scored regions: `uri channel start end`."""
-    return read_intervals(path, uri_field=0, start_field=2, end_field=3, is_duration=False)
+    return read_intervals(path, uri_field=0, start_field=2, end_field=3, is_duration=False, skip=skip)
 
 
 def interval_mask(spans: np.ndarray, n_samples: int, sample_rate: int) -> np.ndarray:
@@ -159,8 +175,8 @@ class AMIVADDataModule(AudioDataModule):
         datasets = {}
         for split, protocol_split in PROTOCOL_SPLITS.items():
             files = self._split_files(protocol_split)
-            turns = read_rttm(self.root / f"debug.{protocol_split}.rttm")
-            scored = read_uem(self.root / f"debug.{protocol_split}.uem")
+            turns = read_rttm(self.root / f"debug.{protocol_split}.rttm", skip=self._skip)
+            scored = read_uem(self.root / f"debug.{protocol_split}.uem", skip=self._skip)
             decoded = self._decode([path for _, path in files])
             waves, labels, used = [], [], []
             for uri, path in files:
@@ -170,6 +186,12 @@ class AMIVADDataModule(AudioDataModule):
                     warnings.warn(f"ami_mini: no UEM entry for {uri!r}; scoring the whole of {path}", stacklevel=2)
                 wave = decoded[path]
                 uri_turns = turns.get(fold_uri(uri), np.zeros((0, 2)))
+                beyond = uri_turns[:, 0] >= len(wave) / self.sample_rate
+                for onset, offset in uri_turns[beyond]:
+                    self._skip(f"{self.root / f'debug.{protocol_split}.rttm'} ({uri})",
+                               f"turn {onset:.2f}-{offset:.2f} s starts after the end of {path.name} "
+                               f"({len(wave) / self.sample_rate:.2f} s)")
+                uri_turns = uri_turns[~beyond]
                 waves.append(wave)
                 labels.append(speech_labels(len(wave), self.sample_rate, uri_turns, scored.get(fold_uri(uri))))
                 used.append(path)

@@ -7,6 +7,7 @@ wrong channel count) is caught in one place with an `AudioError` that names the 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -16,6 +17,38 @@ import soxr
 
 class AudioError(ValueError):
     """An audio file (or a dataset split) that cannot be used; the message names the file."""
+
+
+# File extensions of the formats libsndfile reads (matched case-insensitively: `.WAV` is a WAV).
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                              ".au", ".snd", ".caf", ".w64", ".rf64", ".nist", ".sph", ".voc", ".htk", ".sf", ".paf",
+                              ".svx", ".mat", ".xi", ".sd2", ".avr", ".wve", ".mpc"})
+
+
+def is_audio_name(path: str | os.PathLike) -> bool:
+    """Whether a file name has an audio extension that soundfile reads (any case)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS
+
+
+def find_audio(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Audio files under `folder` (sorted) and the audio-looking entries ignored, each with the reason.
+
+    Directories named like audio files and dangling links are ignored and reported, never silently dropped;
+    files with other extensions are simply not audio.
+    """
+    folder = Path(folder)
+    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    found, ignored = [], []
+    for path in entries:
+        if not is_audio_name(path):
+            continue
+        if path.is_symlink() and not path.exists():
+            ignored.append((path, "dangling symbolic link"))
+        elif path.is_dir():
+            ignored.append((path, "a directory named like an audio file"))
+        elif path.is_file():
+            found.append(path)
+    return found, ignored
 
 
 def load_audio(

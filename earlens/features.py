@@ -1,8 +1,10 @@
 """Feature cache: run a frozen backbone over a stimulus set once, probe the activations many times.
 
 `extract_features` writes one shard per batch (to a temporary name, then `os.replace`, so a shard that
-exists is complete), assembles the shards into one `.npy` opened as a memory map, and writes
-`manifest.json` last to mark the entry complete. A crashed run resumes at the missing shards.
+exists is complete) with a checksum beside it, assembles the shards into one `.npy` opened as a memory map, and
+writes `manifest.json` (with the final array's size and checksum) last to mark the entry complete. A crashed run
+resumes at the missing shards; a shard or final array whose bytes no longer match its checksum (zeroed, truncated)
+is rebuilt with a warning naming the file. Entries are keyed by the audio's content, never by a caller's label.
 
 Layout: pooling `"mean"` (over time) gives `(N, L, D)`; `"none"` keeps time as `(N, L, T, D)`. Layers of
 different width (EnCodec, CREPE) are zero-padded to the widest selected layer, and with `"none"` layers of
@@ -19,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +35,31 @@ from earlens.paths import cache_dir as default_cache_dir
 POOLINGS = ("mean", "none")
 
 
-def feature_key(backbone: Backbone, stimulus_key: str, pooling: str, sample_rate: int,
+def checksum(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """BLAKE2b digest of a file's bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def audio_fingerprint(waves: np.ndarray, chunk_rows: int = 256) -> str:
+    """BLAKE2b digest of clips `(N, T)` as float32 (their shape included): the cache key's audio part."""
+    waves = np.asarray(waves)
+    digest = hashlib.blake2b(repr(tuple(waves.shape)).encode(), digest_size=16)
+    for start in range(0, len(waves), chunk_rows):
+        digest.update(np.ascontiguousarray(waves[start:start + chunk_rows], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def feature_key(backbone: Backbone, audio_key: str, pooling: str, sample_rate: int,
                 precision: str = "float32") -> str:
-    """Cache key: hash of backbone weights id × selected layers × stimulus key × pooling × input rate × precision
-    (bf16/fp16 autocast on GPU gives other numbers than float32 on CPU, so they never share an entry)."""
+    """Cache key: hash of backbone weights id × selected layers × audio content × pooling × input rate × precision
+    (bf16/fp16 autocast on GPU gives other numbers than float32 on CPU, so they never share an entry).
+    `audio_key` is `audio_fingerprint(waves)`."""
     fields = {"weights_id": backbone.weights_id, "layers": list(backbone.layer_names),
-              "stimulus_key": stimulus_key, "pooling": pooling, "sample_rate": int(sample_rate)}
+              "audio": audio_key, "pooling": pooling, "sample_rate": int(sample_rate)}
     if precision != "float32":  # keeps the keys of existing float32 entries
         fields["precision"] = precision
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
@@ -79,11 +101,35 @@ def _shard_path(folder: Path, start: int, stop: int) -> Path:
 
 
 def _complete_shard(path: Path, n_clips: int) -> bool:
-    """A shard counts as done if it parses as `.npy` with the right number of clips."""
+    """A shard counts as done if its bytes match the checksum written beside it and it holds `n_clips` clips; a
+    shard whose bytes changed is deleted with a warning (it is then recomputed)."""
+    sidecar = path.with_name(path.name + ".b2")
+    if not (path.is_file() and sidecar.is_file()):
+        return False
+    if checksum(path) != sidecar.read_text().strip():
+        warnings.warn(f"feature cache: {path} does not match its checksum (corrupted); recomputing it", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return False
     try:
         return np.load(path, mmap_mode="r").shape[0] == n_clips
     except (OSError, ValueError):
         return False
+
+
+def _verified_entry(final_path: Path, manifest_path: Path) -> np.memmap | None:
+    """The finished array if its size and checksum match the manifest; else None (entry removed, with a warning)."""
+    if not (manifest_path.is_file() and final_path.is_file()):
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    expected_size, expected_sum = manifest.get("bytes"), manifest.get("checksum")
+    problem = ("is truncated or grown" if final_path.stat().st_size != expected_size else
+               "does not match its checksum" if checksum(final_path) != expected_sum else None)
+    if problem is None:
+        return np.load(final_path, mmap_mode="r")
+    warnings.warn(f"feature cache: {final_path} {problem} (corrupted); rebuilding the entry", stacklevel=3)
+    manifest_path.unlink(missing_ok=True)
+    final_path.unlink(missing_ok=True)
+    return None
 
 
 def load_manifest(features: np.memmap) -> dict:
@@ -98,14 +144,15 @@ def _autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dt
     return dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
-def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str,
+def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str = "",
                      pooling: str = "mean", batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
                      device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> np.memmap:
     """Per-layer activations of `backbone` for clips `waves (N, T)` at `sample_rate`, cached on disk.
 
     Returns a read-only memory map `(N, L, D)` (`pooling="mean"`) or `(N, L, T, D)` (`"none"`); see the
     module docstring for padding. The cache entry lives in `cache_dir / feature_key(...)` (default
-    `earlens.paths.cache_dir("features")`); a finished entry is returned without running the backbone.
+    `earlens.paths.cache_dir("features")`), keyed by the audio's content; `stimulus_key` is only a label recorded
+    in the manifest. A finished entry whose checksum still matches is returned without running the backbone.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -118,11 +165,13 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     autocast_dtype = _autocast_dtype(device, dtype)
     precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"
     folder = Path(cache_dir) if cache_dir else default_cache_dir("features")
-    folder = folder / feature_key(backbone, stimulus_key, pooling, sample_rate, precision)
+    audio_key = audio_fingerprint(waves)
+    folder = folder / feature_key(backbone, audio_key, pooling, sample_rate, precision)
     final_path, manifest_path, layout_path = (folder / name for name in
                                               ("features.npy", "manifest.json", "layout.json"))
-    if manifest_path.is_file() and final_path.is_file():
-        return np.load(final_path, mmap_mode="r")
+    cached = _verified_entry(final_path, manifest_path)
+    if cached is not None:
+        return cached
     folder.mkdir(parents=True, exist_ok=True)
 
     spans = [(start, min(start + batch_size, len(waves))) for start in range(0, len(waves), batch_size)]
@@ -136,7 +185,10 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
             layout = json.dumps({"layer_dims": dims, "layer_frames": frames}).encode()
             _atomic_write(layout_path, lambda file, layout=layout: file.write(layout))
         array = pooled.cpu().numpy()
-        _atomic_write(_shard_path(folder, start, stop), lambda file, array=array: np.save(file, array))
+        shard = _shard_path(folder, start, stop)
+        _atomic_write(shard, lambda file, array=array: np.save(file, array))
+        digest = checksum(shard).encode()
+        _atomic_write(shard.with_name(shard.name + ".b2"), lambda file, digest=digest: file.write(digest))
 
     first = np.load(_shard_path(folder, *spans[0]), mmap_mode="r")
     assembling = folder / f"features.npy.tmp{os.getpid()}"
@@ -148,11 +200,16 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     del features
     os.replace(assembling, final_path)
     manifest = {"backbone": backbone.name, "weights_id": backbone.weights_id, "layers": backbone.layer_names,
-                **json.loads(layout_path.read_text()), "stimulus_key": stimulus_key, "pooling": pooling,
-                "sample_rate": int(sample_rate), "backbone_sample_rate": backbone.sample_rate,
-                "precision": precision, "shape": [len(waves), *first.shape[1:]]}
+                **json.loads(layout_path.read_text()), "stimulus_key": stimulus_key, "audio_key": audio_key,
+                "pooling": pooling, "sample_rate": int(sample_rate), "backbone_sample_rate": backbone.sample_rate,
+                "precision": precision, "shape": [len(waves), *first.shape[1:]],
+                "bytes": final_path.stat().st_size, "checksum": checksum(final_path)}
     _atomic_write(manifest_path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
-    for leftover in [*(_shard_path(folder, *span) for span in spans), *folder.glob("*.tmp*")]:
+    for span in spans:
+        shard = _shard_path(folder, *span)
+        shard.unlink(missing_ok=True)
+        shard.with_name(shard.name + ".b2").unlink(missing_ok=True)
+    for leftover in folder.glob("*.tmp*"):
         leftover.unlink(missing_ok=True)
     return np.load(final_path, mmap_mode="r")
 

@@ -36,6 +36,8 @@ class SpectroTemporalFrontend(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS} (got {kind!r})")
+        if n_filters < 1:
+            raise ValueError(f"--model.frontend.init_args.n_filters must be >= 1 (got {n_filters})")
         kernel_size = tuple(kernel_size)
         self.kind = kind
         self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)

@@ -251,6 +251,8 @@ class GaborSTRF2d(nn.Module):
         dense: bool | None = None,
     ):
         super().__init__()
+        if n_filters < 1:
+            raise ValueError(f"n_filters must be >= 1 (got {n_filters})")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES} (got {mode!r})")
         if init not in INITS:

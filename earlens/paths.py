@@ -36,7 +36,7 @@ def data_root(root: str | os.PathLike | None = None, dataset: str | None = None)
     hint = f" Download it from {DOWNLOADS[dataset]} into <root>/{dataset}." if dataset in DOWNLOADS else ""
     raise FileNotFoundError(
         f"dataset {dataset or '(root)'} not found; looked in: {looked}. "
-        f"Pass --data.root or set EARLENS_DATA to the folder holding it.{hint}"
+        f"Pass --data.init_args.root or set EARLENS_DATA to the folder holding it.{hint}"
     )
 
 

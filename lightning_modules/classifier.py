@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -174,10 +176,15 @@ class AudioClassifier(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
+        """AdamW (the frontend may have its own `frontend_lr`) with a cosine decay over every optimiser step of the
+        run, so `max_epochs` and `max_steps` both give a schedule that ends at the end of training."""
         frontend_lr = self.hparams.frontend_lr or self.hparams.lr
         groups = [{"params": [p for p in self.frontend.parameters() if p.requires_grad], "lr": frontend_lr},
                   {"params": [*self.encoder.parameters(), *self.head.parameters()]}]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        max_epochs = max(self.trainer.max_epochs or 1, 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps) or total_steps < 1:
+            raise ValueError(f"the cosine schedule needs a finite run, got {total_steps} steps: set "
+                             "--trainer.max_epochs or --trainer.max_steps")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

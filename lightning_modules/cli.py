@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import socket
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
 
 from earlens.paths import REPO_ROOT
 
@@ -44,29 +47,106 @@ def expand_config_args(argv: list[str]) -> tuple[list[str], str | None]:
     return out, name
 
 
-def run_dir_for(config_name: str | None, root: str | os.PathLike = "runs") -> Path:
-    """A fresh folder `runs/<config>/<timestamp>` for one run's logs, checkpoints and summary."""
+class UsageError(ValueError):
+    """A bad option or configuration, reported as one line before any heavy work."""
+
+
+def create_run_dir(config_name: str | None, root: str | os.PathLike = "runs") -> Path:
+    """Create a new folder `runs/<config>/<timestamp>[-N]` exclusively: two runs started in the same second get
+    two folders (`mkdir` either creates the folder or fails, so no two processes can both own one)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / (config_name or "adhoc") / stamp
-    suffix = 0
-    while path.exists():
-        suffix += 1
-        path = Path(root) / (config_name or "adhoc") / f"{stamp}-{suffix}"
-    return path
+    parent = Path(root) / (config_name or "adhoc")
+    parent.mkdir(parents=True, exist_ok=True)
+    for suffix in range(10_000):
+        path = parent / (stamp if suffix == 0 else f"{stamp}-{suffix}")
+        try:
+            path.mkdir()
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise UsageError(f"could not create a new run folder under {parent}")
 
 
-def ensure_wandb_mode() -> str:
-    """Run W&B offline unless the user chose a mode or has credentials (env key or ~/.netrc)."""
-    if "WANDB_MODE" not in os.environ:
-        has_key = bool(os.environ.get("WANDB_API_KEY"))
-        if not has_key:
-            try:
-                has_key = netrc.netrc().authenticators("api.wandb.ai") is not None
-            except (FileNotFoundError, netrc.NetrcParseError):
-                has_key = False
-        if not has_key:
-            os.environ["WANDB_MODE"] = "offline"
-    return os.environ.get("WANDB_MODE", "online")
+def _wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        return netrc.netrc().authenticators(host or "api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _wandb_server_reachable(timeout: float) -> str | None:
+    """None if a TCP connection to the W&B server opens within `timeout` seconds, else why not."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"{host}:{port} unreachable ({err.strerror or type(err).__name__})"
+
+
+def ensure_wandb_mode(timeout: float = 5.0) -> str:
+    """Decide W&B's mode once, before any run starts, so W&B can never block or lose a run.
+
+    Offline unless the user set `WANDB_MODE` or has credentials; an online mode whose key is missing or whose
+    server does not answer within `timeout` seconds falls back to offline with one warning (sync later with
+    `wandb sync`). The decision is stored in `WANDB_MODE`, so DDP ranks and later calls agree.
+    """
+    mode = os.environ.get("WANDB_MODE")
+    if mode is None:
+        mode = "online" if _wandb_has_key() else "offline"
+    elif mode in ("online", "run"):
+        problem = None if _wandb_has_key() else "no API key (WANDB_API_KEY or ~/.netrc)"
+        problem = problem or _wandb_server_reachable(timeout)
+        if problem:
+            warnings.warn(f"W&B online mode not possible: {problem}; logging offline instead "
+                          "(upload later with `wandb sync <run>/wandb/offline-run-*`)", stacklevel=2)
+            mode = "offline"
+    os.environ["WANDB_MODE"] = mode
+    return mode
+
+
+def start_wandb_run(**init_kwargs):
+    """`wandb.init` that cannot hang or crash a run: a 10 s init timeout, then offline on any failure."""
+    import wandb
+
+    mode = ensure_wandb_mode()
+    settings = wandb.Settings(init_timeout=10, silent=True)
+    try:
+        return wandb.init(mode=mode, settings=settings, **init_kwargs)
+    except Exception as err:  # noqa: BLE001 - any W&B failure must fall back, never end the run
+        if mode == "offline":
+            raise
+        warnings.warn(f"W&B init failed ({type(err).__name__}: {err}); logging offline instead", stacklevel=2)
+        os.environ["WANDB_MODE"] = "offline"
+        return wandb.init(mode="offline", settings=settings, **init_kwargs)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
+    """The attempts recorded in `run_dir/attempts.json` (one per start or resume), oldest first."""
+    path = Path(run_dir) / "attempts.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_attempt(run_dir: str | os.PathLike, **fields) -> list[dict]:
+    """Start a new attempt (`status="running"`) or, with `status` given, update the last one; atomic."""
+    attempts = read_attempts(run_dir)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if fields.get("status", "running") == "running":
+        attempts.append({"attempt": len(attempts) + 1, "started": now, **fields, "status": "running"})
+    else:
+        attempts[-1].update(fields, ended=now)
+    _atomic_write_text(Path(run_dir) / "attempts.json", json.dumps(attempts, indent=1) + "\n")
+    return attempts
 
 
 def package_versions() -> dict[str, str]:
@@ -84,8 +164,8 @@ def write_summary(directory: str | os.PathLike, **fields) -> Path:
     path = Path(directory) / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = {**fields, "versions": package_versions()}
-    path.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
-    return path
+    _atomic_write_text(path, json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    return path.resolve()
 
 
 def _jsonable(value):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone, HookBackbone
-from earlens.features import extract_features, feature_key, load_manifest
+from earlens.features import audio_fingerprint, extract_features, feature_key, load_manifest
 
 INPUT_RATE, MODEL_RATE = 8000, 16000
 
@@ -79,7 +79,7 @@ def test_resume_after_crash_skips_done_shards(tmp_path, waves):
     crashing = CountingBackbone(conv_backbone(), fail_at=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         extract_features(crashing, waves, INPUT_RATE, "set-a", batch_size=3, cache_dir=tmp_path)
-    entry = tmp_path / feature_key(crashing, "set-a", "mean", INPUT_RATE)
+    entry = tmp_path / feature_key(crashing, audio_fingerprint(waves), "mean", INPUT_RATE)
     assert len(list(entry.glob("shard_*.npy"))) == 2 and not (entry / "manifest.json").exists()
 
     resumed = CountingBackbone(conv_backbone())
@@ -96,7 +96,7 @@ def test_partial_and_temporary_shards_are_ignored(tmp_path, waves):
     crashing = CountingBackbone(conv_backbone(), fail_at=4)
     with pytest.raises(RuntimeError):
         extract_features(crashing, waves, INPUT_RATE, "set-a", batch_size=3, cache_dir=tmp_path)
-    entry = tmp_path / feature_key(crashing, "set-a", "mean", INPUT_RATE)
+    entry = tmp_path / feature_key(crashing, audio_fingerprint(waves), "mean", INPUT_RATE)
     done = sorted(entry.glob("shard_*.npy"))
     assert len(done) == 3
     done[1].write_bytes(done[1].read_bytes()[:-8])  # a shard cut short (e.g. a copy that died)
@@ -117,10 +117,51 @@ def test_different_keys_make_different_entries(tmp_path, waves):
     np.testing.assert_allclose(other_stimuli, first[::-1], rtol=1e-5, atol=1e-6)
     other_layers = conv_backbone()
     other_layers.layer_names = ["0"]
-    assert feature_key(other_layers, "set-a", "mean", INPUT_RATE) != feature_key(backbone, "set-a", "mean",
-                                                                                 INPUT_RATE)
-    assert json.loads((tmp_path / feature_key(backbone, "set-b", "mean", INPUT_RATE) / "manifest.json")
-                      .read_text())["stimulus_key"] == "set-b"
+    key = audio_fingerprint(waves)
+    assert feature_key(other_layers, key, "mean", INPUT_RATE) != feature_key(backbone, key, "mean", INPUT_RATE)
+    assert load_manifest(other_stimuli)["stimulus_key"] == "set-b"
+
+
+def test_the_key_is_the_audio_not_the_label(tmp_path, waves):
+    """Other audio under the same caller label gets its own entry (a label-keyed cache returned stale features)."""
+    backbone = CountingBackbone(conv_backbone())
+    first = extract_features(backbone, waves, INPUT_RATE, "same-label", cache_dir=tmp_path)
+    louder = extract_features(backbone, 2 * waves, INPUT_RATE, "same-label", cache_dir=tmp_path)
+    assert first.filename != louder.filename and backbone.calls == 2 * -(-len(waves) // 8)
+    np.testing.assert_allclose(louder, direct_features(backbone, 2 * waves, "mean"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated"])
+def test_corrupted_final_array_is_rebuilt_with_a_warning(tmp_path, waves, damage):
+    backbone = CountingBackbone(conv_backbone())
+    features = extract_features(backbone, waves, INPUT_RATE, "set-a", batch_size=4, cache_dir=tmp_path)
+    expected, path = np.array(features), Path(features.filename)
+    del features
+    data = bytearray(path.read_bytes())
+    if damage == "zeroed":
+        data[-200:-100] = bytes(100)
+    else:
+        data = data[:-100]
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=str(path)):
+        rebuilt = extract_features(backbone, waves, INPUT_RATE, "set-a", batch_size=4, cache_dir=tmp_path)
+    np.testing.assert_array_equal(rebuilt, expected)
+
+
+def test_corrupted_shard_is_recomputed_with_a_warning(tmp_path, waves):
+    crashing = CountingBackbone(conv_backbone(), fail_at=3)
+    with pytest.raises(RuntimeError):
+        extract_features(crashing, waves, INPUT_RATE, "set-a", batch_size=3, cache_dir=tmp_path)
+    shard = sorted((tmp_path / feature_key(crashing, audio_fingerprint(waves), "mean", INPUT_RATE))
+                   .glob("shard_*.npy"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-40:] = bytes(40)  # zeroed bytes inside the array: it still parses, only the checksum can tell
+    shard.write_bytes(bytes(data))
+    resumed = CountingBackbone(conv_backbone())
+    with pytest.warns(UserWarning, match=shard.name):
+        features = extract_features(resumed, waves, INPUT_RATE, "set-a", batch_size=3, cache_dir=tmp_path)
+    assert resumed.calls == 3  # the damaged shard and the two never written
+    np.testing.assert_allclose(features, direct_features(resumed, waves, "mean"), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_input_is_rejected(tmp_path):

@@ -58,7 +58,7 @@ def test_fit_test_summary_and_logs(tmp_path):
     assert {"test/acc", "test/acc_macro", "test/f1_macro"} <= set(summary["test_metrics"])
     assert all(0.0 <= v <= 1.0 for k, v in summary["test_metrics"].items() if k != "test/loss")
     assert {"torch", "pytorch-lightning", "python"} <= set(summary["versions"])
-    assert Path(summary["data_root"]).name == "fsdd" and summary["skipped_files"]["count"] == 0
+    assert Path(summary["data_root"]).name == "fsdd" and summary["skipped"]["count"] == 0
     assert summary["params"]["frontend"] > 0 and summary["wall_time_s"] > 0
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and Path(summary["best_checkpoint"]).is_file()
     best = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
@@ -71,16 +71,19 @@ def test_fit_test_summary_and_logs(tmp_path):
     assert summary["best_score"] == pytest.approx(max(csv_val))
 
 
-def test_resume_from_last_checkpoint(tmp_path):
-    first = summary_of(run_train(tmp_path, "--config", "mel_speaker", "--trainer.max_epochs", "1", *TINY))
-    step_1 = torch.load(Path(first["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
-    second = summary_of(run_train(tmp_path, "--config", "mel_speaker", "--trainer.max_epochs", "2",
-                                  "--ckpt_path", "last", *TINY))
-    assert second["run_dir"] == first["run_dir"] and second["epochs_run"] == 2
-    step_2 = torch.load(Path(second["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
-    assert step_2 == 2 * step_1  # the second epoch continued from the first, not from scratch
-    epochs_logged = {r["epoch"] for r in csv_rows(Path(second["run_dir"])) if r.get("val/acc_macro")}
-    assert epochs_logged == {"0", "1"}
+def test_resume_of_a_finished_run_does_nothing_and_ablations_resume_from_their_own_config(tmp_path):
+    """`--ckpt_path last` rebuilds the newest run from its own config.yaml (an ablation with 8 filters, not the
+    config's 16), never rewrites it, and a finished run is left alone."""
+    first = summary_of(run_train(tmp_path, "--config", "gabor_speaker", "--trainer.max_epochs", "1",
+                                 "--model.frontend.init_args.n_filters", "8", *TINY))
+    run_dir = Path(first["run_dir"])
+    config_before = (run_dir / "config.yaml").read_text()
+    again = run_train(tmp_path, "--config", "gabor_speaker", "--ckpt_path", "last")
+    assert "is finished" in again.stdout and "nothing to do" in again.stdout
+    same = run_train(tmp_path, "--config", str(run_dir / "config.yaml"), "--ckpt_path", "last")
+    assert "is finished" in same.stdout
+    assert (run_dir / "config.yaml").read_text() == config_before
+    assert json.loads((run_dir / "summary.json").read_text())["wall_time_s"] == first["wall_time_s"]
 
 
 def test_two_process_ddp_fit(tmp_path):

@@ -1,0 +1,102 @@
+"""Checkpoints that survive a kill and resume bit-identically.
+
+`AtomicCheckpointIO` writes every checkpoint to a temporary file in its destination folder, fsyncs it and renames
+it over the old one, so `last.ckpt` is always a complete checkpoint (the old one or the new one), whatever
+filesystem the temp dir is on. `RNGStateCallback` stores every random generator in the checkpoint and puts them
+back when training restarts, so an interrupted-and-resumed run draws the same numbers as an uninterrupted one.
+`read_checkpoint` turns unreadable files into one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+TEMPORARY_MARK = ".tmp-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """`torch.load` of one of our checkpoints, with a one-line error for missing, empty or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint (a save was interrupted?)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:120]})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: a PyTorch file but not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary checkpoint files a killed save left behind; returns what was removed."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".*{TEMPORARY_MARK}*")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`TorchCheckpointIO` whose saves are all-or-nothing: temp file beside the target, fsync, `os.replace`."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself reaches the disk
+        finally:
+            os.close(directory)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return read_checkpoint(path, map_location or "cpu")
+
+
+class RNGStateCallback(pl.Callback):
+    """Saves the torch, CUDA, numpy and Python generators in each checkpoint and restores them at `on_train_start`.
+
+    Restoring at train start (after any sanity-check validation) gives the next training epoch exactly the generator
+    state it had in the uninterrupted run, provided nothing between the save and the next batch draws from the global
+    generators: the datamodules' loaders take their worker seeds from a private `generator` (else every new
+    dataloader iterator would draw from torch's), and data order and crops come from `(seed, epoch)`.
+    """
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"rng": _collect_rng_states(include_cuda=torch.cuda.is_available())}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict.get("rng")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            _set_rng_states(self._pending)
+            self._pending = None
