@@ -123,7 +123,11 @@ class PowerLawFit:
 
 @dataclass(frozen=True)
 class ZipfMandelbrotFit:
-    """Tokens' ranks r = 1..vocab_size follow P(r) ∝ (r + q)^(−alpha); standard errors from the observed information."""
+    """Tokens' ranks r = 1..vocab_size follow P(r) ∝ (r + q)^(−alpha); standard errors from the observed information.
+
+    q ≫ vocab_size with a large alpha is the family's exponential limit, (r + q)^(−alpha) ≈ e^(−r·alpha/q): the ranks
+    decay exponentially and alpha is then no Zipf exponent (small codebooks, e.g. 12–16 Lyra symbols, end there).
+    """
 
     alpha: float
     alpha_se: float
