@@ -29,7 +29,7 @@ Limits worth knowing (measured): the count test judges the *sampled* counts, and
 times the unseen vocabulary bends their bottom, so it rules out even exact Zipf sources there (α = 1 over 20 000
 types: 30 % of 10^5-token samples, 90 % of 10^4-token ones; 5 % over 2 000 types); bigram and trigram streams are
 usually in that regime. ``alpha_tail`` includes the largest counts, so a flat Zipf–Mandelbrot head pulls it low
-(0.93–0.97 for α = 1, q = 2.7–10) and few types make it noisy; ``alpha_zm`` is the one that separates head and tail.
+(0.91–0.97 for α = 1, q = 2.7–10, 10^5 tokens) and few types make it noisy; ``alpha_zm`` separates head and tail.
 A power law is only fitted to counts spanning a decade (MIN_SPAN).
 
 Everything works on a vector of per-type counts, so counts summed across DDP ranks give the statistics of one
