@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, nargs="*", default=[50, 200], help="k-means units on FSDD log-mel")
     parser.add_argument("--draws", type=int, default=1000, help="bootstrap sets per p-value")
     args = parser.parse_args()
-    print("| tokens | clips | tokens | vocab | α ZM | q | α tail (n_tail, x_min) | p | preferred (best alternative) "
+    print("| stream | clips | tokens | vocab | α ZM | q | α tail (n_tail, x_min) | p | preferred (best alternative) "
           "| α LS (ranks) | Heaps β | bigram α ZM | trigram α ZM |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lyra = LyraTokenizer(k=max(args.codebooks))
