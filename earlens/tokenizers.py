@@ -1,7 +1,8 @@
 """Turn audio or activations into discrete symbols for Zipf statistics.
 
 (a) ``LyraTokenizer``: the Lyra v2 SoundStream encoder + residual vector quantizer (TFLite), a real neural codec;
-(b) ``KMeansUnits``: HuBERT-style k-means units over frames of a layer, fitted once and then fixed;
+(b) ``KMeansUnits``: HuBERT-style k-means units over frames of a layer, fixed once fitted unless refitted (ids
+    kept by matching the new centroids to the old);
 (c) ``ModelCodes``: a model's own quantiser codes, from any callable that returns them.
 Multi-codebook codes (frames, k) become one symbol per frame with ``codes_to_symbols`` (mixed radix).
 """
@@ -105,7 +106,12 @@ class LyraTokenizer:
 
 
 class KMeansUnits:
-    """k-means units over activation frames (HuBERT-style): fitted once on (N, D) frames, then fixed."""
+    """k-means units over activation frames (HuBERT-style): fitted on (N, D) frames, then fixed unless refitted.
+
+    A refit (``refit``, or ``move_to`` for centroids fitted elsewhere) keeps unit ids comparable: the new centroids
+    are matched one-to-one to the old ones (Hungarian assignment on Euclidean distance) and take their ids, and it
+    reports how far they moved (``centroid_shift``).
+    """
 
     def __init__(self, n_units: int, seed: int = 0):
         self.n_units = n_units
@@ -120,21 +126,36 @@ class KMeansUnits:
     def fitted(self) -> bool:
         return self.centroids is not None
 
-    def fit(self, frames) -> KMeansUnits:
-        """Fit the centroids (sklearn MiniBatchKMeans, fixed seed) on (N, D) frames; refuses to refit."""
+    def compute_centroids(self, frames) -> torch.Tensor:
+        """k-means centroids of (N, D) frames (sklearn MiniBatchKMeans, fixed seed), without adopting them."""
         from sklearn.cluster import MiniBatchKMeans
 
-        if self.fitted:
-            raise RuntimeError("KMeansUnits are fitted once and then fixed; make a new instance to refit")
         frames = np.asarray(torch.as_tensor(frames, dtype=torch.float32).cpu())
         if frames.ndim != 2 or frames.shape[0] < self.n_units:
             raise ValueError(f"need (N ≥ {self.n_units}, D) frames to fit {self.n_units} units, got {frames.shape}")
         kmeans = MiniBatchKMeans(n_clusters=self.n_units, random_state=self.seed, n_init=3, batch_size=4096)
-        self.centroids = torch.as_tensor(kmeans.fit(frames).cluster_centers_, dtype=torch.float32)
-        return self
+        return torch.as_tensor(kmeans.fit(frames).cluster_centers_, dtype=torch.float32)
+
+    def fit(self, frames) -> KMeansUnits:
+        """Fit the centroids on (N, D) frames; refuses once fitted (``refit`` moves fitted units on purpose)."""
+        if self.fitted:
+            raise RuntimeError("KMeansUnits are fitted once and then fixed; use refit() to move them on new frames")
+        return self.set_centroids(self.compute_centroids(frames))
+
+    def refit(self, frames) -> float:
+        """Refit on new frames, keep each unit's id (matched centroids) and return ``centroid_shift``."""
+        return self.move_to(self.compute_centroids(frames))
+
+    def move_to(self, centroids) -> float:
+        """Adopt new centroids (e.g. refitted on DDP rank 0) matched to the current ids; returns how far they moved."""
+        if not self.fitted:
+            raise RuntimeError("KMeansUnits.move_to needs fitted units to match against; call fit or set_centroids")
+        matched, shift = match_centroids(self.centroids, torch.as_tensor(centroids, dtype=torch.float32).cpu())
+        self.set_centroids(matched)
+        return shift
 
     def set_centroids(self, centroids) -> KMeansUnits:
-        """Adopt centroids fitted elsewhere (e.g. broadcast from DDP rank 0)."""
+        """Adopt centroids fitted elsewhere as they are (e.g. broadcast from DDP rank 0, or from a checkpoint)."""
         centroids = torch.as_tensor(centroids, dtype=torch.float32).cpu()
         if centroids.shape[0] != self.n_units:
             raise ValueError(f"expected {self.n_units} centroids, got {centroids.shape[0]}")
@@ -149,6 +170,22 @@ class KMeansUnits:
         flat = frames.reshape(-1, frames.shape[-1])
         ids = torch.cdist(flat, self.centroids).argmin(dim=1)
         return ids.reshape(frames.shape[:-1]).numpy().astype(np.int64)
+
+
+def match_centroids(old: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``new`` reordered so that row i is the centroid matched to ``old[i]`` (minimum total Euclidean distance), and
+    the centroid shift: mean distance between matched pairs over the spread of the old centroids (mean distance to
+    their mean). 0 = unchanged; ~1 = moved as far as the units are spread; unit relabelling alone gives 0."""
+    from scipy.optimize import linear_sum_assignment
+
+    if old.shape != new.shape:
+        raise ValueError(f"centroids of shape {tuple(new.shape)} cannot be matched to {tuple(old.shape)}")
+    old64, new64 = old.double(), new.double()
+    _, columns = linear_sum_assignment(torch.cdist(old64, new64).numpy())
+    matched = new[torch.as_tensor(columns)]
+    spread = (old64 - old64.mean(dim=0)).norm(dim=1).mean()
+    moved = (matched.double() - old64).norm(dim=1).mean()
+    return matched, float(moved / spread) if spread > 0 else float("nan")
 
 
 class ModelCodes:

@@ -68,20 +68,21 @@ def test_two_process_ddp_logs_what_one_process_logs(tmp_path):
     layers = ("frontend", "encoder.blocks.7", "encoder.temporal")
     assert {f"helix/{layer}/{name}" for layer in layers for name in ("score", "r2", "null_z", "omega_chroma")} \
         <= set(single)
-    assert {"filters/frontend.filterbank/rate_hz_q50", "zipf/alpha_mle", "zipf/trigram_heaps_beta"} <= set(single)
+    assert {"filters/frontend.filterbank/rate_hz_q50", "zipf/alpha_zm", "zipf/trigram_heaps_beta"} <= set(single)
     assert set(single) == set(double)
-    assert single["zipf/n_tokens"] == double["zipf/n_tokens"] == 120 * 13  # 13 encoder frames per 1 s clip
+    # 13 encoder frames per 1 s window; padding frames of the shorter clips are not tokens.
+    assert 0 < single["zipf/n_tokens"] == double["zipf/n_tokens"] < 120 * 13
     assert single["zipf/vocab_size"] == 50
     for key, value in single.items():
         if key.endswith(COUNT_FIELDS):
             assert double[key] == value, key
         else:
-            assert double[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+            assert double[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
 
     # Only rank 0 writes W&B: its offline run file holds the same scalars and the callbacks' images.
     history = read_offline_wandb_history(run_dir)
     scalars = {k: v for row in history for k, v in row.items() if k in double}
-    assert scalars == pytest.approx(double, rel=1e-6)
+    assert scalars == pytest.approx(double, rel=1e-6, nan_ok=True)
     media = {k.rsplit("/", 1)[0] for row in history for k in row if k.endswith("/_type")}
     assert {"helix/best_layer", "zipf/rank_frequency", "filters/frontend.filterbank/kernels",
             "filters/frontend.filterbank/rate_scale", "filters/frontend.filterbank/rate_hz"} <= media
