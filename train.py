@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from lightning_modules.classifier import AudioClassifier
 from lightning_modules.cli import (
     UsageError,
     create_run_dir,
+    quiet_startup,
+    short_help,
     expand_config_args,
     read_attempts,
     record_attempt,
@@ -132,6 +133,7 @@ class TrainCLI(LightningCLI):
                              "checkpoint.filename": "best-{epoch:03d}"})
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Options that would waste a run are refused before any data is decoded."""
@@ -174,9 +176,32 @@ def _wandb_id(run_dir: Path) -> str:
     return f"{run_dir.parent.name}-{run_dir.name}".replace("/", "-")[:64]
 
 
+HELP_OPTIONS = [
+    ("--config NAME", "experiment to run (several --config compose, later ones win)"),
+    ("--resume RUN_DIR", "continue an interrupted run from its own config.yaml and last.ckpt"),
+    ("--ckpt_path last", "with --config NAME: resume the newest run of NAME"),
+    ("--run_dir DIR", "run folder (default runs/<config>/<time>)"),
+    ("--seed_everything N", "seed (also pass --data.init_args.seed N for the split and crops)"),
+    ("--trainer.max_epochs N", "epochs (or --trainer.max_steps N)"),
+    ("--trainer.devices N", "with --trainer.strategy ddp [--trainer.num_nodes M]: data-parallel training"),
+    ("--trainer.precision P", "32-true, bf16-mixed or 16-mixed"),
+    ("--data.init_args.root DIR", "data folder (default $EARLENS_DATA, then ../shared/data)"),
+    ("--model.frontend.init_args.*", "frontend options, e.g. n_filters, kernel_size, kind (gabor|gabor_frozen|conv2d)"),
+    ("--model.lr / --model.frontend_lr", "learning rates (the frontend's defaults to lr)"),
+    ("--help-all", "every option LightningCLI knows (long)"),
+]
+
+
 def main(argv: list[str] | None = None) -> Path:
-    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended to run from within")
-    plan = plan_run(list(sys.argv[1:] if argv is None else argv))
+    quiet_startup()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(argv):
+        print(short_help("usage: python train.py --config NAME [--trainer.* ...] [--resume RUN_DIR]\n\n"
+                         + __doc__.strip().splitlines()[0], HELP_OPTIONS,
+                         prefixes=("gabor", "mel", "folder", "music")))
+        return Path(".")
+    argv = ["--help" if arg == "--help-all" else arg for arg in argv]
+    plan = plan_run(argv)
     attempts = read_attempts(plan.run_dir)
     if plan.resuming and attempts and attempts[-1].get("status") == "finished":
         print(f"{plan.run_dir} is finished ({attempts[-1].get('epochs_run')} epochs): nothing to do; its summary is "

@@ -1,8 +1,10 @@
 """Lightning datamodules for the real datasets (batch contract in DEVELOPERS.md)."""
 
 from datamodules.birdcall import BengaleseFinchDataModule
+from datamodules.folder import FolderDataModule
 from datamodules.scene import ESC10DataModule
 from datamodules.speaker import FSDDSpeakerDataModule
 from datamodules.vad import AMIVADDataModule
 
-__all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule"]
+__all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule",
+           "FolderDataModule"]

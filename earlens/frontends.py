@@ -34,6 +34,9 @@ class SpectroTemporalFrontend(nn.Module):
         hop_ms: float = 10.0,
     ):
         super().__init__()
+        self.init_args = {"kind": kind, "n_filters": n_filters, "kernel_size": list(kernel_size), "mode": mode,
+                          "init": init, "sample_rate": sample_rate, "n_mels": n_mels, "win_ms": win_ms,
+                          "hop_ms": hop_ms}  # what a checkpoint needs to rebuild this frontend
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS} (got {kind!r})")
         if n_filters < 1:

@@ -91,10 +91,18 @@ class RNGStateCallback(pl.Callback):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        return {"rng": _collect_rng_states(include_cuda=torch.cuda.is_available())}
+        """Plain tensors, lists and numbers only, so checkpoints still load with `weights_only=True`."""
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        states["numpy"] = [kind, torch.from_numpy(keys.astype("int64")), int(position), int(has_gauss), float(gauss)]
+        return {"rng": states}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._pending = state_dict.get("rng")
+        states = dict(state_dict.get("rng") or {}) or None
+        if states is not None:
+            kind, keys, position, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (kind, keys.numpy().astype("uint32"), position, has_gauss, gauss)
+        self._pending = states
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is not None:

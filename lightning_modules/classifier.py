@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytorch_lightning as pl
@@ -84,13 +85,28 @@ class AudioClassifier(pl.LightningModule):
     and are read at the frontend's frame centres (`label[:, ::hop]`), so datamodules need not know the hop.
     """
 
-    def __init__(self, frontend: nn.Module, num_classes: int = 2, task: str = "clip",
+    def __init__(self, frontend: nn.Module | None = None, num_classes: int = 2, task: str = "clip",
                  channels: tuple[int, ...] = (16, 32, 64), hidden: int = 128, dropout: float = 0.1,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, frontend_lr: float | None = None):
+                 lr: float = 2e-3, weight_decay: float = 1e-4, frontend_lr: float | None = None,
+                 class_names: list[str] | None = None, frontend_spec: dict | None = None):
+        """`frontend` is a module (configs give its class_path); checkpoints store it as `frontend_spec`
+        (class path + init args) so `AudioClassifier.load_from_checkpoint(path)` rebuilds it on its own.
+        `class_names` (linked from the datamodule) names the outputs for `predict.py`."""
         super().__init__()
         if task not in ("clip", "frame"):
             raise ValueError(f"task must be 'clip' or 'frame', got {task!r}")
+        if frontend is None:
+            if frontend_spec is None:
+                raise ValueError("AudioClassifier needs a frontend (or the frontend_spec a checkpoint stores)")
+            module, name = frontend_spec["class_path"].rsplit(".", 1)
+            frontend = getattr(importlib.import_module(module), name)(**frontend_spec["init_args"])
+        elif hasattr(frontend, "init_args"):
+            frontend_spec = {"class_path": f"{type(frontend).__module__}.{type(frontend).__qualname__}",
+                             "init_args": dict(frontend.init_args)}
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.save_hyperparameters(ignore=["frontend"])
+        self.hparams["frontend_spec"] = frontend_spec
         self.frontend = frontend
         self.encoder = ConvEncoder(frontend.out_channels, frontend.n_mels, channels, hidden,
                                    pool_time=task == "clip", dropout=dropout)

@@ -32,6 +32,35 @@ def resolve_config(name_or_path: str) -> Path:
     raise FileNotFoundError(f"config {name_or_path!r} is neither a file nor configs/<name>.yaml; known: {known}")
 
 
+def quiet_startup() -> None:
+    """Drop start-up noise that says nothing about the run (Lightning's LitLogger tip, W&B's console chatter)."""
+    import logging
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: "litlogger" not in record.getMessage().lower())
+    os.environ.setdefault("WANDB_SILENT", "true")
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended to run from within")
+
+
+def list_configs() -> list[tuple[str, str]]:
+    """(name, first comment line) of every `configs/*.yaml`, for short `--help` screens."""
+    found = []
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        found.append((path.stem, first))
+    return found
+
+
+def short_help(usage: str, options: list[tuple[str, str]], prefixes: tuple[str, ...] = ()) -> str:
+    """A one-screen help: usage, the configs (those starting with `prefixes`, all if empty) and the common options."""
+    configs = [(name, about) for name, about in list_configs() if not prefixes or name.startswith(prefixes)]
+    width = max(len(name) for name, _ in configs + options)
+    lines = [usage, "", "configs (--config NAME, or a path to a YAML file):"]
+    lines += [f"  {name:<{width}}  {about[:110 - width]}" for name, about in configs]
+    lines += ["", "common options:"] + [f"  {flag:<{width}}  {about}" for flag, about in options]
+    return "\n".join(lines)
+
+
 def expand_config_args(argv: list[str]) -> tuple[list[str], str | None]:
     """Rewrite every `--config NAME` / `--config=NAME` to a path; return the new argv and the first config's name."""
     out, name = [], None

@@ -1,0 +1,250 @@
+"""Run a trained model on new recordings: `python predict.py RUN_DIR AUDIO... [--out DIR] [--reference RTTM]`.
+
+AUDIO: files, folders (searched recursively for audio of any format) or list files (`.txt`/`.lst`, one path per
+line). Voice activity models write one RTTM per file (speech regions from the frame probabilities with onset/offset
+hysteresis and minimum durations, via `pyannote.core`) and the frame probabilities as CSV; with `--reference` (and
+`--uem`) they are scored with `pyannote.metrics` (detection error rate, precision, recall, F-measure; `--collar`).
+Clip models write `predictions.csv`: the label and every class's probability, averaged over sliding windows of the
+training clip length for longer files. An unreadable file costs one line on stderr; the rest are still processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from earlens.audio import AudioError, find_audio, is_audio_name, load_audio
+from lightning_modules.checkpointing import CheckpointError, read_checkpoint
+from lightning_modules.classifier import AudioClassifier
+
+
+def audio_inputs(items: list[str]) -> list[Path]:
+    """Files, folders (recursive) and list files expanded into audio paths, in the order given."""
+    paths = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += find_audio(item)[0]
+        elif item.suffix.lower() in (".txt", ".lst") and item.is_file():
+            for line in filter(None, (x.strip() for x in item.read_text(encoding="utf-8").splitlines())):
+                path = Path(line) if Path(line).is_absolute() else item.parent / line
+                # a protocol list names uris: take the audio file of that name beside the list
+                candidates = [path] if path.exists() else [p for p in sorted(path.parent.glob(f"{path.name}.*"))
+                                                           if is_audio_name(p)]
+                paths.append(candidates[0] if candidates else path)
+        elif is_audio_name(item) or item.exists():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file, folder or list")
+    return paths
+
+
+def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[AudioClassifier, dict]:
+    """The trained model of a `train.py` run folder (`best`, `last` or a checkpoint path) and its data config."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a train.py run folder)")
+    data = (yaml.safe_load(config_path.read_text()).get("data") or {}).get("init_args") or {}
+    if checkpoint == "best":
+        summary = run_dir / "summary.json"
+        best = json.loads(summary.read_text()).get("best_checkpoint") if summary.is_file() else None
+        path = Path(best) if best else run_dir / "checkpoints" / "last.ckpt"
+    elif checkpoint == "last":
+        path = run_dir / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(checkpoint)
+    read_checkpoint(path)  # one clear line for a missing or damaged file
+    model = AudioClassifier.load_from_checkpoint(path, map_location="cpu").eval()
+    return model, {**data, "checkpoint": str(path)}
+
+
+@torch.no_grad()
+def frame_probabilities(model: AudioClassifier, wave: np.ndarray, chunk_seconds: float = 60.0,
+                        context_seconds: float = 2.0) -> np.ndarray:
+    """Class probabilities `(frames, K)` of a whole recording, frame i at sample i·hop, computed in chunks with
+    `context_seconds` on each side (dropped afterwards) so memory stays bounded on hour-long files."""
+    rate, hop = model.frontend.sample_rate, model.frontend.hop_length
+    n_frames = len(wave) // hop + 1
+    chunk, context = round(chunk_seconds * rate / hop), round(context_seconds * rate / hop)
+    out = np.zeros((n_frames, model.hparams.num_classes), dtype=np.float32)
+    for first in range(0, n_frames, chunk):
+        start = max(first - context, 0)
+        stop = min(first + chunk + context, n_frames)
+        piece = torch.from_numpy(np.ascontiguousarray(wave[start * hop: (stop - 1) * hop + 1]))[None]
+        probs = model(piece, torch.tensor([piece.shape[1]])).softmax(1)[0].T.numpy()
+        keep = slice(first - start, first - start + min(chunk, n_frames - first))
+        out[first: first + min(chunk, n_frames - first)] = probs[keep]
+    return out
+
+
+def speech_regions(speech: np.ndarray, frame_seconds: float, onset: float, offset: float,
+                   min_duration_on: float, min_duration_off: float) -> list[tuple[float, float]]:
+    """Hysteresis thresholding of P(speech) per frame (frame i centred at i·frame_seconds): a region starts when P
+    rises above `onset` and ends when it falls below `offset`; gaps shorter than `min_duration_off` are filled,
+    then regions shorter than `min_duration_on` removed. Returns (start, end) seconds."""
+    regions, active, start = [], False, 0
+    for i, p in enumerate(speech):
+        if not active and p > onset:
+            active, start = True, i
+        elif active and p < offset:
+            active = False
+            regions.append([start, i])
+    if active:
+        regions.append([start, len(speech)])
+    merged = []
+    for region in regions:
+        if merged and (region[0] - merged[-1][1]) * frame_seconds < min_duration_off:
+            merged[-1][1] = region[1]
+        else:
+            merged.append(region)
+    half = frame_seconds / 2
+    return [(max(a * frame_seconds - half, 0.0), b * frame_seconds - half) for a, b in merged
+            if (b - a) * frame_seconds >= min_duration_on]
+
+
+def predict_vad(model, paths, out: Path, args, errors) -> list[Path]:
+    from pyannote.core import Annotation, Segment
+
+    rttms = []
+    frame_seconds = model.frontend.hop_length / model.frontend.sample_rate
+    for path in tqdm(paths, desc="voice activity", unit="file"):
+        try:
+            wave = load_audio(path, model.frontend.sample_rate)
+        except AudioError as err:
+            errors.append(str(err))
+            print(f"predict.py: skipping {err}", file=sys.stderr)
+            continue
+        speech = frame_probabilities(model, wave, args.chunk_seconds)[:, 1]
+        uri = path.stem
+        with open(out / f"{uri}.frames.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["time_s", "speech_prob"])
+            writer.writerows((f"{i * frame_seconds:.3f}", f"{p:.4f}") for i, p in enumerate(speech))
+        annotation = Annotation(uri=uri)
+        for start, end in speech_regions(speech, frame_seconds, args.onset, args.offset, args.min_duration_on,
+                                         args.min_duration_off):
+            annotation[Segment(start, min(end, len(wave) / model.frontend.sample_rate))] = "speech"
+        rttm = out / f"{uri}.rttm"
+        with open(rttm, "w") as file:
+            annotation.write_rttm(file)
+        rttms.append(rttm)
+    return rttms
+
+
+def score_vad(rttms: list[Path], reference: Path, uem: Path | None, collar: float) -> dict:
+    """pyannote.metrics detection scores of the written RTTMs against a reference RTTM (uris matched by ASCII
+    folding, as the AMI lists need), per file and in total."""
+    from pyannote.database.util import load_rttm, load_uem
+    from pyannote.metrics.detection import DetectionErrorRate, DetectionPrecisionRecallFMeasure
+
+    from datamodules.vad import fold_uri
+
+    references = {fold_uri(uri): annotation for uri, annotation in load_rttm(reference).items()}
+    scored = {fold_uri(uri): timeline for uri, timeline in load_uem(uem).items()} if uem else {}
+    error, fmeasure = DetectionErrorRate(collar=collar), DetectionPrecisionRecallFMeasure(collar=collar)
+    per_file = {}
+    for rttm in rttms:
+        hypothesis = next(iter(load_rttm(rttm).values()), None)
+        uri = fold_uri(rttm.name.removesuffix(".rttm"))
+        if uri not in references:
+            print(f"predict.py: {rttm.name}: no reference turns for {uri!r} in {reference}", file=sys.stderr)
+            continue
+        if hypothesis is None:
+            from pyannote.core import Annotation
+
+            hypothesis = Annotation(uri=uri)
+        uem_timeline = scored.get(uri)  # detection metrics read timelines: speaker labels do not matter
+        per_file[uri] = {"detection_error_rate": error(references[uri], hypothesis, uem=uem_timeline),
+                         "f_measure": fmeasure(references[uri], hypothesis, uem=uem_timeline)}
+    totals = fmeasure.accumulated_
+    return {"collar": collar, "detection_error_rate": abs(error),
+            "precision": totals["relevant retrieved"] / max(totals["retrieved"], 1e-12),
+            "recall": totals["relevant retrieved"] / max(totals["relevant"], 1e-12), "f_measure": abs(fmeasure),
+            "files": per_file}
+
+
+@torch.no_grad()
+def predict_clips(model, paths, out: Path, window_seconds: float, args, errors) -> Path:
+    """Class probabilities per file: one pass for a file up to `window_seconds`, else the mean over windows of that
+    length every half window (the last one ending at the file's end)."""
+    rate = model.frontend.sample_rate
+    window = round(window_seconds * rate)
+    names = model.hparams.class_names or [str(k) for k in range(model.hparams.num_classes)]
+    table = out / "predictions.csv"
+    with open(table, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "n_windows", *[f"p_{name}" for name in names]])
+        for path in tqdm(paths, desc="clips", unit="file"):
+            try:
+                wave = load_audio(path, rate)
+            except AudioError as err:
+                errors.append(str(err))
+                print(f"predict.py: skipping {err}", file=sys.stderr)
+                continue
+            starts = [0] if len(wave) <= window else sorted({*range(0, len(wave) - window + 1, window // 2),
+                                                             len(wave) - window})
+            pieces = torch.stack([torch.from_numpy(np.pad(wave[s: s + window], (0, max(window - len(wave), 0))))
+                                  for s in starts])
+            lengths = torch.tensor([min(len(wave), window)] * len(starts))
+            probs = torch.cat([model(batch, length).softmax(-1) for batch, length in
+                               zip(pieces.split(args.batch_size), lengths.split(args.batch_size))]).mean(0)
+            writer.writerow([str(path), names[int(probs.argmax())], len(starts), *[f"{p:.4f}" for p in probs]])
+    return table
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a train.py run folder (runs/<config>/<stamp>)")
+    parser.add_argument("audio", nargs="+", help="audio files, folders or list files")
+    parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/predictions/<stamp>)")
+    parser.add_argument("--checkpoint", default="best", help="best, last or a checkpoint path")
+    parser.add_argument("--reference", type=Path, help="VAD: reference RTTM to score against")
+    parser.add_argument("--uem", type=Path, help="VAD: scored regions (UEM) for --reference")
+    parser.add_argument("--collar", type=float, default=0.0, help="VAD: seconds forgiven around reference boundaries")
+    parser.add_argument("--onset", type=float, default=0.5, help="VAD: P(speech) that starts a region")
+    parser.add_argument("--offset", type=float, default=0.5, help="VAD: P(speech) below which a region ends")
+    parser.add_argument("--min-duration-on", type=float, default=0.0, help="VAD: shortest region kept (s)")
+    parser.add_argument("--min-duration-off", type=float, default=0.0, help="VAD: shortest gap kept (s)")
+    parser.add_argument("--chunk-seconds", type=float, default=60.0, help="VAD: audio per forward pass")
+    parser.add_argument("--window-seconds", type=float, help="clips: window (default: the training clip length)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips: windows per forward pass")
+    args = parser.parse_args(argv)
+    model, data = load_run(args.run_dir, args.checkpoint)
+    paths = audio_inputs(args.audio)
+    out = args.out or args.run_dir / "predictions" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    summary = {"run_dir": str(args.run_dir), "checkpoint": data["checkpoint"], "n_files": len(paths)}
+    if model.hparams.task == "frame":
+        rttms = predict_vad(model, paths, out, args, errors)
+        summary["rttm"] = [str(p) for p in rttms]
+        if args.reference:
+            scores = score_vad(rttms, args.reference, args.uem, args.collar)
+            summary["scores"] = scores
+            print(f"detection error rate {scores['detection_error_rate']:.4f}  precision {scores['precision']:.4f}  "
+                  f"recall {scores['recall']:.4f}  F-measure {scores['f_measure']:.4f}  (collar {args.collar} s)")
+    else:
+        window = args.window_seconds or float(data.get("clip_seconds") or 1.0)
+        summary["predictions"] = str(predict_clips(model, paths, out, window, args, errors))
+        summary["window_seconds"], summary["aggregation"] = window, "mean of class probabilities over windows"
+    summary["skipped"] = {"count": len(errors), "files": errors}
+    path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    print(path.resolve())
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError) as error:
+        sys.exit(f"predict.py: {error}")
