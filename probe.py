@@ -25,13 +25,17 @@ from earlens.features import extract_features
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
 from earlens.probes import ProbeResult, fit_layer_probes
-from earlens.stimuli import render_stimuli
+from earlens.stimuli import load_stimuli_table, render_stimuli
 from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
 
 
 @dataclass
 class StimuliOptions:
-    """Which SynTheory concept to render; `options` are fields of its config (e.g. `programs`, `midi_pitches`)."""
+    """Which SynTheory concept to render; `options` are fields of its config (e.g. `programs`, `midi_pitches`).
+
+    Your own recordings instead: `concept: manifest` with `options: {manifest: FILE.csv}` (a `path` column plus label
+    columns, e.g. `midi_pitch` for the helix), or `concept: folder` with `options: {root: DIR}` (audio files and
+    `DIR/labels.csv` listing them the same way); `clip_seconds` crops or pads them (default: the longest)."""
 
     concept: str = "notes"
     sample_rate: int = 16000
@@ -228,10 +232,19 @@ def main(argv: list[str] | None = None) -> Path:
     backbone = build_backbone(backbone_opts)
     run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
-                             **stimuli_opts.options)
+    if stimuli_opts.concept in ("folder", "manifest"):
+        table_options = dict(stimuli_opts.options)
+        table = (Path(table_options.pop("root", ".")) / table_options.pop("labels", "labels.csv")
+                 if stimuli_opts.concept == "folder" else table_options.pop("manifest", None))
+        if table is None:
+            raise FileNotFoundError("--stimuli.concept manifest needs --stimuli.options '{manifest: FILE.csv}'")
+        stimuli = load_stimuli_table(table, sample_rate=stimuli_opts.sample_rate, **table_options)
+    else:
+        stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
+                                 **stimuli_opts.options)
     cached = extract_features(backbone, stimuli.waves, stimuli.sample_rate, stimuli.key, pooling="mean",
-                              batch_size=options.features.batch_size, cache_dir=options.features.cache_dir)
+                              batch_size=options.features.batch_size, cache_dir=options.features.cache_dir,
+                              lengths=stimuli.lengths)
     audible = ~stimuli.labels["silent"] if "silent" in stimuli.labels else np.ones(len(stimuli), bool)
     labels = {name: values[audible] for name, values in stimuli.labels.items()}
     features = np.asarray(cached[audible], dtype=np.float32)  # (N, L, D)

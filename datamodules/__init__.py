@@ -2,9 +2,10 @@
 
 from datamodules.birdcall import BengaleseFinchDataModule
 from datamodules.folder import FolderDataModule
+from datamodules.manifest import ManifestDataModule
 from datamodules.scene import ESC10DataModule
 from datamodules.speaker import FSDDSpeakerDataModule
 from datamodules.vad import AMIVADDataModule
 
 __all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule",
-           "FolderDataModule"]
+           "FolderDataModule", "ManifestDataModule"]

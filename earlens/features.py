@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from earlens.backbones import Backbone
+from earlens.lengths import masked_mean, proportional_frames
 from earlens.paths import cache_dir as default_cache_dir
 
 POOLINGS = ("mean", "none")
@@ -72,13 +73,18 @@ def resample(waves: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarra
     return np.ascontiguousarray(soxr.resample(waves.T.astype(np.float32), sample_rate, target_rate).T)
 
 
-def pool_layers(outputs: list[torch.Tensor], pooling: str) -> tuple[torch.Tensor, list[int], list[int]]:
+def pool_layers(outputs: list[torch.Tensor], pooling: str, lengths: torch.Tensor | None = None,
+                n_samples: int | None = None, frame_lengths=None) -> tuple[torch.Tensor, list[int], list[int]]:
     """Per-layer `(B, T_l, D_l)` → `(B, L, D)` (mean over time) or `(B, L, T, D)`, zero-padded; also the
-    true `D_l` and `T_l` of each layer."""
+    true `D_l` and `T_l` of each layer. With `lengths` (real samples of clips `n_samples` long), the mean counts
+    only each clip's real frames of each layer, so padding never enters a feature: `frame_lengths(lengths, n_frames,
+    n_samples)` of the backbone where it knows its framing, else `proportional_frames`."""
     dims = [output.shape[-1] for output in outputs]
     frames = [output.shape[1] for output in outputs]
+    count = frame_lengths or (lambda lengths, n_frames, n_samples: proportional_frames(lengths, n_samples, n_frames))
     if pooling == "mean":
-        pooled = [output.float().mean(dim=1) for output in outputs]
+        pooled = [masked_mean(output.float(), None if lengths is None else count(lengths, output.shape[1], n_samples),
+                              dim=1) for output in outputs]
         return torch.stack([torch.nn.functional.pad(p, (0, max(dims) - p.shape[-1])) for p in pooled], 1), \
             dims, frames
     padded = [torch.nn.functional.pad(output.float(), (0, max(dims) - output.shape[-1],
@@ -146,13 +152,14 @@ def _autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dt
 
 def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str = "",
                      pooling: str = "mean", batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
-                     device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> np.memmap:
+                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                     lengths: np.ndarray | None = None) -> np.memmap:
     """Per-layer activations of `backbone` for clips `waves (N, T)` at `sample_rate`, cached on disk.
 
     Returns a read-only memory map `(N, L, D)` (`pooling="mean"`) or `(N, L, T, D)` (`"none"`); see the
     module docstring for padding. The cache entry lives in `cache_dir / feature_key(...)` (default
     `earlens.paths.cache_dir("features")`), keyed by the audio's content; `stimulus_key` is only a label recorded
-    in the manifest. A finished entry whose checksum still matches is returned without running the backbone.
+    in the manifest. `lengths` (real samples per clip, padding after them) keeps padding out of the mean. A finished entry whose checksum still matches is returned without running the backbone.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -166,6 +173,11 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"
     folder = Path(cache_dir) if cache_dir else default_cache_dir("features")
     audio_key = audio_fingerprint(waves)
+    if lengths is not None:
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if lengths.shape != (len(waves),) or (lengths < 1).any() or (lengths > waves.shape[1]).any():
+            raise ValueError(f"lengths must be (N,) = ({len(waves)},) values in 1..{waves.shape[1]}")
+        audio_key = hashlib.blake2b((audio_key + lengths.tobytes().hex()).encode(), digest_size=16).hexdigest()
     folder = folder / feature_key(backbone, audio_key, pooling, sample_rate, precision)
     final_path, manifest_path, layout_path = (folder / name for name in
                                               ("features.npy", "manifest.json", "layout.json"))
@@ -180,7 +192,9 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
                             initial=len(spans) - len(missing), total=len(spans)):
         batch = torch.from_numpy(resample(waves[start:stop], sample_rate, backbone.sample_rate)).to(device)
         with torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext():
-            pooled, dims, frames = pool_layers(backbone(batch), pooling)
+            batch_lengths = None if lengths is None else torch.from_numpy(lengths[start:stop])
+            pooled, dims, frames = pool_layers(backbone(batch), pooling, batch_lengths, waves.shape[1],
+                                               getattr(backbone, "frame_lengths", None))
         if not layout_path.is_file():
             layout = json.dumps({"layer_dims": dims, "layer_frames": frames}).encode()
             _atomic_write(layout_path, lambda file, layout=layout: file.write(layout))

@@ -17,14 +17,17 @@ from torch import nn
 
 from earlens.backbones import Backbone, _select
 
-HANDCRAFTED_LAYERS = ["mel", "chroma", "mfcc"]
+HANDCRAFTED_LAYERS = ["mel", "chroma", "mfcc", "log_cqt"]
+CQT_FMIN_NOTE, CQT_BINS = "C2", 72  # six octaves of semitone bins, C2 (65 Hz) to B7
 TOP_DB = 80.0  # librosa's dynamic range for log-mel and MFCC
 
 
 class HandcraftedBackbone(Backbone):
-    """Log-mel (dB, absolute reference), CQT chroma and MFCC of each clip; no weights, always on CPU.
+    """Log-mel (dB, absolute reference), CQT chroma, MFCC and log constant-Q of each clip; no weights, on CPU.
 
-    `layers` picks a subset (names or indices) of `mel`, `chroma`, `mfcc`. Each clip's log-mel is clipped
+    `layers` picks a subset (names or indices) of `mel`, `chroma`, `mfcc`, `log_cqt`. `log_cqt` is
+    log(1 + 100·|CQT|) over 72 semitone bins from C2, the constant-Q reference in which Lostanlen et al. (2020)
+    found a pitch helix. Each clip's log-mel is clipped
     80 dB below its own peak (librosa's `mfcc(y=...)` per clip), never the batch's; chroma assumes A440
     tuning (librosa would estimate it from the whole batch).
     """
@@ -43,6 +46,10 @@ class HandcraftedBackbone(Backbone):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def frame_lengths(self, lengths: torch.Tensor, n_frames: int, n_samples: int) -> torch.Tensor:
+        """librosa's centred frames: a clip of `length` samples has `length // hop + 1` of them."""
+        return (torch.div(lengths, self.settings["hop_length"], rounding_mode="floor") + 1).clamp(1, n_frames)
+
     def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
         y = waves.cpu().numpy().astype(np.float32)
         n_fft, hop, n_mels, n_mfcc = (self.settings[k] for k in ("n_fft", "hop_length", "n_mels", "n_mfcc"))
@@ -51,6 +58,9 @@ class HandcraftedBackbone(Backbone):
         log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - TOP_DB)  # per clip, as librosa
         features = {"mel": lambda: log_mel,
                     "chroma": lambda: librosa.feature.chroma_cqt(y=y, sr=self.sample_rate, hop_length=hop, tuning=0.0),
-                    "mfcc": lambda: librosa.feature.mfcc(S=log_mel, n_mfcc=n_mfcc)}
+                    "mfcc": lambda: librosa.feature.mfcc(S=log_mel, n_mfcc=n_mfcc),
+                    "log_cqt": lambda: np.log1p(100 * np.abs(librosa.cqt(
+                        y, sr=self.sample_rate, hop_length=hop, fmin=librosa.note_to_hz(CQT_FMIN_NOTE),
+                        n_bins=CQT_BINS)))}
         return [torch.from_numpy(np.ascontiguousarray(features[name]().transpose(0, 2, 1), dtype=np.float32))
                 for name in self.layer_names]

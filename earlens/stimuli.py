@@ -82,16 +82,57 @@ CONFIGS = {"notes": NotesConfig, "intervals": IntervalsConfig, "chords": ChordsC
 
 @dataclass
 class StimulusSet:
-    """Rendered clips `waves` (N, T) float32 at `sample_rate`, per-clip `labels`, their CSV and the cache key."""
+    """Clips `waves` (N, T) float32 at `sample_rate`, per-clip `labels`, their CSV and the cache key; `lengths`
+    (real samples per clip, zero padding after them) when the clips differ in length (None: all are whole)."""
 
     waves: np.ndarray
     sample_rate: int
     labels: dict[str, np.ndarray]
     table_path: Path
     key: str
+    lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.waves)
+
+
+def load_stimuli_table(table: str | os.PathLike, sample_rate: int = 16000, clip_seconds: float | None = None,
+                       path_column: str = "path") -> StimulusSet:
+    """Your own recordings as stimuli: a CSV/TSV with a `path_column` (relative to the table) and label columns
+    (e.g. `midi_pitch`, `instrument`; integers stay integers). Clips are resampled to `sample_rate`, centred-cropped
+    to `clip_seconds` (default: the longest clip) and zero-padded after the signal, with `lengths`. Unreadable
+    files stop with an error naming them (a probe on a silently shrunk set would mislead)."""
+    from earlens.audio import AudioError, crop_or_pad, load_audio
+
+    table = Path(table)
+    if not table.is_file():
+        raise FileNotFoundError(f"stimuli table {table} not found (a CSV with a {path_column!r} column)")
+    delimiter = "\t" if table.suffix.lower() in (".tsv", ".tab") else ","
+    with open(table, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file, delimiter=delimiter))
+    if not rows or path_column not in rows[0]:
+        raise ValueError(f"{table}: needs a {path_column!r} column and at least one row")
+    waves, bad = [], []
+    for row in tqdm(rows, desc=f"loading {table.name}", leave=False):
+        path = Path(row[path_column]) if Path(row[path_column]).is_absolute() else table.parent / row[path_column]
+        try:
+            waves.append(load_audio(path, sample_rate))
+        except AudioError as err:
+            bad.append(str(err))
+    if bad:
+        raise AudioError(f"{table}: {len(bad)} unreadable file(s): " + "; ".join(bad[:3]))
+    n_samples = round(clip_seconds * sample_rate) if clip_seconds else max(len(w) for w in waves)
+    lengths = np.array([min(len(w), n_samples) for w in waves], dtype=np.int64)
+    stacked = np.stack([crop_or_pad(w, n_samples) for w in waves]).astype(np.float32)
+    labels = {}
+    for name in (c for c in rows[0] if c != path_column):
+        values = [row[name] for row in rows]
+        try:
+            labels[name] = np.array([int(v) for v in values], dtype=np.int64)
+        except ValueError:
+            labels[name] = np.array(values)
+    digest = hashlib.sha1(stacked.tobytes() + lengths.tobytes()).hexdigest()[:16]
+    return StimulusSet(stacked, sample_rate, labels, table, f"table-{digest}", lengths)
 
 
 def chord_pitches(root: int, quality: str, inversion: int) -> tuple[int, int, int]:

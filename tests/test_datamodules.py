@@ -353,3 +353,39 @@ def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="esc10") as err:
         ESC10DataModule(root=str(tmp_path / "given"))
     assert str(tmp_path / "given" / "esc10") in str(err.value) and "ESC-50" in str(err.value)
+
+
+# ---------------------------------------------------------------- your own data: a manifest
+
+
+def test_manifest_rows_segments_splits_and_bad_rows(tmp_path):
+    from datamodules import ManifestDataModule
+
+    recordings = data_root(dataset="fsdd") / "recordings"
+    long = np.concatenate([sf.read(recordings / f"{d}_theo_0.wav")[0] for d in range(4)])
+    sf.write(tmp_path / "long.wav", long, 8000)
+    lines = ["path\tlabel\tsplit\tgroup\tstart\tend"]
+    for speaker in ("theo", "jackson"):
+        for take in range(12):
+            split = "test" if take >= 10 else ""
+            lines.append(f"{recordings / f'3_{speaker}_{take}.wav'}\t{speaker}\t{split}\t{speaker}{take % 4}\t\t")
+    lines += ["long.wav\ttheo\ttrain\t\t0.5\t1.0",  # a segment of a long file, relative path
+              "long.wav\ttheo\ttrain\t\t-1\t1.0",  # negative start
+              "long.wav\ttheo\tholdout\t\t\t",  # unknown split
+              "missing.wav\ttheo\ttrain\t\t\t"]  # unreadable file
+    (tmp_path / "m.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning):
+        data = ManifestDataModule(str(tmp_path / "m.tsv"), sample_rate=16000)
+        data.setup()
+    assert data.class_names == ["jackson", "theo"]
+    reasons = [reason for _, reason in data.skipped]
+    assert any("negative start" in r for r in reasons) and any("holdout" in r for r in reasons)
+    assert any("no such file" in r for r in reasons) and len(data.skipped) == 3
+    test_files = {Path(p).name for p in data.split_files["test"]}
+    assert {f"3_{s}_{t}.wav" for s in ("theo", "jackson") for t in (10, 11)} <= test_files  # given splits are kept
+    groups = {split: {g for g in (f"{Path(p).name.split('_')[1]}{int(Path(p).stem.split('_')[2]) % 4}"
+                                  for p in files if "long" not in p and int(Path(p).stem.split("_")[2]) < 10)}
+              for split, files in data.split_files.items()}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])  # assigned by group
+    segment = next(i for i, src in enumerate(data.split("train").sources) if src.endswith("long.wav"))
+    assert len(data.split("train").waves[segment]) == 8000  # 0.5-1.0 s at 16 kHz

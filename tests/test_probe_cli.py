@@ -3,6 +3,8 @@ checkpoints that are not on this machine."""
 
 import csv
 import json
+
+import numpy as np
 import os
 import struct
 import subprocess
@@ -108,3 +110,37 @@ def test_missing_checkpoint_fails_with_a_clear_message(config, checkpoint, tmp_p
     assert message.startswith("probe.py: FileNotFoundError") and checkpoint in message
     assert "huggingface-cli download" in message and "HF_HOME" in message
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_probe_on_your_own_recordings_from_a_folder(tmp_path):
+    """Real piano notes written as files of different lengths + labels.csv: probe.py loads them with their
+    lengths, and the features equal those of the unpadded clips (padding never enters the mean)."""
+    import csv as csv_module
+
+    import soundfile as sf
+
+    from earlens.features import extract_features
+    from earlens.handcrafted import HandcraftedBackbone
+    from earlens.stimuli import load_stimuli_table, render_stimuli
+
+    notes = render_stimuli("notes", midi_pitches=list(range(48, 72)), programs=[0])
+    folder = tmp_path / "my_notes"
+    folder.mkdir()
+    with open(folder / "labels.csv", "w", newline="") as file:
+        writer = csv_module.writer(file)
+        writer.writerow(["path", "midi_pitch", "pitch_class"])
+        for i, (wave, pitch) in enumerate(zip(notes.waves, notes.labels["midi_pitch"])):
+            sf.write(folder / f"note_{i}.wav", wave[: 8000 + 400 * i], 16000)  # lengths differ
+            writer.writerow([f"note_{i}.wav", pitch, pitch % 12])
+    stimuli = load_stimuli_table(folder / "labels.csv", sample_rate=16000)
+    assert list(stimuli.lengths) == [8000 + 400 * i for i in range(24)]
+    backbone = HandcraftedBackbone(layers=["mel"], sample_rate=16000)
+    padded = extract_features(backbone, stimuli.waves, 16000, lengths=stimuli.lengths, cache_dir=tmp_path / "c")
+    alone = extract_features(backbone, stimuli.waves[3:4, : stimuli.lengths[3]], 16000, cache_dir=tmp_path / "c")
+    np.testing.assert_allclose(padded[3], alone[0], rtol=1e-5, atol=1e-4)
+    result = run_probe(["--config", "notes_handcrafted", "--stimuli.concept", "folder", "--stimuli.options",
+                        json.dumps({"root": str(folder)}), "--backbone.layers", "[mel]", "--probes.linear.targets",
+                        "[pitch_class]", "--probes.helix.n_permutations", "5", "--progress", "false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    assert summary["stimuli"]["n_clips"] == 24 and Path(summary["tables"]["csv"]).is_file()
