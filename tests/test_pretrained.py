@@ -61,3 +61,39 @@ def test_silero_vad_equals_jit_model_on_real_speech_and_silence():
     assert probabilities["meeting"] > 0.5
     lstm_only = load_backbone("silero_vad", layers=["lstm"])
     assert lstm_only.layer_names == ["lstm"] and lstm_only(speech)[0].shape == (1, -(-speech.shape[1] // 512), 128)
+
+
+# ------------------------------------------------------------------------------------------ Resemblyzer
+def fsdd_utterance(speaker: str, takes: range) -> np.ndarray:
+    """Several FSDD digits of one speaker in a row (> 1.6 s, so Resemblyzer cuts several partials)."""
+    return torch.cat([real_audio(f"fsdd/recordings/{take % 10}_{speaker}_{take}.wav", 16000)[0]
+                      for take in takes]).numpy()
+
+
+def test_resemblyzer_equals_voice_encoder_on_real_speech():
+    wheel_or_skip("resemblyzer", "pretrained.pt")
+    pytest.importorskip("webrtcvad")  # resemblyzer's package import needs it (webrtcvad-wheels)
+    resemblyzer = pytest.importorskip("resemblyzer")
+    encoder = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    backbone = load_backbone("resemblyzer")
+    assert backbone.layer_names == ["mel", "lstm.0", "lstm.1", "lstm.2", "embedding"]
+    embeddings = {}
+    for speaker, takes in [("george", range(0, 8)), ("george", range(20, 28)), ("jackson", range(0, 8))]:
+        wave = fsdd_utterance(speaker, takes)
+        layers = backbone(torch.from_numpy(wave)[None])
+        preprocessed = resemblyzer.audio.normalize_volume(wave, -30, increase_only=True)
+        reference, partials, slices = encoder.embed_utterance(preprocessed, return_partials=True)
+        assert len(partials) >= 2
+        np.testing.assert_allclose(layers[-1][0, 0].numpy(), reference, atol=1e-5)
+        # the per-frame states of the last LSTM layer equal Resemblyzer's LSTM on its own partial mels
+        padded = np.pad(preprocessed, (0, max(0, slices[-1].stop - len(preprocessed))))
+        mel = resemblyzer.audio.wav_to_mel_spectrogram(padded)
+        np.testing.assert_allclose(layers[0][0].numpy(), mel, rtol=1e-4, atol=1e-5)
+        mels = torch.from_numpy(np.stack([mel[s.start // 160: s.start // 160 + 160] for s in slices]))
+        with torch.no_grad():
+            states = encoder.lstm(mels)[0]
+        torch.testing.assert_close(layers[3][0], states.reshape(-1, 256), atol=1e-5, rtol=1e-4)
+        embeddings[speaker, takes.start] = layers[-1][0, 0]
+    # control: two utterances of one speaker are closer than two speakers
+    same = embeddings["george", 0] @ embeddings["george", 20]
+    assert same > embeddings["george", 0] @ embeddings["jackson", 0] + 0.05
