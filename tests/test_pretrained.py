@@ -2,6 +2,10 @@
 
 Each test skips when its wheel is not installed (`pip install earlens[pretrained]`, see pyproject.toml)."""
 
+import importlib.util
+import sys
+import types
+
 import numpy as np
 import pytest
 import soundfile
@@ -10,7 +14,8 @@ import torch
 
 from earlens.backbones import load_backbone
 from earlens.paths import data_root
-from earlens.pretrained import wheel_file
+from earlens.pretrained import pesto_pitch_hz, wheel_file
+from earlens.stimuli import render_stimuli
 
 
 def wheel_or_skip(package: str, relative: str):
@@ -97,3 +102,52 @@ def test_resemblyzer_equals_voice_encoder_on_real_speech():
     # control: two utterances of one speaker are closer than two speakers
     same = embeddings["george", 0] @ embeddings["george", 20]
     assert same > embeddings["george", 0] @ embeddings["jackson", 0] + 0.05
+
+
+# ------------------------------------------------------------------------------------------------ PESTO
+@pytest.fixture(scope="module")
+def a4_and_c4(tmp_path_factory):
+    """Rendered piano A4 and C4 (the SynTheory notes renderer), 1.5 s at 16 kHz."""
+    pytest.importorskip("fluidsynth")
+    notes = render_stimuli("notes", tmp_path_factory.mktemp("stimuli"), midi_pitches=[69, 60])
+    return torch.from_numpy(np.array(notes.waves)), notes.labels["midi_pitch"]
+
+
+def original_pesto():
+    """pesto-pitch's own model, imported around its package __init__ (which imports the broken torchaudio)."""
+    spec = importlib.util.find_spec("pesto")
+    if "pesto" not in sys.modules:
+        package = types.ModuleType("pesto")
+        package.__path__, package.__spec__ = list(spec.submodule_search_locations), spec
+        sys.modules["pesto"] = package
+    pytest.importorskip("omegaconf")  # its checkpoints pickle omegaconf containers
+    from pesto.loader import load_model
+
+    return load_model("mir-1k_g7", step_size=10.0, sampling_rate=16000)
+
+
+def test_pesto_equals_original_model_and_hears_a4_and_c4(a4_and_c4):
+    wheel_or_skip("pesto", "weights/mir-1k_g7.ckpt")
+    waves, midi = a4_and_c4
+    backbone = load_backbone("pesto")
+    assert backbone.layer_names == ["cqt", "conv1", "prefilt.0", "prefilt.1", "conv.0", "conv.1", "conv.2",
+                                    "conv.3", "activations"]
+    layers = backbone(waves)
+    pitch = pesto_pitch_hz(layers[-1])
+    held = slice(10, 90)  # frames inside the 1 s note
+    expected = torch.tensor([440.0 * 2 ** ((m - 69) / 12) for m in midi], dtype=torch.float32)
+    torch.testing.assert_close(pitch[:, held].median(1).values, expected, rtol=0.01, atol=0)
+    # control: the silent tail after the note carries no stable pitch
+    assert pitch[:, 130:].std(1).min() > 10 * pitch[:, held].std(1).max()
+    model = original_pesto()
+    encoder_input = {}
+    model.crop_cqt.register_forward_hook(lambda _m, _i, out: encoder_input.setdefault("cqt", out))
+    model.encoder.conv_layers.register_forward_hook(lambda _m, _i, out: encoder_input.setdefault("conv", out))
+    with torch.no_grad():
+        reference_pitch, _, _, activations = model(waves, sr=16000, convert_to_freq=True)
+    torch.testing.assert_close(layers[-1], activations, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(pitch, reference_pitch, rtol=1e-4, atol=0)
+    n_frames = layers[0].shape[1]
+    torch.testing.assert_close(layers[0], encoder_input["cqt"].reshape(2, n_frames, -1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layers[7], encoder_input["conv"].transpose(1, 2).reshape(2, n_frames, -1),
+                               rtol=1e-4, atol=1e-4)
