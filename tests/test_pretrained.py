@@ -151,3 +151,36 @@ def test_pesto_equals_original_model_and_hears_a4_and_c4(a4_and_c4):
     torch.testing.assert_close(layers[0], encoder_input["cqt"].reshape(2, n_frames, -1), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layers[7], encoder_input["conv"].transpose(1, 2).reshape(2, n_frames, -1),
                                rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ Basic Pitch
+def test_basic_pitch_equals_run_inference_and_hears_a4_and_c4(tmp_path):
+    model_path = wheel_or_skip("basic_pitch", "saved_models/icassp_2022/nmp.onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    pytest.importorskip("fluidsynth")
+    notes = render_stimuli("notes", tmp_path / "stimuli", 22050, midi_pitches=[69, 60])
+    waves = torch.from_numpy(np.array(notes.waves))
+    backbone = load_backbone("basic_pitch")
+    assert backbone.layer_names == ["cqt", "harmonic_stack", "contour_hidden", "contour", "note_hidden", "note",
+                                    "onset_hidden", "onset"]
+    layers = backbone(waves)
+    assert [layer.shape[-1] for layer in layers] == [309, 264 * 8, 264 * 8, 264, 88 * 32, 88, 88 * 32, 88]
+    assert all(layer.shape[:2] == (2, int(waves.shape[1] * 86 / 22050)) for layer in layers)
+    held = slice(10, 80)  # frames inside the 1 s note (86 per second)
+    keys = layers[5][:, held].argmax(-1).mode(1).values + 21  # bin 0 is A0 = MIDI 21
+    assert keys.tolist() == notes.labels["midi_pitch"].tolist()
+    contour_hz = 27.5 * 2 ** (layers[3][:, held].argmax(-1).float().median(1).values / 36)
+    torch.testing.assert_close(contour_hz, torch.tensor([440.0, 261.63]), rtol=0.02, atol=0)  # within one bin
+    # control: silence activates no note, the held notes do
+    silence = load_backbone("basic_pitch", layers=["note"])(torch.zeros(1, waves.shape[1]))[0]
+    assert silence.max() < 0.5 < layers[5][:, held].max(-1).values.min()
+    inference = pytest.importorskip("basic_pitch.inference")  # needs mir-eval and pretty-midi
+    model = inference.Model(model_path)
+    for wave, ours_note, ours_onset, ours_contour in zip(waves, layers[5], layers[7], layers[3]):
+        path = tmp_path / "clip.wav"
+        soundfile.write(path, wave.numpy(), 22050, subtype="FLOAT")
+        reference = inference.run_inference(path, model)
+        np.testing.assert_allclose(ours_note.numpy(), reference["note"], atol=1e-5)
+        np.testing.assert_allclose(ours_onset.numpy(), reference["onset"], atol=1e-5)
+        np.testing.assert_allclose(ours_contour.numpy(), reference["contour"], atol=1e-5)
