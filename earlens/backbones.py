@@ -390,7 +390,7 @@ def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
 
 
 # ------------------------------------------------------------------------------------------------ loader
-PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdnet")
+PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdnet", "musicnn")
 
 
 def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,

