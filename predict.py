@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from earlens.audio import AudioError, find_audio, is_audio_name, load_audio
-from lightning_modules.checkpointing import CheckpointError, read_checkpoint
-from lightning_modules.classifier import AudioClassifier
+from earlens.vad import score_annotations, speech_annotation, speech_regions
+from lightning_modules.checkpointing import CheckpointError
+from lightning_modules.cli import load_run
 
 
 def audio_inputs(items: list[str]) -> list[Path]:
@@ -47,72 +47,7 @@ def audio_inputs(items: list[str]) -> list[Path]:
     return paths
 
 
-def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[AudioClassifier, dict]:
-    """The trained model of a `train.py` run folder (`best`, `last` or a checkpoint path) and its data config."""
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a train.py run folder)")
-    data = (yaml.safe_load(config_path.read_text()).get("data") or {}).get("init_args") or {}
-    if checkpoint == "best":
-        summary = run_dir / "summary.json"
-        best = json.loads(summary.read_text()).get("best_checkpoint") if summary.is_file() else None
-        path = Path(best) if best else run_dir / "checkpoints" / "last.ckpt"
-    elif checkpoint == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
-    else:
-        path = Path(checkpoint)
-    read_checkpoint(path)  # one clear line for a missing or damaged file
-    model = AudioClassifier.load_from_checkpoint(path, map_location="cpu").eval()
-    return model, {**data, "checkpoint": str(path)}
-
-
-@torch.no_grad()
-def frame_probabilities(model: AudioClassifier, wave: np.ndarray, chunk_seconds: float = 60.0,
-                        context_seconds: float = 2.0) -> np.ndarray:
-    """Class probabilities `(frames, K)` of a whole recording, frame i at sample i·hop, computed in chunks with
-    `context_seconds` on each side (dropped afterwards) so memory stays bounded on hour-long files."""
-    rate, hop = model.frontend.sample_rate, model.frontend.hop_length
-    n_frames = len(wave) // hop + 1
-    chunk, context = round(chunk_seconds * rate / hop), round(context_seconds * rate / hop)
-    out = np.zeros((n_frames, model.hparams.num_classes), dtype=np.float32)
-    for first in range(0, n_frames, chunk):
-        start = max(first - context, 0)
-        stop = min(first + chunk + context, n_frames)
-        piece = torch.from_numpy(np.ascontiguousarray(wave[start * hop: (stop - 1) * hop + 1]))[None]
-        probs = model(piece, torch.tensor([piece.shape[1]])).softmax(1)[0].T.numpy()
-        keep = slice(first - start, first - start + min(chunk, n_frames - first))
-        out[first: first + min(chunk, n_frames - first)] = probs[keep]
-    return out
-
-
-def speech_regions(speech: np.ndarray, frame_seconds: float, onset: float, offset: float,
-                   min_duration_on: float, min_duration_off: float) -> list[tuple[float, float]]:
-    """Hysteresis thresholding of P(speech) per frame (frame i centred at i·frame_seconds): a region starts when P
-    rises above `onset` and ends when it falls below `offset`; gaps shorter than `min_duration_off` are filled,
-    then regions shorter than `min_duration_on` removed. Returns (start, end) seconds."""
-    regions, active, start = [], False, 0
-    for i, p in enumerate(speech):
-        if not active and p > onset:
-            active, start = True, i
-        elif active and p < offset:
-            active = False
-            regions.append([start, i])
-    if active:
-        regions.append([start, len(speech)])
-    merged = []
-    for region in regions:
-        if merged and (region[0] - merged[-1][1]) * frame_seconds < min_duration_off:
-            merged[-1][1] = region[1]
-        else:
-            merged.append(region)
-    half = frame_seconds / 2
-    return [(max(a * frame_seconds - half, 0.0), b * frame_seconds - half) for a, b in merged
-            if (b - a) * frame_seconds >= min_duration_on]
-
-
 def predict_vad(model, paths, out: Path, args, errors) -> list[Path]:
-    from pyannote.core import Annotation, Segment
-
     rttms = []
     frame_seconds = model.frontend.hop_length / model.frontend.sample_rate
     for path in tqdm(paths, desc="voice activity", unit="file"):
@@ -122,16 +57,15 @@ def predict_vad(model, paths, out: Path, args, errors) -> list[Path]:
             errors.append(str(err))
             print(f"predict.py: skipping {err}", file=sys.stderr)
             continue
-        speech = frame_probabilities(model, wave, args.chunk_seconds)[:, 1]
+        speech = model.frame_probabilities(wave, args.chunk_seconds)[:, 1]
         uri = path.stem
         with open(out / f"{uri}.frames.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["time_s", "speech_prob"])
             writer.writerows((f"{i * frame_seconds:.3f}", f"{p:.4f}") for i, p in enumerate(speech))
-        annotation = Annotation(uri=uri)
-        for start, end in speech_regions(speech, frame_seconds, args.onset, args.offset, args.min_duration_on,
-                                         args.min_duration_off):
-            annotation[Segment(start, min(end, len(wave) / model.frontend.sample_rate))] = "speech"
+        regions = speech_regions(speech, frame_seconds, args.onset, args.offset, args.min_duration_on,
+                                 args.min_duration_off)
+        annotation = speech_annotation(uri, regions, len(wave) / model.frontend.sample_rate)
         rttm = out / f"{uri}.rttm"
         with open(rttm, "w") as file:
             annotation.write_rttm(file)
@@ -140,35 +74,15 @@ def predict_vad(model, paths, out: Path, args, errors) -> list[Path]:
 
 
 def score_vad(rttms: list[Path], reference: Path, uem: Path | None, collar: float) -> dict:
-    """pyannote.metrics detection scores of the written RTTMs against a reference RTTM (uris matched by ASCII
-    folding, as the AMI lists need), per file and in total."""
-    from pyannote.database.util import load_rttm, load_uem
-    from pyannote.metrics.detection import DetectionErrorRate, DetectionPrecisionRecallFMeasure
+    """pyannote.metrics detection scores of the written RTTMs against a reference RTTM (see `score_annotations`)."""
+    from pyannote.core import Annotation
+    from pyannote.database.util import load_rttm
 
-    from datamodules.vad import fold_uri
-
-    references = {fold_uri(uri): annotation for uri, annotation in load_rttm(reference).items()}
-    scored = {fold_uri(uri): timeline for uri, timeline in load_uem(uem).items()} if uem else {}
-    error, fmeasure = DetectionErrorRate(collar=collar), DetectionPrecisionRecallFMeasure(collar=collar)
-    per_file = {}
+    hypotheses = {}
     for rttm in rttms:
-        hypothesis = next(iter(load_rttm(rttm).values()), None)
-        uri = fold_uri(rttm.name.removesuffix(".rttm"))
-        if uri not in references:
-            print(f"predict.py: {rttm.name}: no reference turns for {uri!r} in {reference}", file=sys.stderr)
-            continue
-        if hypothesis is None:
-            from pyannote.core import Annotation
-
-            hypothesis = Annotation(uri=uri)
-        uem_timeline = scored.get(uri)  # detection metrics read timelines: speaker labels do not matter
-        per_file[uri] = {"detection_error_rate": error(references[uri], hypothesis, uem=uem_timeline),
-                         "f_measure": fmeasure(references[uri], hypothesis, uem=uem_timeline)}
-    totals = fmeasure.accumulated_
-    return {"collar": collar, "detection_error_rate": abs(error),
-            "precision": totals["relevant retrieved"] / max(totals["retrieved"], 1e-12),
-            "recall": totals["relevant retrieved"] / max(totals["relevant"], 1e-12), "f_measure": abs(fmeasure),
-            "files": per_file}
+        uri = rttm.name.removesuffix(".rttm")
+        hypotheses[uri] = next(iter(load_rttm(rttm).values()), Annotation(uri=uri))
+    return score_annotations(hypotheses, reference, uem, collar)
 
 
 @torch.no_grad()

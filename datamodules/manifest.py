@@ -112,6 +112,7 @@ class ManifestDataModule(AudioDataModule):
         for split in SPLITS:
             chosen = [(row, seg) for i, (row, seg) in enumerate(items) if (row["split"] or split_of.get(i)) == split]
             self._register_split(split, [row["path"] for row, _ in chosen])
-            datasets[split] = ClipDataset([seg for _, seg in chosen], np.array([label_of[r["label"]] for r, _ in chosen]),
-                                          [row["path"] for row, _ in chosen], n_samples, random_crop=split == "train")
+            labels = np.array([label_of[row["label"]] for row, _ in chosen])
+            datasets[split] = ClipDataset([seg for _, seg in chosen], labels, [row["path"] for row, _ in chosen],
+                                          n_samples, random_crop=split == "train")
         return datasets

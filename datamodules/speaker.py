@@ -45,7 +45,8 @@ class FSDDSpeakerDataModule(AudioDataModule):
         for path, reason in ignored:
             self._skip(path, reason)
         if not files:
-            raise FileNotFoundError(f"fsdd: no audio files in {folder} (expected recordings/<digit>_<speaker>_<take>.wav)")
+            raise FileNotFoundError(f"fsdd: no audio files in {folder} "
+                                    "(expected recordings/<digit>_<speaker>_<take>.wav)")
         return files
 
     def _split_of(self, take: int) -> str:

@@ -7,7 +7,6 @@ its ASCII folding (NFKD, accents dropped), with a warning where the names differ
 
 from __future__ import annotations
 
-import unicodedata
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -17,13 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import AudioDataModule
+from earlens.vad import fold_uri
 
 PROTOCOL_SPLITS = {"train": "train", "val": "development", "test": "test"}
-
-
-def fold_uri(uri: str) -> str:
-    """ASCII folding used to match uris across lst, RTTM, UEM and file names (`trñ00` -> `trn00`)."""
-    return unicodedata.normalize("NFKD", uri).encode("ascii", "ignore").decode("ascii")
 
 
 def read_intervals(path: Path, uri_field: int, start_field: int, end_field: int, is_duration: bool, skip=None):

@@ -159,7 +159,8 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     Returns a read-only memory map `(N, L, D)` (`pooling="mean"`) or `(N, L, T, D)` (`"none"`); see the
     module docstring for padding. The cache entry lives in `cache_dir / feature_key(...)` (default
     `earlens.paths.cache_dir("features")`), keyed by the audio's content; `stimulus_key` is only a label recorded
-    in the manifest. `lengths` (real samples per clip, padding after them) keeps padding out of the mean. A finished entry whose checksum still matches is returned without running the backbone.
+    in the manifest. `lengths` (real samples per clip, padding after them) keeps padding out of the mean. A finished
+    entry whose checksum still matches is returned without running the backbone.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -143,6 +144,24 @@ class AudioClassifier(pl.LightningModule):
         if self.hparams.task == "clip":
             return self.head(torch.cat([masked_mean(z, counts), z.amax(-1)], dim=1))  # padding is 0 ≤ ReLU outputs
         return self.head(z)  # (B, K, frames)
+
+    @torch.no_grad()
+    def frame_probabilities(self, wave: np.ndarray, chunk_seconds: float = 60.0,
+                            context_seconds: float = 2.0) -> np.ndarray:
+        """Class probabilities `(frames, K)` of a whole recording, frame i at sample i·hop, computed in chunks with
+        `context_seconds` on each side (dropped afterwards) so memory stays bounded on hour-long files."""
+        rate, hop = self.frontend.sample_rate, self.frontend.hop_length
+        n_frames = len(wave) // hop + 1
+        chunk, context = round(chunk_seconds * rate / hop), round(context_seconds * rate / hop)
+        out = np.zeros((n_frames, self.hparams.num_classes), dtype=np.float32)
+        for first in range(0, n_frames, chunk):
+            start = max(first - context, 0)
+            stop = min(first + chunk + context, n_frames)
+            piece = torch.from_numpy(np.ascontiguousarray(wave[start * hop: (stop - 1) * hop + 1]))[None]
+            probs = self(piece, torch.tensor([piece.shape[1]])).softmax(1)[0].T.numpy()
+            keep = slice(first - start, first - start + min(chunk, n_frames - first))
+            out[first: first + min(chunk, n_frames - first)] = probs[keep]
+        return out
 
     def frame_lengths(self, lengths: torch.Tensor, n_frames: int, n_samples: int) -> torch.Tensor:
         """Real frames of a hooked layer's time axis of `n_frames` (from `n_samples`-sample clips): exact for the

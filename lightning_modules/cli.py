@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
+import yaml
+
 from earlens.paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -253,3 +255,25 @@ def _leveldb_log_records(data: bytes, block_size: int = 32768, header_size: int 
             pending = b""
         else:
             break
+
+
+def load_run(run_dir: Path, checkpoint: str = "best"):
+    """The trained model of a `train.py` run folder (`best`, `last` or a checkpoint path) and its data config."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a train.py run folder)")
+    data = (yaml.safe_load(config_path.read_text()).get("data") or {}).get("init_args") or {}
+    if checkpoint == "best":
+        summary = run_dir / "summary.json"
+        best = json.loads(summary.read_text()).get("best_checkpoint") if summary.is_file() else None
+        path = Path(best) if best else run_dir / "checkpoints" / "last.ckpt"
+    elif checkpoint == "last":
+        path = run_dir / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(checkpoint)
+    from lightning_modules.checkpointing import read_checkpoint
+    from lightning_modules.classifier import AudioClassifier
+
+    read_checkpoint(path)  # one clear line for a missing or damaged file
+    model = AudioClassifier.load_from_checkpoint(path, map_location="cpu").eval()
+    return model, {**data, "checkpoint": str(path)}

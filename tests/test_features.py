@@ -1,6 +1,5 @@
 """Feature cache: equals direct backbone calls, resumes after a crash, ignores partial shards, keys entries."""
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -18,7 +18,7 @@ from pyannote.metrics.detection import DetectionErrorRate as PyannoteDER
 from earlens.audio import load_audio
 from earlens.paths import data_root
 from lightning_modules.classifier import AudioClassifier, DetectionErrorRate
-from predict import speech_regions
+from earlens.vad import speech_regions
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",

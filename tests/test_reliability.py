@@ -22,7 +22,7 @@ import torch
 
 from datamodules import AMIVADDataModule, BengaleseFinchDataModule
 from datamodules.folder import FolderDataModule
-from lightning_modules.checkpointing import AtomicCheckpointIO, read_checkpoint
+from lightning_modules.checkpointing import read_checkpoint
 from lightning_modules.cli import create_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
