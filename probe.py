@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from earlens.features import extract_features
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
 from earlens.probes import ProbeResult, fit_layer_probes
-from earlens.stimuli import load_stimuli_table, render_stimuli
+from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
 
 
@@ -35,7 +36,9 @@ class StimuliOptions:
 
     Your own recordings instead: `concept: manifest` with `options: {manifest: FILE.csv}` (a `path` column plus label
     columns, e.g. `midi_pitch` for the helix), or `concept: folder` with `options: {root: DIR}` (audio files and
-    `DIR/labels.csv` listing them the same way); `clip_seconds` crops or pads them (default: the longest)."""
+    `DIR/labels.csv` listing them the same way); `clip_seconds` crops or pads them (default: the longest).
+    A task's clips: `concept: task` with `options: {data: {class_path: datamodules.FSDDSpeakerDataModule,
+    init_args: {...}}, split: test, max_items: N}` (labels in column `label`)."""
 
     concept: str = "notes"
     sample_rate: int = 16000
@@ -111,6 +114,31 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--progress", type=bool, default=True, help="tqdm progress bars")
     parser.add_argument("--threads", type=int | None, default=None, help="torch CPU threads (default: torch's)")
     return parser
+
+
+def task_stimuli(sample_rate: int, data: dict, split: str = "test", max_items: int | None = None) -> StimulusSet:
+    """A training task's clips and labels (a datamodule, from class_path + init_args) as probe stimuli, decoded at the
+    probe's `sample_rate`."""
+    if isinstance(data, dict):
+        import importlib
+
+        module, name = data["class_path"].rsplit(".", 1)
+        data = getattr(importlib.import_module(module), name)(**data.get("init_args", {}))
+    data.sample_rate = sample_rate  # before setup: the clips are decoded at the backbone's input rate
+    waves, lengths, names, sources = data.stimuli(split, max_items)
+    table = Path(create_cache_table(data, split, names, sources))
+    key = f"task-{type(data).__name__}-{split}-{len(waves)}"
+    return StimulusSet(waves.astype(np.float32), sample_rate, {"label": np.array(names)}, table, key, lengths)
+
+
+def create_cache_table(datamodule, split: str, names: list[str], sources: list[str]) -> Path:
+    """The stimuli's labels as a CSV beside the run (what `summary.json` points to)."""
+    path = Path(tempfile.mkdtemp(prefix="earlens-task-")) / f"{datamodule.dataset}-{split}.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["index", "path", "label"])
+        writer.writerows([i, source, name] for i, (source, name) in enumerate(zip(sources, names)))
+    return path
 
 
 def build_backbone(options: BackboneOptions) -> Backbone:
@@ -232,7 +260,9 @@ def main(argv: list[str] | None = None) -> Path:
     backbone = build_backbone(backbone_opts)
     run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if stimuli_opts.concept in ("folder", "manifest"):
+    if stimuli_opts.concept == "task":
+        stimuli = task_stimuli(stimuli_opts.sample_rate, **stimuli_opts.options)
+    elif stimuli_opts.concept in ("folder", "manifest"):
         table_options = dict(stimuli_opts.options)
         table = (Path(table_options.pop("root", ".")) / table_options.pop("labels", "labels.csv")
                  if stimuli_opts.concept == "folder" else table_options.pop("manifest", None))

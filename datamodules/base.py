@@ -155,6 +155,27 @@ class AudioDataModule(pl.LightningDataModule):
         self.setup()
         return self._splits[name]
 
+    def stimuli(self, split: str = "test", max_items: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str],
+                                                                                 list[str]]:
+        """A clip split as probe stimuli: waves `(N, T)` (centred crops, padding after), lengths, class names per
+        item and source files; `max_items` keeps a seeded, class-stratified subset. Frame tasks have no clip labels."""
+        dataset = self.split(split)
+        if not isinstance(dataset, ClipDataset):
+            raise ValueError(f"{self.dataset}: only clip tasks give probe stimuli (this is a {self.task} task)")
+        order = np.arange(len(dataset))
+        if max_items is not None and max_items < len(order):
+            rng = np.random.default_rng(self.seed)
+            rank = np.empty(len(order))
+            for label in np.unique(dataset.labels):  # interleave classes so any prefix is balanced
+                members = rng.permutation(np.flatnonzero(dataset.labels == label))
+                rank[members] = np.arange(len(members)) + rng.random(len(members)) * 0.5
+            order = np.sort(np.argsort(rank, kind="stable")[:max_items])
+        items = [dataset[(int(i), 0)] for i in order]
+        waves = np.stack([item["audio"].numpy() for item in items])
+        lengths = np.array([int(item["length"]) for item in items], dtype=np.int64)
+        names = [self.class_names[int(item["label"])] for item in items]
+        return waves, lengths, names, [dataset.sources[int(i)] for i in order]
+
     def _skip(self, what: str | Path, reason: str) -> None:
         """Record and warn about an unusable file, annotation row (`file:line`) or class."""
         self.skipped.append((str(what), reason))

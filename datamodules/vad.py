@@ -199,6 +199,27 @@ class AMIVADDataModule(AudioDataModule):
             )
         return datasets
 
+    def stimuli(self, split: str = "test", max_items: int | None = None, window_seconds: float = 0.5):
+        """Probe stimuli from a frame task: the split's files cut into `window_seconds` windows, each labelled
+        `speech` or `non-speech` by the majority of its samples (windows touching unscored samples are left out);
+        `max_items` keeps a seeded, class-balanced subset. Same return as `AudioDataModule.stimuli`."""
+        dataset, window = self.split(split), round(window_seconds * self.sample_rate)
+        waves, names, sources = [], [], []
+        for wave, labels, source in zip(dataset.waves, dataset.labels, dataset.sources):
+            for start in range(0, len(wave) - window + 1, window):
+                piece = labels[start:start + window]
+                if (piece >= 0).all():
+                    waves.append(wave[start:start + window])
+                    names.append(self.class_names[int(piece.mean() > 0.5)])
+                    sources.append(f"{source}@{start / self.sample_rate:.2f}s")
+        order = np.arange(len(waves))
+        if max_items is not None and max_items < len(order):
+            rng = np.random.default_rng(self.seed)
+            per_class = [rng.permutation([i for i in order if names[i] == n]) for n in sorted(set(names))]
+            order = np.sort(np.concatenate([members[: max_items // len(per_class)] for members in per_class]))
+        return (np.stack([waves[i] for i in order]), np.full(len(order), window, dtype=np.int64),
+                [names[i] for i in order], [sources[i] for i in order])
+
     def val_dataloader(self):
         return self._loader("val", batch_size=1, shuffle=False)
 

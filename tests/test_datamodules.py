@@ -389,3 +389,20 @@ def test_manifest_rows_segments_splits_and_bad_rows(tmp_path):
     assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])  # assigned by group
     segment = next(i for i, src in enumerate(data.split("train").sources) if src.endswith("long.wav"))
     assert len(data.split("train").waves[segment]) == 8000  # 0.5-1.0 s at 16 kHz
+
+
+def test_task_splits_as_probe_stimuli(fsdd):
+    from collections import Counter
+
+    waves, lengths, names, sources = fsdd.stimuli("test", max_items=60)
+    assert waves.shape == (60, 16000) and set(Counter(names).values()) == {10}  # balanced over the 6 speakers
+    for wave, length, name, source in zip(waves[:5], lengths, names, sources):
+        assert name in Path(source).name and not wave[length:].any()
+    vad = AMIVADDataModule()
+    waves, lengths, names, sources = vad.stimuli("test", max_items=40, window_seconds=0.5)
+    assert waves.shape == (40, 8000) and Counter(names) == {"speech": 20, "non-speech": 20}
+    labels = dict(zip(vad.split_files["test"], vad.split("test").labels))
+    for name, source in zip(names, sources):
+        path, start = source.rsplit("@", 1)
+        first = round(float(start.removesuffix("s")) * 16000)
+        assert (labels[path][first:first + 8000].mean() > 0.5) == (name == "speech")
