@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,8 @@ class TrainCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--wandb_project", type=str, default="earlens")
+        parser.add_argument("--wandb_group", type=str | None, default=None,
+                            help="W&B group of runs that belong together (default: the config name)")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.dirpath": str(self.plan.run_dir / "checkpoints"), "checkpoint.save_last": True,
                              "checkpoint.monitor": "val/acc_macro", "checkpoint.mode": "max",
@@ -155,7 +158,7 @@ class TrainCLI(LightningCLI):
         if self._get(self.config, "trainer.logger") in (None, True) and _is_launcher():
             run = start_wandb_run(project=self._get(self.config, "wandb_project"), dir=str(plan.run_dir),
                                   name=f"{plan.config_name}/{plan.run_dir.name}", config=self.config.as_dict(),
-                                  group=plan.config_name, job_type="train",
+                                  group=self._get(self.config, "wandb_group") or plan.config_name, job_type="train",
                                   resume="allow", id=_wandb_id(plan.run_dir))
             kwargs["logger"] = [WandbLogger(experiment=run, save_dir=str(plan.run_dir)),
                                 CSVLogger(save_dir=plan.run_dir, name="csv")]  # csv/version_N: one per attempt
@@ -268,9 +271,24 @@ def main(argv: list[str] | None = None) -> Path:
     )
     print_metrics(metrics)
     if wandb.run is not None:  # summary and CSV are on disk before W&B is finalised
+        log_artifacts(wandb.run, plan, best)
         wandb.finish()
     print(summary)
     return plan.run_dir
+
+
+def log_artifacts(run, plan: RunPlan, best: str | None) -> None:
+    """The best checkpoint, `config.yaml` and `summary.json` as one W&B model artifact (kept offline, uploaded by
+    `wandb sync`); a failure here is a warning, never a lost run."""
+    try:
+        artifact = wandb.Artifact(f"model-{_wandb_id(plan.run_dir)}", type="model",
+                                  metadata={"config": plan.config_name, "run_dir": str(plan.run_dir)})
+        for path in (best, plan.run_dir / "config.yaml", plan.run_dir / "summary.json"):
+            if path and Path(path).is_file():
+                artifact.add_file(str(path))
+        run.log_artifact(artifact)
+    except Exception as err:  # noqa: BLE001 - W&B must never cost the run
+        warnings.warn(f"W&B artifact not logged ({type(err).__name__}: {err})", stacklevel=2)
 
 
 def print_metrics(metrics: dict[str, float]) -> None:

@@ -16,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,9 @@ HEADLINE = {"vad": "test/frame_f1", "speaker": "test/acc", "birdcall": "test/acc
 TARGET = {"vad": 0.90, "speaker": 0.97, "birdcall": 0.95, "scene": 0.75}
 
 
-def run(config: str, max_time: str, extra: list[str]) -> dict:
+def run(config: str, max_time: str, extra: list[str], group: str) -> dict:
     cmd = [sys.executable, str(REPO / "train.py"), "--config", config, "--trainer.max_time", max_time,
-           "--trainer.enable_progress_bar", "false", *extra]
+           "--trainer.enable_progress_bar", "false", "--wandb_group", group, *extra]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         print(proc.stderr[-4000:], file=sys.stderr)
@@ -74,15 +75,31 @@ def main() -> None:
         return
     results: dict[str, list[dict]] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    group = f"bench-tasks-{time.strftime('%Y%m%d-%H%M%S')}"  # every run of this bench shares one W&B group
     for task in args.tasks:
         for frontend in args.frontends:
             for label, overrides in variants(task, args.seeds):
-                summary = run(f"{frontend}_{task}", args.max_time, [*overrides, *args.extra])
+                summary = run(f"{frontend}_{task}", args.max_time, [*overrides, *args.extra], group)
                 results.setdefault(f"{task}/{frontend}", []).append(summary)
                 print(f"{task} {frontend} {label}: {summary['test_metrics'][HEADLINE[task]]:.4f}", flush=True)
                 args.out.write_text(json.dumps(results, indent=1))  # partial results survive an interruption
     print(table(results))
+    log_summary_run(results, group)
     print(f"\nsummaries: {args.out}")
+
+
+def log_summary_run(results: dict[str, list[dict]], group: str) -> None:
+    """One W&B run in the bench's group holding every run's headline metric as a table (offline unless credentials)."""
+    from lightning_modules.cli import start_wandb_run
+
+    run = start_wandb_run(project="earlens", name=group, group=group, job_type="bench-summary",
+                          dir=str(REPO / "runs"))
+    rows = [[key.split("/")[0], key.split("/")[1], i, s["test_metrics"][HEADLINE[key.split("/")[0]]], s["run_dir"]]
+            for key, summaries in results.items() for i, s in enumerate(summaries)]
+    import wandb
+
+    run.log({"tasks": wandb.Table(columns=["task", "frontend", "run", "headline", "run_dir"], data=rows)})
+    run.finish()
 
 
 if __name__ == "__main__":

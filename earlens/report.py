@@ -1,0 +1,140 @@
+"""A self-contained HTML report of run folders, without W&B: `python -m earlens.report RUN_DIR [RUN_DIR ...]`.
+
+Reads only what `train.py` and `probe.py` leave in their run folders (`summary.json`, `csv/version_*/metrics.csv`,
+`layers.csv`, the PNG figures) and writes one HTML file with every image inlined: a table of the runs side by side,
+metric-vs-epoch plots (every run of a metric on one axis), metric-vs-layer plots of probe runs, and each run's own
+figures (filters, helix, Zipf, scores per layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _image(data: str, caption: str) -> str:
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _numbers(rows: list[dict], key: str) -> list[tuple[float, float]]:
+    """(x, value) pairs of rows where `key` has a number; x is the epoch (train) or the layer index (probe)."""
+    pairs = []
+    for row in rows:
+        value, x = row.get(key, ""), row.get("epoch", row.get("layer", ""))
+        try:
+            pairs.append((float(x), float(value)))
+        except (TypeError, ValueError):
+            continue
+    return pairs
+
+
+def read_run(run_dir: Path) -> dict:
+    """Everything the report shows about one run folder."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no summary.json (not a finished train.py/probe.py run)")
+    epochs = []
+    for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+        with open(path, newline="") as file:
+            epochs += list(csv.DictReader(file))
+    layers = []
+    if (run_dir / "layers.csv").is_file():
+        with open(run_dir / "layers.csv", newline="") as file:
+            layers = list(csv.DictReader(file))
+    return {"dir": run_dir, "name": f"{run_dir.parent.name}/{run_dir.name}",
+            "summary": json.loads(summary_path.read_text()), "epochs": epochs, "layers": layers,
+            "figures": sorted(run_dir.glob("*.png"))}
+
+
+def _flat(summary: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in summary.items():
+        if isinstance(value, dict) and key not in ("versions", "files"):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _comparison_table(runs: list[dict]) -> str:
+    """Runs side by side: every numeric summary field some run has (test metrics and probe summaries first)."""
+    flats = [_flat(run["summary"]) for run in runs]
+    keys = sorted({k for flat in flats for k in flat}, key=lambda k: (not k.startswith(("test_metrics", "probes",
+                                                                                         "helix")), k))
+    head = "".join(f"<th>{html.escape(run['name'])}</th>" for run in runs)
+    body = "".join(f"<tr><td>{html.escape(key)}</td>" + "".join(
+        f"<td>{flat[key]:.4g}</td>" if key in flat else "<td></td>" for flat in flats) + "</tr>" for key in keys)
+    return f"<table><tr><th>metric</th>{head}</tr>{body}</table>"
+
+
+def _curves(runs: list[dict], source: str, x_label: str) -> list[str]:
+    """One plot per metric: every run that logged it, against epoch (`epochs`) or layer (`layers`)."""
+    metrics = sorted({k for run in runs for row in run[source] for k in row
+                      if k not in ("epoch", "step", "layer", "layer_name") and _numbers([row], k)})
+    images = []
+    for metric in metrics:
+        if source == "epochs" and not metric.startswith(("val/", "train/loss_epoch", "helix/", "zipf/", "filters/")):
+            continue
+        figure = Figure(figsize=(5, 3))
+        axes = figure.add_subplot()
+        for run in runs:
+            pairs = _numbers(run[source], metric)
+            if pairs:
+                xs, ys = zip(*sorted(pairs))
+                axes.plot(xs, ys, "o-", ms=3, label=run["name"])
+        if source == "layers" and runs[0]["layers"]:
+            names = [row.get("layer_name", row.get("layer")) for row in runs[0]["layers"]]
+            axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        axes.set(xlabel=x_label, ylabel=metric, title=metric)
+        axes.legend(fontsize=7)
+        images.append(_image(_png(figure), f"{metric} against {x_label}"))
+    return images
+
+
+def render(run_dirs: list[Path], title: str = "earlens runs") -> str:
+    runs = [read_run(Path(d)) for d in run_dirs]
+    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Runs side by side</h2>", _comparison_table(runs)]
+    by_epoch, by_layer = _curves(runs, "epochs", "epoch"), _curves(runs, "layers", "layer")
+    if by_epoch:
+        parts += ["<h2>Metrics against epoch</h2>", '<div class="grid">', *by_epoch, "</div>"]
+    if by_layer:
+        parts += ["<h2>Metrics against layer</h2>", '<div class="grid">', *by_layer, "</div>"]
+    for run in runs:
+        if run["figures"]:
+            parts += [f"<h2>Figures of {html.escape(run['name'])}</h2>", '<div class="grid">']
+            parts += [_image(base64.b64encode(p.read_bytes()).decode(), p.stem) for p in run["figures"]]
+            parts.append("</div>")
+    style = ("body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px} "
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right} td:first-child{text-align:left} "
+             ".grid{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0} img{max-width:520px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m earlens.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("report.html"))
+    parser.add_argument("--title", default="earlens runs")
+    args = parser.parse_args(argv)
+    args.out.write_text(render(args.run_dirs, args.title), encoding="utf-8")
+    print(args.out.resolve())
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

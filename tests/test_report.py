@@ -1,0 +1,39 @@
+"""`python -m earlens.report`: one self-contained HTML page from real run folders."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+        "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size",
+        "8"]
+
+
+def test_report_shows_runs_side_by_side_with_their_curves_and_figures(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"}
+    summaries = []
+    for config in ("gabor_speaker", "mel_speaker"):
+        proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", config, *TINY], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summaries.append(json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text()))
+    (Path(summaries[0]["run_dir"]) / "kernels.png").write_bytes(
+        base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="))
+    out = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "earlens.report", *(s["run_dir"] for s in summaries), "--out",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out.read_text()
+    for summary in summaries:
+        run = Path(summary["run_dir"])
+        assert f"{run.parent.name}/{run.name}" in page
+        assert f"{summary['test_metrics']['test/acc']:.4g}" in page  # the test metric in the side-by-side table
+    assert "val/acc_macro against epoch" in page and "kernels" in page
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) >= 5 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert not re.search(r'src="(?!data:)', page)  # self-contained: nothing fetched from elsewhere
