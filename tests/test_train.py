@@ -70,6 +70,20 @@ def test_fit_test_summary_and_logs(tmp_path):
     assert len(csv_val) == 2 and wandb_val == pytest.approx(csv_val)
     assert summary["best_score"] == pytest.approx(max(csv_val))
 
+    # the best checkpoint, config and summary are one W&B model artifact, recorded offline for `wandb sync`
+    from wandb.proto import wandb_internal_pb2
+
+    from lightning_modules.cli import _leveldb_log_records
+
+    artifacts = []
+    for file in run_dir.glob("wandb/offline-run-*/run-*.wandb"):
+        for payload in _leveldb_log_records(file.read_bytes()):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") == "artifact":
+                artifacts.append(sorted(m.path for m in record.artifact.manifest.contents))
+    assert artifacts == [sorted([Path(summary["best_checkpoint"]).name, "config.yaml", "summary.json"])]
+
 
 def test_resume_of_a_finished_run_does_nothing_and_ablations_resume_from_their_own_config(tmp_path):
     """`--ckpt_path last` rebuilds the newest run from its own config.yaml (an ablation with 8 filters, not the
