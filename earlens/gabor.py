@@ -327,6 +327,12 @@ class GaborSTRF2d(nn.Module):
         return F.conv2d(spec, weight, padding="same")
 
     def _separable_responses(self, spec: torch.Tensor) -> torch.Tensor:
+        """Runs in float32 whatever autocast is active (its hand-written kernels write into float32 buffers); under
+        bf16/fp16 autocast the input is upcast and the float32 output handed on, as autocast does for reductions."""
+        with torch.autocast(device_type=spec.device.type, enabled=False):
+            return self._separable_float32(spec.float())
+
+    def _separable_float32(self, spec: torch.Tensor) -> torch.Tensor:
         n, k_f = self.n_filters, self.kernel_size[0]
         (cos_f, sin_f), (cos_t, sin_t) = _separable_factors(*self._parameters_now(), self.kernel_size)
         layout = _FreqBlocking(n, spec.shape[-2], k_f)

@@ -220,3 +220,20 @@ def test_frontend_builds_from_a_config():
     frontend = parser.instantiate_classes(config).frontend
     assert isinstance(frontend, SpectroTemporalFrontend)
     assert frontend.out_channels == 8 and frontend.filterbank.kernel_size == (9, 25)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bank_runs_under_autocast_close_to_float32(dense, dtype):
+    """bf16/fp16 autocast (the log-mel then hands over a low-precision tensor) used to crash the separable path;
+    both paths must run forward and backward and stay within the low precision's error of float32."""
+    torch.manual_seed(0)
+    bank = GaborSTRF2d(8, (9, 31), mode="concat", dense=dense)
+    spec = torch.randn(2, 1, 32, 50)
+    reference = bank(spec)
+    with torch.autocast("cpu", dtype=dtype):
+        low = bank(spec.to(dtype))
+        low.float().square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bank.parameters())
+    error = (low.float() - reference).abs().max() / reference.abs().max()
+    assert error < 2e-2
