@@ -6,9 +6,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
 from datamodules.folder import group_split
+from earlens.audio import AudioError, LazySegment
 
 REQUIRED = ("path", "label")
 
@@ -53,7 +55,9 @@ class ManifestDataModule(AudioDataModule):
     Columns: `path`, `label` (any string), optional `split` (train/val/test; rows without one are split seeded,
     stratified and group-disjoint like `FolderDataModule`), `group` (e.g. speaker or recording), `start` and `end`
     in seconds (a segment of a long file; each file is decoded once). Bad rows and unreadable files are skipped,
-    named and counted; classes come from the usable rows.
+    named and counted; classes come from the usable rows. `lazy=True` decodes nothing up front: each item reads only
+    the chunk it needs (`earlens.audio.LazySegment`), for corpora too big for memory (files are checked by their
+    headers at setup, so content errors surface as warnings during training instead).
     """
 
     dataset = "manifest"
@@ -70,8 +74,9 @@ class ManifestDataModule(AudioDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         min_class_items: int = 3,
+        lazy: bool = False,
     ):
-        self.min_class_items = min_class_items
+        self.min_class_items, self.lazy = min_class_items, lazy
         super().__init__(manifest, sample_rate, batch_size, num_workers, seed)
         self.fractions = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
         self.clip_seconds = clip_seconds
@@ -84,20 +89,31 @@ class ManifestDataModule(AudioDataModule):
             raise FileNotFoundError(f"manifest: --data.init_args.manifest {root!r} is not a file")
         return Path(root).resolve()
 
+    def _segment(self, row: dict, waves: dict):
+        """The row's audio: a slice of the decoded file, or a `LazySegment` of it; None (skipped) if outside."""
+        if self.lazy:
+            rate = sf.info(row["path"]).samplerate
+            first = round((row["start"] or 0.0) * rate)
+            n_frames = None if row["end"] is None else round(row["end"] * rate) - first
+            return LazySegment(row["path"], self.sample_rate, first, n_frames)
+        wave = waves[row["path"]]
+        first = round((row["start"] or 0.0) * self.sample_rate)
+        last = len(wave) if row["end"] is None else round(row["end"] * self.sample_rate)
+        if first >= len(wave) or last > len(wave) + 1:
+            raise AudioError(f"segment {row['start']}-{row['end']} s outside {row['path'].name} "
+                             f"({len(wave) / self.sample_rate:.2f} s)")
+        return wave[first:last]
+
     def _build_splits(self) -> dict[str, ClipDataset]:
-        waves = self._decode(sorted({row["path"] for row in self.rows}))
+        waves = {} if self.lazy else self._decode(sorted({row["path"] for row in self.rows}))
         items = []
         for row in self.rows:
-            if row["path"] not in waves:
+            if not self.lazy and row["path"] not in waves:
                 continue
-            wave = waves[row["path"]]
-            first = round((row["start"] or 0.0) * self.sample_rate)
-            last = len(wave) if row["end"] is None else round(row["end"] * self.sample_rate)
-            if first >= len(wave) or last > len(wave) + 1:
-                self._skip(row["where"], f"segment {row['start']}-{row['end']} s outside {row['path'].name} "
-                                         f"({len(wave) / self.sample_rate:.2f} s)")
-                continue
-            items.append((row, wave[first:last]))
+            try:
+                items.append((row, self._segment(row, waves)))
+            except (AudioError, sf.LibsndfileError, RuntimeError) as err:
+                self._skip(row["where"], str(err))
         kept = {label for _, label in self._enough_per_class([(None, row["label"]) for row, _ in items])}
         items = [(row, segment) for row, segment in items if row["label"] in kept]
         unsplit = [i for i, (row, _) in enumerate(items) if row["split"] is None]

@@ -7,6 +7,7 @@ wrong channel count) is caught in one place with an `AudioError` that names the 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -91,3 +92,50 @@ def crop_or_pad(wave: np.ndarray, n_samples: int, rng: np.random.Generator | Non
     fitted = np.zeros(n_samples, dtype=wave.dtype)
     fitted[: len(wave)] = wave
     return fitted
+
+
+class LazySegment:
+    """Samples `first..first+n_frames` (file frames) of an audio file, read only when sliced: `segment[a:b]` (indices at
+    `sample_rate`) seeks, reads the frames it needs, mixes to mono and resamples, so a corpus of hours trains in
+    O(batch) memory. Drop-in for a decoded array in `crop_or_pad` and `ClipDataset` (`len`, slices, `np.asarray`).
+    Chunks are resampled on their own (edges differ slightly from resampling the whole file). A read that fails
+    mid-run (a file changed or vanished) warns and gives silence rather than ending the run.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, first: int = 0, n_frames: int | None = None):
+        try:
+            info = sf.info(os.fspath(path))
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            raise AudioError(f"{path}: unreadable audio ({err})") from err
+        if info.frames == 0:
+            raise AudioError(f"{path}: empty audio (0 samples)")
+        self.path, self.sample_rate, self.file_rate = str(path), int(sample_rate), int(info.samplerate)
+        self.first = int(first)
+        self.n_frames = info.frames - self.first if n_frames is None else int(n_frames)
+        if self.first < 0 or self.n_frames <= 0 or self.first + self.n_frames > info.frames:
+            raise AudioError(f"{path}: segment of {self.n_frames} frames at {self.first} outside its {info.frames}")
+
+    def __len__(self) -> int:
+        return int(self.n_frames * self.sample_rate // self.file_rate)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        start, stop, _ = index.indices(len(self))
+        n = max(stop - start, 0)
+        ratio = self.file_rate / self.sample_rate
+        lo, hi = int(start * ratio), min(int(np.ceil(stop * ratio)) + 1, self.n_frames)
+        try:
+            frames, _ = sf.read(self.path, start=self.first + lo, stop=self.first + hi, dtype="float32",
+                                always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            warnings.warn(f"{self.path}: read failed mid-run ({err}); using silence for this item", stacklevel=2)
+            return np.zeros(n, dtype=np.float32)
+        mono = frames.mean(axis=1, dtype=np.float32)
+        if self.file_rate != self.sample_rate:
+            mono = soxr.resample(mono, self.file_rate, self.sample_rate, quality="HQ").astype(np.float32)
+        out = np.zeros(n, dtype=np.float32)
+        out[: min(n, len(mono))] = mono[:n]
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        wave = self[0 : len(self)]
+        return wave if dtype is None else wave.astype(dtype)
