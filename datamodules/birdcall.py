@@ -1,4 +1,5 @@
-"""Bengalese finch syllable classification (Koumura & Okanoya's BirdsongRecognition, one bird)."""
+"""Bird syllable classification: Bengalese finch (Koumura & Okanoya's BirdsongRecognition, one bird) and any
+annotation format crowsetta reads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
+from datamodules.folder import group_split
 
 
 def read_syllables(annotation: Path, skip=None) -> list[tuple[str, int, int, str]]:
@@ -125,4 +127,122 @@ class BengaleseFinchDataModule(AudioDataModule):
             self._register_split(split, [files[i] for i in keep])
             datasets[split] = ClipDataset([waves[i] for i in keep], [label_of[labels[i]] for i in keep],
                                           [files[i] for i in keep], n_samples, random_crop=split == "train")
+        return datasets
+
+
+ANNOTATION_GLOBS = {"notmat": "*.not.mat", "textgrid": "*.TextGrid", "raven": "*.txt", "aud-seq": "*.txt",
+                    "simple-seq": "*.csv", "generic-seq": "*.csv", "birdsong-recognition-dataset": "Annotation.xml"}
+
+
+class SyllableDataModule(AudioDataModule):
+    """Animal-vocalisation units from any annotation format `crowsetta` reads (evsonganaly `.not.mat`, Koumura's
+    `Annotation.xml`, Praat TextGrid, Raven and Audacity label tables, generic-seq CSV), as a clip task.
+
+    `audio_dir` holds the recordings; annotations are `annotation_path` (one file) or the files matching the format's
+    usual pattern (e.g. `*.not.mat`) in `annotation_dir` (default `audio_dir`). Labels stay strings; `exclude_labels`
+    drops annotation artefacts (e.g. `["-", "i"]`) and `label_map` merges or renames labels before classes are made.
+    Each unit is cut with `context_seconds` either side and centred (eval) or randomly placed (train) in a
+    `clip_seconds` window; recordings are split seeded and stratified, never one recording in two splits. A unit with
+    a negative onset, an offset before its onset or past the end of its file is skipped and counted.
+    """
+
+    dataset = "syllables"
+    task = "clip"
+
+    def __init__(
+        self,
+        audio_dir: str,
+        annotation_format: str = "notmat",
+        annotation_path: str | None = None,
+        annotation_dir: str | None = None,
+        exclude_labels: list[str] | None = None,
+        label_map: dict[str, str] | None = None,
+        sample_rate: int = 16000,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+        clip_seconds: float = 0.2,
+        context_seconds: float = 0.0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        min_class_items: int = 3,
+    ):
+        self.min_class_items = min_class_items
+        super().__init__(audio_dir, sample_rate, batch_size, num_workers, seed)
+        if annotation_format not in ANNOTATION_GLOBS:
+            raise ValueError(f"--data.init_args.annotation_format must be one of {sorted(ANNOTATION_GLOBS)}, "
+                             f"got {annotation_format!r}")
+        self.annotation_format, self.annotation_path = annotation_format, annotation_path
+        self.annotation_dir = Path(annotation_dir) if annotation_dir else self.root
+        self.exclude_labels, self.label_map = set(exclude_labels or ()), dict(label_map or {})
+        self.clip_seconds, self.context_seconds = clip_seconds, context_seconds
+        self.fractions = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+
+    def _resolve_root(self, root: str | None) -> Path:
+        if not root or not Path(root).is_dir():
+            raise FileNotFoundError(f"syllables: --data.init_args.audio_dir {root!r} is not a folder")
+        return Path(root).resolve()
+
+    def units(self) -> list[tuple[Path, float, float, str, str]]:
+        """(audio file, onset s, offset s, label, where) of every annotated unit, through crowsetta."""
+        import crowsetta
+
+        files = ([Path(self.annotation_path)] if self.annotation_path else
+                 sorted(self.annotation_dir.rglob(ANNOTATION_GLOBS[self.annotation_format])))
+        if not files:
+            raise FileNotFoundError(f"syllables: no {self.annotation_format} annotations "
+                                    f"({ANNOTATION_GLOBS[self.annotation_format]}) in {self.annotation_dir}")
+        transcriber = crowsetta.Transcriber(format=self.annotation_format)
+        units = []
+        for file in files:
+            try:
+                extra = {"wav_path": self.root} if self.annotation_format == "birdsong-recognition-dataset" else {}
+                annots = transcriber.from_file(file, **extra).to_annot()
+            except Exception as err:  # noqa: BLE001 - any parser error: name the file, keep the others
+                self._skip(file, f"unreadable {self.annotation_format} annotation ({type(err).__name__}: {err})")
+                continue
+            for annot in annots if isinstance(annots, list) else [annots]:
+                notated = Path(annot.notated_path) if annot.notated_path else file.with_suffix(".wav")
+                audio = notated if notated.is_absolute() and notated.exists() else self.root / notated.name
+                for k, (on, off, label) in enumerate(zip(annot.seq.onsets_s, annot.seq.offsets_s,
+                                                         annot.seq.labels)):
+                    units.append((audio, float(on), float(off), str(label), f"{file}:unit {k + 1}"))
+        return units
+
+    def _build_splits(self) -> dict[str, ClipDataset]:
+        units = []
+        for audio, on, off, label, where in self.units():
+            label = self.label_map.get(label, label)
+            if label in self.exclude_labels:
+                continue
+            problem = "negative onset" if on < 0 else "offset not after onset" if off <= on else None
+            if problem:
+                self._skip(where, problem)
+                continue
+            units.append((audio, on, off, label, where))
+        songs = self._decode(sorted({unit[0] for unit in units}))
+        context = round(self.context_seconds * self.sample_rate)
+        clips = []
+        for audio, on, off, label, where in units:
+            if audio not in songs:
+                continue
+            song = songs[audio]
+            first, last = round(on * self.sample_rate), round(off * self.sample_rate)
+            if last > len(song) + 1:
+                self._skip(where, f"unit {on:.3f}-{off:.3f} s runs past the end of {audio.name}")
+                continue
+            clips.append((audio, song[max(first - context, 0): last + context], label))
+        kept = {label for _, label in self._enough_per_class([(None, label) for *_, label in clips])}
+        clips = [clip for clip in clips if clip[2] in kept]
+        splits = group_split([label for *_, label in clips], [str(audio) for audio, *_ in clips], self.fractions,
+                             self.seed)
+        self._set_class_names(sorted(kept, key=natural_key))
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        n_samples = round(self.clip_seconds * self.sample_rate)
+        datasets = {}
+        for split in SPLITS:
+            chosen = [clip for clip, s in zip(clips, splits) if s == split]
+            self._register_split(split, [audio for audio, *_ in chosen])
+            datasets[split] = ClipDataset([wave for _, wave, _ in chosen], [label_of[label] for *_, label in chosen],
+                                          [audio for audio, *_ in chosen], n_samples, random_crop=split == "train")
         return datasets

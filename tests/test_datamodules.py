@@ -435,3 +435,47 @@ def test_lazy_manifest_trains_in_batch_sized_memory(tmp_path):
         else:
             np.testing.assert_allclose(data.split("test")[(0, 0)]["audio"], lazy_clip, atol=1e-4)
     assert peaks[True] < 15e6 < 60e6 < peaks[False]
+
+
+# ---------------------------------------------------------------- animal sounds through crowsetta
+
+
+def _notmat(path: Path, labels: str, onsets_ms, offsets_ms, rate: int = 32000) -> None:
+    import scipy.io
+
+    scipy.io.savemat(path, {"Fs": np.array([[rate]]), "fname": path.name.removesuffix(".not.mat"), "labels": labels,
+                            "onsets": np.array(onsets_ms, float)[:, None], "offsets": np.array(offsets_ms, float)[:, None],
+                            "min_int": np.array([[5]]), "min_dur": np.array([[20]]),
+                            "threshold": np.array([[1000]]), "sm_win": np.array([[2]])})
+
+
+def test_notmat_syllables_with_string_labels_exclusions_and_bad_units(tmp_path):
+    from datamodules import SyllableDataModule
+
+    rng = np.random.default_rng(0)
+    for song in range(10):
+        sf.write(tmp_path / f"song{song}.wav", rng.standard_normal(32000).astype(np.float32) * 0.1, 32000)
+        onsets = [100, 300, 500, 700, -20 if song == 0 else 900]
+        _notmat(tmp_path / f"song{song}.wav.not.mat", "abi" + "ab", onsets, [o + 60 for o in onsets])
+    with pytest.warns(UserWarning, match="negative onset"):
+        data = SyllableDataModule(str(tmp_path), annotation_format="notmat", exclude_labels=["i"],
+                                  label_map={"b": "B"}, sample_rate=16000)
+        assert data.class_names == ["B", "a"]  # strings, 'i' excluded, 'b' renamed
+    assert sum(len(data.split(s)) for s in ("train", "val", "test")) == 10 * 4 - 1
+    songs = {s: {Path(p).name for p in files} for s, files in data.split_files.items()}
+    assert not (songs["train"] & songs["test"]) and not (songs["train"] & songs["val"])
+    clip = data.split("test")[(0, 0)]
+    assert clip["length"] == round(0.06 * 16000)
+
+
+def test_koumura_xml_through_crowsetta_matches_our_reader():
+    from datamodules import SyllableDataModule
+    from datamodules.birdcall import read_syllables
+
+    bird = data_root(dataset="bengalese_finch") / "Bird0"
+    data = SyllableDataModule(str(bird / "Wave"), annotation_format="birdsong-recognition-dataset",
+                              annotation_path=str(bird / "Annotation.xml"))
+    ours = read_syllables(bird / "Annotation.xml")
+    units = data.units()
+    assert len(units) == len(ours)
+    assert sorted(round(on * 32000) for _, on, *_ in units)[:50] == sorted(start for _, start, *_ in ours)[:50]
