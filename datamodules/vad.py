@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import Dataset
 
 from datamodules.base import AudioDataModule
@@ -124,12 +125,34 @@ class WholeFileDataset(Dataset):
         }
 
 
-class AMIVADDataModule(AudioDataModule):
-    """AMI voice activity detection (`ami_mini/`), a per-sample (frame) task with -1 outside the UEM.
+def read_protocol(database: Path, protocol: str) -> tuple[dict[str, dict[str, Path]], str]:
+    """The file lists of a pyannote.database protocol defined in a `database.yml`: `{split: {"uri": lst,
+    "annotation": rttm, "annotated": uem}}` (paths relative to the YAML) and the audio path template (`{uri}`)."""
+    spec = yaml.safe_load(database.read_text(encoding="utf-8"))
+    try:
+        name, task, variant = protocol.split(".")
+        entry, template = spec["Protocols"][name][task][variant], spec["Databases"][name]
+    except (ValueError, KeyError, TypeError) as err:
+        known = [f"{d}.{t}.{v}" for d, tasks in (spec.get("Protocols") or {}).items() for t, vs in tasks.items()
+                 for v in vs]
+        raise ValueError(f"{database}: no protocol {protocol!r} (Database.Task.Protocol); it defines {known}") from err
+    template = template[0] if isinstance(template, list) else template
+    files = {split: {kind: database.parent / entry[split][kind] for kind in ("uri", "annotation", "annotated")}
+             for split in PROTOCOL_SPLITS.values()}
+    return files, str(database.parent / template)
 
-    Training draws `chunks_per_epoch` random `chunk_seconds` chunks from the training files; validation
-    and test run on whole files, one per batch. A listed file with no RTTM turns is all non-speech; one
-    with no UEM entry is scored everywhere (with a warning). `empty.wav` is in no list, so no split uses it.
+
+class AMIVADDataModule(AudioDataModule):
+    """Voice activity detection from a pyannote.database protocol (default: the AMI excerpts' `ami_mini/database.yml`,
+    `Debug.SpeakerDiarization.Debug`), a per-sample (frame) task with -1 outside the UEM.
+
+    `database` (a `database.yml`) and `protocol` (`Database.Task.Protocol`) point at any protocol whose splits list uris
+    (`.lst`), speaker turns (RTTM) and scored regions (UEM); audio comes from the database's path template
+    (`./{uri}.wav`). RTTM/UEM rows are validated (bad rows skipped, named, counted) and uris matched by ASCII folding
+    (the AMI list says `trñ00`, its RTTM `trn00`: pyannote.database itself would give that file no labels).
+    Training draws `chunks_per_epoch` random `chunk_seconds` chunks from the training files; validation and test run
+    on whole files, one per batch. A listed file with no RTTM turns is all non-speech; one with no UEM entry is
+    scored everywhere (with a warning).
     """
 
     dataset = "ami_mini"
@@ -144,34 +167,46 @@ class AMIVADDataModule(AudioDataModule):
         seed: int = 0,
         chunk_seconds: float = 3.0,
         chunks_per_epoch: int = 256,
+        database: str | None = None,
+        protocol: str = "Debug.SpeakerDiarization.Debug",
     ):
+        self.database = Path(database).resolve() if database else None
         super().__init__(root, sample_rate, batch_size, num_workers, seed)
         self.chunk_seconds, self.chunks_per_epoch = chunk_seconds, chunks_per_epoch
+        self.database = self.database or self.root / "database.yml"
+        if not self.database.is_file():
+            raise FileNotFoundError(f"vad: no protocol file {self.database} (--data.init_args.database)")
+        self.protocol_files, self.audio_template = read_protocol(self.database, protocol)
+
+    def _resolve_root(self, root: str | None) -> Path:
+        return self.database.parent if self.database else super()._resolve_root(root)
 
     @property
     def class_names(self) -> list[str]:
         return ["non-speech", "speech"]
 
     def _split_files(self, protocol_split: str) -> list[tuple[str, Path]]:
-        """`(listed uri, wave path)` for each uri in `debug.{split}.lst`, matched to files by folded uri."""
-        wave_of = {fold_uri(path.stem): path for path in self.root.glob("*.wav")}
-        listed = self.root / f"debug.{protocol_split}.lst"
+        """`(listed uri, wave path)` for each uri of a split's list, the file found by the template or, failing
+        that, by the uri's ASCII folding (with a warning)."""
+        listed = self.protocol_files[protocol_split]["uri"]
         uris = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+        files = []
         for uri in uris:
+            path = Path(self.audio_template.format(uri=uri))
             if fold_uri(uri) != uri:
-                warnings.warn(
-                    f"ami_mini: uri {uri!r} in {listed.name} matched to {fold_uri(uri)!r} in RTTM/UEM "
-                    "by ASCII folding",
-                    stacklevel=2,
-                )
-        return [(uri, wave_of.get(fold_uri(uri), self.root / f"{uri}.wav")) for uri in uris]
+                folded = Path(self.audio_template.format(uri=fold_uri(uri)))
+                path = path if path.is_file() else folded
+                warnings.warn(f"vad: uri {uri!r} in {listed.name} matched to {fold_uri(uri)!r} in RTTM/UEM and "
+                              f"{path.name} by ASCII folding", stacklevel=2)
+            files.append((uri, path))
+        return files
 
     def _build_splits(self) -> dict[str, Dataset]:
         datasets = {}
         for split, protocol_split in PROTOCOL_SPLITS.items():
             files = self._split_files(protocol_split)
-            turns = read_rttm(self.root / f"debug.{protocol_split}.rttm", skip=self._skip)
-            scored = read_uem(self.root / f"debug.{protocol_split}.uem", skip=self._skip)
+            turns = read_rttm(self.protocol_files[protocol_split]["annotation"], skip=self._skip)
+            scored = read_uem(self.protocol_files[protocol_split]["annotated"], skip=self._skip)
             decoded = self._decode([path for _, path in files])
             waves, labels, used = [], [], []
             for uri, path in files:
@@ -183,7 +218,7 @@ class AMIVADDataModule(AudioDataModule):
                 uri_turns = turns.get(fold_uri(uri), np.zeros((0, 2)))
                 beyond = uri_turns[:, 0] >= len(wave) / self.sample_rate
                 for onset, offset in uri_turns[beyond]:
-                    self._skip(f"{self.root / f'debug.{protocol_split}.rttm'} ({uri})",
+                    self._skip(f"{self.protocol_files[protocol_split]['annotation']} ({uri})",
                                f"turn {onset:.2f}-{offset:.2f} s starts after the end of {path.name} "
                                f"({len(wave) / self.sample_rate:.2f} s)")
                 uri_turns = uri_turns[~beyond]

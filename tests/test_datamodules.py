@@ -479,3 +479,11 @@ def test_koumura_xml_through_crowsetta_matches_our_reader():
     units = data.units()
     assert len(units) == len(ours)
     assert sorted(round(on * 32000) for _, on, *_ in units)[:50] == sorted(start for _, start, *_ in ours)[:50]
+
+
+def test_vad_reads_any_pyannote_database_protocol_by_name():
+    ami = data_root(dataset="ami_mini")
+    data = AMIVADDataModule(database=str(ami / "database.yml"), protocol="Debug.SpeakerDiarization.Debug")
+    assert data.root == ami.resolve() and data.protocol_files["test"]["annotation"].name == "debug.test.rttm"
+    with pytest.raises(ValueError, match="Debug.SpeakerDiarization.Debug"):  # the error lists what is defined
+        AMIVADDataModule(database=str(ami / "database.yml"), protocol="AMI.SpeakerDiarization.Full")

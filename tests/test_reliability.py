@@ -242,6 +242,11 @@ def test_bad_rttm_rows_are_skipped_named_and_counted(tmp_path):
         (tmp_path / f"debug.{split}.uem").write_text(f"{uri} 1 0.0 10.0\n")
         (tmp_path / f"debug.{split}.rttm").write_text(
             f"SPEAKER {uri} 1 1.00 2.00 <NA> <NA> s1 <NA> <NA>\n")
+    (tmp_path / "database.yml").write_text(
+        "Protocols:\n  Debug:\n    SpeakerDiarization:\n      Debug:\n" + "".join(
+            f"        {split}:\n          uri: debug.{split}.lst\n          annotation: debug.{split}.rttm\n"
+            f"          annotated: debug.{split}.uem\n" for split in ("train", "development", "test"))
+        + "Databases:\n  Debug: ./{uri}.wav\n")
     rttm = tmp_path / "debug.train.rttm"
     rttm.write_text("SPEAKER a 1 1.00 2.00 <NA> <NA> s1 <NA> <NA>\n"
                     "SPEAKER a 1 4.00 -3.00 <NA> <NA> s2 <NA> <NA>\n"  # negative duration
