@@ -274,6 +274,10 @@ def load_run(run_dir: Path, checkpoint: str = "best"):
     from lightning_modules.checkpointing import read_checkpoint
     from lightning_modules.classifier import AudioClassifier
 
-    read_checkpoint(path)  # one clear line for a missing or damaged file
-    model = AudioClassifier.load_from_checkpoint(path, map_location="cpu").eval()
+    checkpoint = read_checkpoint(path)  # one clear line for a missing or damaged file
+    extra = {}
+    frontend = (yaml.safe_load(config_path.read_text()).get("model") or {}).get("frontend")
+    if frontend and not checkpoint.get("hyper_parameters", {}).get("frontend_spec"):  # runs older than the spec
+        extra["frontend_spec"] = {"class_path": frontend["class_path"], "init_args": frontend.get("init_args", {})}
+    model = AudioClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False, **extra).eval()
     return model, {**data, "checkpoint": str(path)}
