@@ -327,12 +327,13 @@ class GaborSTRF2d(nn.Module):
         return F.conv2d(spec, weight, padding="same")
 
     def _separable_responses(self, spec: torch.Tensor) -> torch.Tensor:
-        """Runs in float32 whatever autocast is active (its hand-written kernels write into float32 buffers); under
-        bf16/fp16 autocast the input is upcast and the float32 output handed on, as autocast does for reductions."""
+        """Runs in float32 (or float64) whatever autocast is active (its hand-written kernels write into buffers of the
+        input's dtype); under bf16/fp16 autocast the input is upcast and the float32 output handed on."""
         with torch.autocast(device_type=spec.device.type, enabled=False):
-            return self._separable_float32(spec.float())
+            full = spec if spec.dtype in (torch.float32, torch.float64) else spec.float()
+            return self._separable_full_precision(full)
 
-    def _separable_float32(self, spec: torch.Tensor) -> torch.Tensor:
+    def _separable_full_precision(self, spec: torch.Tensor) -> torch.Tensor:
         n, k_f = self.n_filters, self.kernel_size[0]
         (cos_f, sin_f), (cos_t, sin_t) = _separable_factors(*self._parameters_now(), self.kernel_size)
         layout = _FreqBlocking(n, spec.shape[-2], k_f)
