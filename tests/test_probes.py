@@ -149,8 +149,8 @@ def test_handcrafted_features_match_librosa_per_clip():
     t = np.arange(sample_rate) / sample_rate
     waves = np.stack([np.sin(2 * np.pi * 261.63 * t), 0.01 * np.sin(2 * np.pi * 440.0 * t)]).astype(np.float32)
     backbone = HandcraftedBackbone(sample_rate=sample_rate)
-    mel, chroma, mfcc = backbone(torch.from_numpy(waves))
-    assert backbone.layer_names == ["mel", "chroma", "mfcc"]
+    mel, chroma, mfcc, log_cqt = backbone(torch.from_numpy(waves))
+    assert backbone.layer_names == ["mel", "chroma", "mfcc", "log_cqt"]
     quiet = waves[1]  # batched with a 40 dB louder clip: its own features must not change
     np.testing.assert_allclose(mfcc[1].numpy(), librosa.feature.mfcc(y=quiet, sr=sample_rate).T, atol=1e-3)
     np.testing.assert_allclose(chroma[1].numpy(), librosa.feature.chroma_cqt(y=quiet, sr=sample_rate, tuning=0.0).T,
@@ -158,3 +158,7 @@ def test_handcrafted_features_match_librosa_per_clip():
     expected_mel = librosa.power_to_db(librosa.feature.melspectrogram(y=quiet, sr=sample_rate), top_db=80.0)
     np.testing.assert_allclose(mel[1].numpy(), expected_mel.T, atol=1e-3)
     assert chroma.mean(1).argmax(-1).tolist() == [0, 9]  # C4 and A4
+    expected_cqt = np.log1p(100 * np.abs(librosa.cqt(quiet, sr=sample_rate, hop_length=512,
+                                                     fmin=librosa.note_to_hz("C2"), n_bins=72)))
+    np.testing.assert_allclose(log_cqt[1].numpy(), expected_cqt.T, atol=1e-4)
+    assert log_cqt.mean(1).argmax(-1).tolist() == [24, 33]  # semitones above C2: C4 and A4
