@@ -681,14 +681,20 @@ def _syntheory_forward(params: list[torch.Tensor], x: torch.Tensor, width: int |
 
 def _adam_step(params, grads, moments, step: int, lr, l2, active, betas=(0.9, 0.999), eps=1e-8) -> None:
     """`torch.optim.Adam(weight_decay=l2)` (L2 added to the gradient, biases included) per model; models that
-    stopped keep their weights."""
+    stopped keep their weights and moments."""
     correction1, correction2 = 1 - betas[0] ** step, 1 - betas[1] ** step
+    everyone = bool(active.all())
     for param, grad, (mean, square) in zip(params, grads, moments):
-        extra = param.dim() - l2.dim()
-        shape = l2.shape + (1,) * extra
+        shape = l2.shape + (1,) * (param.dim() - l2.dim())
         grad = grad + l2.view(shape) * param
-        mask = active.view(active.shape + (1,) * extra)
-        mean.copy_(torch.where(mask, betas[0] * mean + (1 - betas[0]) * grad, mean))
+        if everyone:  # in place, as torch.optim.Adam
+            mean.lerp_(grad, 1 - betas[0])
+            square.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+            denom = (square.sqrt() / correction2 ** 0.5).add_(eps)
+            param.addcdiv_(mean * (lr.view(shape) / correction1), denom, value=-1.0)
+            continue
+        mask = active.view(active.shape + (1,) * (param.dim() - active.dim()))
+        mean.copy_(torch.where(mask, torch.lerp(mean, grad, 1 - betas[0]), mean))
         square.copy_(torch.where(mask, betas[1] * square + (1 - betas[1]) * grad.square(), square))
         update = (lr.view(shape) / correction1) * mean / (square.sqrt() / correction2 ** 0.5 + eps)
         param.sub_(torch.where(mask, update, torch.zeros_like(update)))

@@ -8,6 +8,7 @@ import torch
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import f1_score
 
+from earlens import probes
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.probes import (
     SYNTHEORY_GRID,
@@ -80,14 +81,17 @@ def test_informative_layer_is_found_and_noise_layers_stay_at_chance():
     assert [row["layer_name"] for row in rows] == list("abcde") and rows[2]["test_accuracy"] == 1.0
 
 
-def test_syntheory_grid_batched_equals_one_probe_per_config_and_layer():
-    """All configurations x layers as one batched model give what SynTheory's one-run-per-probe loop gives."""
+@pytest.mark.parametrize("boredom", [probes.SYNTHEORY_BOREDOM, 3])
+def test_syntheory_grid_batched_equals_one_probe_per_config_and_layer(boredom, monkeypatch):
+    """All configurations x layers as one batched model give what SynTheory's one-run-per-probe loop gives, with
+    early stopping too (boredom 3: most probes stop before the 100-epoch cap)."""
+    monkeypatch.setattr(probes, "SYNTHEORY_BOREDOM", boredom)
     features, labels = layered_features(n=300, n_layers=2, dim=8, signal=[0.7, 2.0], seed=1)
     grid = dict(data_standardization=[False, True], hidden_layer_sizes=[[], [16]], batch_size=[64],
-                learning_rate=[1e-2], dropout_p=[0.25, 0.5], l2_weight_decay=[None, 1e-3])
+                learning_rate=[1e-2], dropout_p=[0.25, 0.5], l2_weight_decay=[1e-3])
     batched = fit_layer_probes(features, labels, protocol="syntheory", grid=grid, progress=False)
     sequential = fit_probe_per_layer_sequential(features, labels, grid=grid, layers=[1], progress=False)
-    assert len(batched.candidates["configs"]) == 16
+    assert len(batched.candidates["configs"]) == 8
     for key in ("val_score", "test_score"):
         np.testing.assert_allclose(batched.candidates[key][1], sequential.candidates[key][1], atol=1e-6)
     np.testing.assert_allclose(batched.candidates["val_loss"][1], sequential.candidates["val_loss"][1], rtol=1e-4)
@@ -98,6 +102,7 @@ def test_syntheory_grid_batched_equals_one_probe_per_config_and_layer():
         assert batched.hyperparameters["learning_rate"][layer] == batched.candidates["configs"][chosen][
             "learning_rate"]
     assert batched.metrics["test_accuracy"][1] > 0.5 and batched.protocol == "syntheory"  # chance 0.25
+    assert (batched.best_epoch < 100).all() if boredom == 3 else batched.epochs_run == 100
 
 
 def test_syntheory_default_is_the_jukemir_grid():
