@@ -25,7 +25,7 @@ from earlens.backbones import Backbone, load_backbone
 from earlens.features import extract_features
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
-from earlens.probes import ProbeResult, fit_layer_probes
+from earlens.probes import FAST_WEIGHT_DECAYS, ProbeResult, fit_layer_probes
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
 
@@ -66,18 +66,23 @@ class FeatureOptions:
 
 @dataclass
 class LinearProbeOptions:
-    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the optimiser.
+    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the protocol.
 
-    Linear probes are solved full-batch by L-BFGS; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
+    `protocol: fast`: linear probes solved full-batch by L-BFGS for every `weight_decay` of the list at once, each
+    layer keeping the one with the best validation score; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
+    `protocol: syntheory`: SynTheory's Jukemir grid search (`grid` overrides some of its entries); the other
+    settings are not used. Hyper-parameters and the best layer are chosen on validation in both.
     """
 
     targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
     regression_targets: list[str] = field(default_factory=list)
+    protocol: str = "fast"
+    grid: dict[str, list] | None = None
     model: str = "linear"
     hidden_size: int = 512
     dropout: float = 0.0
     lr: float = 1e-2
-    weight_decay: float = 1e-4
+    weight_decay: float | list[float] = field(default_factory=lambda: list(FAST_WEIGHT_DECAYS))
     max_epochs: int = 500
     patience: int = 30
     batch_size: int | None = None
@@ -86,12 +91,20 @@ class LinearProbeOptions:
 
 @dataclass
 class HelixOptions:
-    """Pitch helix on the `pitch_label` column (skipped when disabled or the stimuli have no such column)."""
+    """Pitch helix on the `pitch_label` column (skipped when disabled or the stimuli have no such column).
+
+    Significance against `n_surrogates` smooth surrogates (`helix_beyond_smooth`: p_helix <= `alpha`); ω's interval
+    from `n_bootstrap` clip resamplings within pitch; `n_permutations` > 0 adds the shuffled-pitch null (for
+    comparison only). See `earlens.helix.helix_probe`.
+    """
 
     enabled: bool = True
     pitch_label: str = "midi_pitch"
     n_components: int = 5
-    n_permutations: int = 100
+    n_surrogates: int = 99
+    alpha: float = 0.01
+    n_bootstrap: int = 100
+    n_permutations: int = 0
     select_by: str = "r2"
     seed: int = 0
 
@@ -160,14 +173,9 @@ def probe_targets(features: np.ndarray, labels: dict[str, np.ndarray], table_pat
 
 
 def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) -> HelixProbeResult:
-    """Helix probe on per-pitch mean features, averaged here in float32 (the helix works in float64)."""
-    pitches, index = np.unique(pitch, return_inverse=True)
-    weights = np.zeros((len(pitches), len(pitch)), dtype=np.float32)
-    weights[index, np.arange(len(pitch))] = 1.0
-    weights /= weights.sum(1, keepdims=True)
-    means = np.einsum("pn,nld->lpd", weights, features, optimize=True)
-    return helix_probe(means, pitches, n_components=options.n_components, n_permutations=options.n_permutations,
-                       seed=options.seed, select_by=options.select_by)
+    """Helix probe on the clip features (N, L, D) with their pitch labels (clips are needed for ω's bootstrap)."""
+    settings = {k: v for k, v in asdict(options).items() if k not in ("enabled", "pitch_label")}
+    return helix_probe(np.swapaxes(features, 0, 1), pitch, **settings)
 
 
 def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],
@@ -179,11 +187,10 @@ def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],
             row.update({f"{target}/{key}": value for key, value in probe_row.items()
                         if key not in ("layer", "layer_name")})
     if helix is not None:
-        columns = {"r2": helix.r2, "score_inv_mse": helix.score_inv_mse, "z": helix.z, "null_mean": helix.null_mean,
-                   "null_std": helix.null_std, "omega_chroma": helix.omega_chroma}
-        for index, row in enumerate(rows):
-            row.update({f"helix/{key}": float(values[index]) for key, values in columns.items()})
+        for index, row in enumerate(rows):  # every statistic of the helix probe (earlens.helix.layer_stats)
+            row.update({f"helix/{key}": float(values[index]) for key, values in helix.layer_stats().items()})
             row["helix/best_triple"] = "-".join(str(int(pc)) for pc in helix.best_triple[index])
+            row["helix/paper_triple"] = "-".join(str(int(pc)) for pc in helix.paper_triple[index])
     return rows
 
 
@@ -295,10 +302,15 @@ def main(argv: list[str] | None = None) -> Path:
         figures["helicality_vs_layer"] = plot_helicality_vs_layer(helix, layer_names,
                                                                   title=f"{backbone.name}: pitch helix")
         figures["helix_best_layer"] = plot_helix(helix, best)
+        stats = helix.layer_stats()
+        paper_best = int(np.argmax(stats["paper_score_inv_mse"]))
+        beyond = [layer_names[i] for i in np.flatnonzero(stats["helix_beyond_smooth"])]
         helix_summary = {"best_layer": best, "best_layer_name": layer_names[best],
-                         **{key: float(getattr(helix, key)[best]) for key in
-                            ("score_inv_mse", "r2", "z", "omega_chroma", "null_mean", "null_std")},
-                         "n_pitches": len(helix.pitches), "n_permutations": helix_opts.n_permutations}
+                         **{key: float(values[best]) for key, values in stats.items()},
+                         "paper_best_layer": paper_best, "paper_best_layer_name": layer_names[paper_best],
+                         "layers_beyond_smooth": beyond, "n_pitches": len(helix.pitches), "pitch_step": helix.step,
+                         **{key: getattr(helix_opts, key) for key in
+                            ("n_surrogates", "alpha", "n_bootstrap", "n_permutations")}}
     plots = {}
     for key, figure in figures.items():
         plots[key] = run_dir / f"{key}.png"
@@ -326,13 +338,13 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def _probe_summary(result: ProbeResult, layer_names: list[str]) -> dict:
-    """Best layer (chosen on validation) and its test scores."""
+    """Best layer and hyper-parameters (chosen on validation) and the test scores there."""
     best = result.best_layer()
     name = result.score_name
-    out = {"task": result.task, "model": result.model, "best_layer": best, "best_layer_name": layer_names[best],
-           f"test_{name}": float(result.metrics[f"test_{name}"][best]),
+    out = {"task": result.task, "protocol": result.protocol, "model": result.model, "best_layer": best,
+           "best_layer_name": layer_names[best], f"test_{name}": float(result.metrics[f"test_{name}"][best]),
            f"val_{name}": float(result.metrics[f"val_{name}"][best]),
-           f"max_test_{name}": float(result.metrics[f"test_{name}"].max())}
+           "hyperparameters": {key: float(values[best]) for key, values in result.hyperparameters.items()}}
     if result.classes is not None:
         out.update({"test_macro_f1": float(result.metrics["test_macro_f1"][best]), "n_classes": len(result.classes),
                     "chance": 1 / len(result.classes)})

@@ -19,7 +19,7 @@ from callbacks.schedule import EveryNValidationEpochs
 from earlens.helix import HelixProbeResult, helix_probe, plot_helix
 from earlens.stimuli import render_stimuli
 
-LOGGED = {"score": "score_inv_mse", "r2": "r2", "null_z": "z", "omega_chroma": "omega_chroma"}
+LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer_stats` names logged under another
 
 
 def _first_tensor(output):
@@ -32,7 +32,9 @@ def _first_tensor(output):
 
 
 class HelicalityCallback(EveryNValidationEpochs):
-    """Log `helix/{layer}/{score,r2,null_z,omega_chroma}` and (W&B) a 3-D plot of the most helical layer.
+    """Log `helix/{layer}/{stat}` for every statistic of `HelixProbeResult.layer_stats` (`score` is the paper's
+    1/MSE, `null_z` the z against smooth surrogates, `p_helix` their p-value; NaN ones, such as ω's interval with
+    one program, are not logged) and (W&B) a 3-D plot of the most helical layer.
 
     layers: module names in `pl_module` (`pl_module.get_submodule(name)`).
     time_dim: axis of each layer output averaged away (other non-batch axes are flattened into the vector);
@@ -40,21 +42,27 @@ class HelicalityCallback(EveryNValidationEpochs):
     input_fn: name of the `pl_module` method taking raw audio (B, T); default `pl_module(audio)`.
     sample_rate: of the audio the model takes; default `pl_module.sample_rate`, then
       `pl_module.frontend.sample_rate`, then the datamodule's.
-    midi_pitches / program: the notes rendered (default piano C3–B5, the helix paper's set).
+    midi_pitches / programs: the notes rendered (default piano C3–B5, the helix paper's set); with two or more
+      programs every pitch has several clips and ω gets a bootstrap interval.
+    n_surrogates / alpha / n_bootstrap / n_permutations / seed: as in `earlens.helix.helix_probe`; the seed makes
+      every rank draw the same surrogates.
     """
 
     def __init__(self, layers: list[str], every_n_epochs: int = 1, time_dim: int = -1, input_fn: str | None = None,
-                 sample_rate: int | None = None, midi_pitches: list[int] | None = None, program: int = 0,
-                 n_components: int = 5, n_permutations: int = 50, select_by: str = "r2", batch_size: int = 12,
-                 seed: int = 0):
+                 sample_rate: int | None = None, midi_pitches: list[int] | None = None,
+                 programs: list[int] | None = None, n_components: int = 5, n_surrogates: int = 99,
+                 alpha: float = 0.01, n_bootstrap: int = 100, n_permutations: int = 0, select_by: str = "r2",
+                 batch_size: int = 12, seed: int = 0):
         if not layers:
             raise ValueError("HelicalityCallback needs at least one layer name")
         super().__init__(every_n_epochs)
         self.layers, self.time_dim = list(layers), time_dim
         self.input_fn, self.sample_rate, self.batch_size = input_fn, sample_rate, batch_size
-        self.stimulus_options = {"midi_pitches": tuple(midi_pitches or range(48, 84)), "programs": (program,)}
-        self.probe_options = {"n_components": n_components, "n_permutations": n_permutations,
-                              "select_by": select_by, "seed": seed}
+        self.stimulus_options = {"midi_pitches": tuple(midi_pitches or range(48, 84)),
+                                 "programs": tuple(programs or (0,))}
+        self.probe_options = {"n_components": n_components, "n_surrogates": n_surrogates, "alpha": alpha,
+                              "n_bootstrap": n_bootstrap, "n_permutations": n_permutations, "select_by": select_by,
+                              "seed": seed}
         self.last_result: HelixProbeResult | None = None
 
     def _model_sample_rate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
@@ -110,9 +118,10 @@ class HelicalityCallback(EveryNValidationEpochs):
         if not self._is_due(trainer):
             return
         result = self.last_result = self.probe(trainer, pl_module)
-        for i, layer in enumerate(self.layers):
-            for name, field in LOGGED.items():
-                pl_module.log(f"helix/{layer}/{name}", float(getattr(result, field)[i]))
+        for name, values in result.layer_stats().items():
+            for layer, value in zip(self.layers, values):
+                if np.isfinite(value):
+                    pl_module.log(f"helix/{layer}/{LOGGED_AS.get(name, name)}", float(value))
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)] if trainer.is_global_zero else []
         if wandb_loggers:
             best = int(np.argmax(result.r2))

@@ -40,7 +40,8 @@ class TinyAudioModel(pl.LightningModule):
 
 
 def test_logged_values_equal_a_direct_helix_probe(tmp_path):
-    callback = HelicalityCallback(layers=["filters", "mix"], every_n_epochs=2, n_permutations=20)
+    options = dict(n_surrogates=19, alpha=0.05, n_bootstrap=20, n_permutations=10)
+    callback = HelicalityCallback(layers=["filters", "mix"], every_n_epochs=2, programs=[0, 24], **options)
     noise = torch.randn(8, 8000, generator=torch.Generator().manual_seed(0))
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, callbacks=[callback],
                          logger=CSVLogger(tmp_path, name="csv", version=""), enable_checkpointing=False,
@@ -48,18 +49,23 @@ def test_logged_values_equal_a_direct_helix_probe(tmp_path):
     model = TinyAudioModel()
     trainer.fit(model, DataLoader(noise, batch_size=4), DataLoader(noise, batch_size=4))
 
-    notes = render_stimuli("notes")  # the same cached piano C3–B5 set, computed here without hooks
+    notes = render_stimuli("notes", programs=(0, 24))  # the same cached set, computed here without hooks
+    audible = ~notes.labels["silent"]
     with torch.no_grad():
         filtered = model.filters(torch.from_numpy(np.asarray(notes.waves))[:, None])
         mixed = model.mix(torch.log1p(filtered.abs()))
-    direct = helix_probe([filtered.mean(-1).double().numpy(), mixed.mean(-1).double().numpy()],
-                         notes.labels["midi_pitch"], n_permutations=20)
-    for i, layer in enumerate(["filters", "mix"]):
-        logged = trainer.callback_metrics
-        assert float(logged[f"helix/{layer}/r2"]) == pytest.approx(direct.r2[i], rel=1e-5)
-        assert float(logged[f"helix/{layer}/score"]) == pytest.approx(direct.score_inv_mse[i], rel=1e-5)
-        assert float(logged[f"helix/{layer}/null_z"]) == pytest.approx(direct.z[i], rel=1e-4, abs=1e-4)
-        assert float(logged[f"helix/{layer}/omega_chroma"]) == pytest.approx(direct.omega_chroma[i], rel=1e-5)
+    direct = helix_probe([filtered.mean(-1).double().numpy()[audible], mixed.mean(-1).double().numpy()[audible]],
+                         notes.labels["midi_pitch"][audible], **options)
+    logged = trainer.callback_metrics
+    renamed = {"score_inv_mse": "score", "z": "null_z"}
+    for name, values in direct.layer_stats().items():  # every statistic, line_r2 and ω's interval included
+        for i, layer in enumerate(["filters", "mix"]):
+            key = f"helix/{layer}/{renamed.get(name, name)}"
+            if np.isfinite(values[i]):
+                assert float(logged[key]) == pytest.approx(values[i], rel=1e-4, abs=1e-6), key
+            else:
+                assert key not in logged, key
+    assert {"helix/mix/line_r2", "helix/mix/p_helix", "helix/mix/omega_ci_low", "helix/mix/perm_z"} <= set(logged)
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = [row for row in csv.DictReader(f) if row.get("helix/mix/r2")]
     assert [row["epoch"] for row in rows] == ["1"]  # every_n_epochs=2: the second validation epoch only

@@ -1,4 +1,5 @@
-"""Batched layer probes against known ground truth, the sequential protocol and sklearn; handcrafted features."""
+"""Batched layer probes against known ground truth, SynTheory's sequential protocol and sklearn; handcrafted
+features."""
 
 import librosa
 import numpy as np
@@ -7,12 +8,15 @@ import torch
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import f1_score
 
+from earlens import probes
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.probes import (
+    SYNTHEORY_GRID,
     classification_scores,
     fit_layer_probes,
     fit_probe_per_layer_sequential,
     split_indices,
+    syntheory_configs,
 )
 
 
@@ -77,17 +81,87 @@ def test_informative_layer_is_found_and_noise_layers_stay_at_chance():
     assert [row["layer_name"] for row in rows] == list("abcde") and rows[2]["test_accuracy"] == 1.0
 
 
-def test_batched_probes_match_one_probe_per_layer():
-    """Same hyper-parameters: the batched loop gives each layer the probe it would get alone."""
-    features, labels = layered_features(n=1500, dim=16, signal=[0.0, 0.4, 0.8, 1.2, 3.0], seed=1)
-    options = dict(lr=1e-2, batch_size=None, max_epochs=300, patience=20, progress=False)
-    batched = fit_layer_probes(features, labels, **options)
-    sequential = fit_probe_per_layer_sequential(features, labels, **options)
-    np.testing.assert_array_equal(batched.split.test, sequential.split.test)
-    accuracy = batched.metrics["test_accuracy"]
-    assert np.all(np.diff(accuracy[1:]) >= -0.05) and accuracy[4] > 0.85  # more signal, better probes
-    np.testing.assert_allclose(accuracy, sequential.metrics["test_accuracy"], atol=0.04)  # 225 test clips
-    np.testing.assert_allclose(batched.metrics["val_loss"], sequential.metrics["val_loss"], rtol=0.05, atol=0.02)
+@pytest.mark.parametrize("boredom", [probes.SYNTHEORY_BOREDOM, 3])
+def test_syntheory_grid_batched_equals_one_probe_per_config_and_layer(boredom, monkeypatch):
+    """All configurations x layers as one batched model give what SynTheory's one-run-per-probe loop gives, with
+    early stopping too (boredom 3: most probes stop before the 100-epoch cap)."""
+    monkeypatch.setattr(probes, "SYNTHEORY_BOREDOM", boredom)
+    features, labels = layered_features(n=300, n_layers=2, dim=8, signal=[0.7, 2.0], seed=1)
+    grid = dict(data_standardization=[False, True], hidden_layer_sizes=[[], [16]], batch_size=[64],
+                learning_rate=[1e-2], dropout_p=[0.25, 0.5], l2_weight_decay=[1e-3])
+    batched = fit_layer_probes(features, labels, protocol="syntheory", grid=grid, progress=False)
+    sequential = fit_probe_per_layer_sequential(features, labels, grid=grid, layers=[1], progress=False)
+    assert len(batched.candidates["configs"]) == 8
+    for key in ("val_score", "test_score"):
+        np.testing.assert_allclose(batched.candidates[key][1], sequential.candidates[key][1], atol=1e-6)
+    np.testing.assert_allclose(batched.candidates["val_loss"][1], sequential.candidates["val_loss"][1], rtol=1e-4)
+    # each layer reports the test score of its configuration with the best validation score
+    for layer in range(2):
+        chosen = np.lexsort((batched.candidates["val_loss"][layer], -batched.candidates["val_score"][layer]))[0]
+        assert batched.metrics["test_accuracy"][layer] == batched.candidates["test_score"][layer, chosen]
+        assert batched.hyperparameters["learning_rate"][layer] == batched.candidates["configs"][chosen][
+            "learning_rate"]
+    assert batched.metrics["test_accuracy"][1] > 0.5 and batched.protocol == "syntheory"  # chance 0.25
+    assert (batched.best_epoch < 100).all() if boredom == 3 else batched.epochs_run == 100
+
+
+def test_syntheory_default_is_the_jukemir_grid():
+    assert SYNTHEORY_GRID == {"data_standardization": (False, True), "hidden_layer_sizes": ((), (512,)),
+                              "batch_size": (64, 256), "learning_rate": (1e-5, 1e-4, 1e-3),
+                              "dropout_p": (0.25, 0.5, 0.75), "l2_weight_decay": (None, 1e-4, 1e-3)}
+    features, labels = layered_features(n=80, n_layers=1, dim=4, n_classes=2, signal=[3.0], seed=2)
+    result = fit_layer_probes(features, labels, protocol="syntheory", progress=False)
+    assert len(result.candidates["configs"]) == len(syntheory_configs()) == 216
+    assert np.isfinite(result.candidates["test_score"]).all()
+    with pytest.raises(ValueError, match="unknown hyper-parameters"):
+        syntheory_configs({"momentum": [0.9]})
+
+
+def test_fast_and_syntheory_protocols_agree_on_a_well_determined_problem():
+    features, labels = layered_features(n=2000, n_layers=3, dim=12, n_classes=5, signal=[0.6, 1.2, 2.5], seed=3)
+    fast = fit_layer_probes(features, labels, progress=False)
+    grid = dict(data_standardization=[True], hidden_layer_sizes=[[]], batch_size=[64], learning_rate=[1e-3],
+                dropout_p=[0.25], l2_weight_decay=[None, 1e-3])  # a reduced grid: the full one is the default
+    syntheory = fit_layer_probes(features, labels, protocol="syntheory", grid=grid, progress=False)
+    np.testing.assert_array_equal(fast.split.test, syntheory.split.test)
+    accuracy = fast.metrics["test_accuracy"]
+    assert np.all(np.diff(accuracy) > 0)  # more signal, better probes
+    np.testing.assert_allclose(syntheory.metrics["test_accuracy"], accuracy, atol=0.02)  # 300 test samples
+    assert fast.best_layer() == syntheory.best_layer() == 2
+
+
+def test_fast_protocol_chooses_weight_decay_on_validation_only():
+    features, labels = layered_features(n=240, n_layers=3, dim=60, signal=[0.5, 1.0, 1.5], seed=4)
+    result = fit_layer_probes(features, labels, progress=False)
+    candidates = result.candidates
+    chosen = [np.lexsort((candidates["val_loss"][layer], -candidates["val_score"][layer]))[0] for layer in range(3)]
+    np.testing.assert_array_equal(result.hyperparameters["weight_decay"],
+                                  [candidates["configs"][c]["weight_decay"] for c in chosen])
+    scrambled = labels.copy()  # test labels never influence a choice
+    rng = np.random.default_rng(0)
+    scrambled[result.split.test] = rng.permutation(scrambled[result.split.test])
+    again = fit_layer_probes(features, scrambled, split=result.split, progress=False)
+    np.testing.assert_array_equal(again.hyperparameters["weight_decay"], result.hyperparameters["weight_decay"])
+    np.testing.assert_array_equal(again.metrics["val_accuracy"], result.metrics["val_accuracy"])
+    assert again.best_layer() == result.best_layer()
+
+
+def test_syntheory_regression_reports_r2_and_mse_in_target_units():
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(1200, 2, 6)).astype(np.float32)
+    target = 90 + 30 * (features[:, 1, :3] @ np.array([1.0, -0.5, 0.3])) + 3 * rng.normal(size=1200)  # "bpm"
+    grid = dict(data_standardization=[True], hidden_layer_sizes=[[]], batch_size=[64], learning_rate=[1e-3],
+                dropout_p=[0.25], l2_weight_decay=[None])
+    result = fit_layer_probes(features, target, task="regression", protocol="syntheory", grid=grid,
+                              progress=False)
+    split = result.split
+    reference = LinearRegression().fit(features[split.train, 1], target[split.train])
+    least_squares = reference.score(features[split.test, 1], target[split.test])  # 0.99
+    assert least_squares - 0.08 < result.metrics["test_r2"][1] < least_squares + 0.01  # input dropout >= 0.25
+    assert result.metrics["test_r2"][0] < 0.1 and result.best_layer() == 1
+    test_variance = np.var(target[split.test])  # R² = 1 − MSE / variance: the MSE is in bpm², not min-max units
+    np.testing.assert_allclose(result.metrics["test_mse"], (1 - result.metrics["test_r2"]) * test_variance,
+                               rtol=1e-4)
 
 
 def test_linear_probe_reaches_the_regularised_optimum_of_sklearn_logistic_regression():
