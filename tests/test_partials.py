@@ -161,3 +161,49 @@ def test_bad_options_fail_clearly():
         pure_tones(SR, 100, 5000)
     with pytest.raises(ValueError, match="frames, D"):
         partials_probe(lambda waves: waves, SR, 100, 3200, n_bands=4, n_per_context=4, n_tones=4)
+
+
+def load_bench():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_partials", Path(__file__).parents[1] / "bench" / "partials.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_encodec_latents_and_codes_through_the_bench_adapter():
+    """Tiny random EnCodec: every encoder block and its RVQ codes come out per frame and get probed."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.EncodecConfig(hidden_size=16, num_filters=4, num_residual_layers=1,
+                                        upsampling_ratios=[8, 5, 4, 4], codebook_size=16, codebook_dim=16,
+                                        target_bandwidths=[0.8], sampling_rate=16000, normalize=False)
+    model = transformers.EncodecModel(config).eval()
+    encode = load_bench().encodec_encode(model)
+    waves = torch.randn(3, 4000)
+    out = encode(waves)
+    with torch.no_grad():
+        reference = model.encode(waves[1:2, None], bandwidth=0.8).audio_codes
+    assert out["codes"].shape[0] == 3 and out["codes"].shape[2] == reference.shape[-2]
+    assert torch.equal(out["codes"][1], reference.reshape(reference.shape[-2:]).T)
+    result = partials_probe(encode, 16000, 100, 3200, n_bands=4, n_per_context=8, n_tones=8, seconds=0.25,
+                            contexts=("clean", "noise"), frames_per_item=1, n_folds=2)
+    assert "codes" in result["layers"]["codes"] and "codebook_0" in result["layers"]["codes"]["codes"]
+    assert all(np.isfinite(stats["band_auc"]).any() for name, stats in result["layers"].items() if name != "codes")
+
+
+def test_lyra_latents_are_what_its_quantiser_codes():
+    pytest.importorskip("ai_edge_litert")
+    from earlens.tokenizers import LyraTokenizer
+
+    tokenizer = LyraTokenizer(k=4)
+    wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3200) / 16000)
+    latents = tokenizer.latents(wave)
+    assert latents.shape == (10, 64) and np.isfinite(latents).all()
+    np.testing.assert_array_equal(tokenizer.quantize(latents), tokenizer.encode(wave))
+    batch = load_bench().lyra_encode(k=2)(torch.as_tensor(np.stack([wave, wave[::-1].copy()]), dtype=torch.float32))
+    assert batch["latent"].shape == (2, 10, 64) and batch["rvq"].shape == (2, 10, 2)
+    np.testing.assert_allclose(batch["latent"][0], latents, atol=1e-5)
