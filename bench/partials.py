@@ -26,13 +26,15 @@ from earlens.partials import partials_probe, plot_partials, summary_rows
 
 LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC null"), ("frame_auc", "frame AUC"),
                 ("frame_auc_null", "frame null"), ("band_r2", "level R²"), ("invariance", "invariance"),
-                ("invariance_null", "inv. null"), ("split_half", "split-half"),
+                ("invariance_null", "inv. null"), ("invariance_ratio", "inv. ratio (halves)"),
+                ("split_half", "split-half"),
                 ("unit_one_band_share", "units 1-band"), ("random_direction_one_band_share", "random dirs 1-band"),
                 ("unit_median_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
                 ("null_direction_peak_in_band", "null dir. peak")]
 CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), ("mi_norm", "MI/H(band)"),
               ("mi_norm_null_p95", "null p95"), ("purity", "purity"), ("purity_null", "purity null"),
-              ("bands_spanned", "bands spanned"), ("hit_rate", "map hit rate"), ("hit_rate_null", "hit null"),
+              ("bands_spanned", "bands spanned"), ("bands_spanned_null", "bands null"), ("hit_rate", "map hit rate"),
+              ("hit_rate_null", "hit null"),
               ("coverage", "coverage")]
 
 

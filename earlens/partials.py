@@ -325,8 +325,16 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     out["contexts"] = contexts
     out["invariance"] = _mean_pairwise_cosine(np.stack(directions))
     out["invariance_null"] = _mean_pairwise_cosine(np.stack(null_directions))
-    halves = np.stack(halves).reshape(len(contexts), 2, *halves[0].shape)
-    out["split_half"] = np.nanmean(_cosine(halves[:, 0], halves[:, 1]), axis=0)
+    # halves of equal size: within a context (the reliability ceiling) against across contexts (fair comparison)
+    halves = np.stack(halves)
+    unit = halves / np.maximum(np.linalg.norm(halves, axis=1, keepdims=True), 1e-30)
+    cosines = np.einsum("idb,jdb->ijb", unit, unit)
+    owner = np.repeat(np.arange(len(contexts)), 2)
+    pairs = ~np.eye(len(owner), dtype=bool)
+    same = pairs & (owner[:, None] == owner[None, :])
+    out["split_half"] = cosines[same].mean(0)
+    out["invariance_halves"] = cosines[pairs & ~same].mean(0)
+    out["invariance_ratio"] = out["invariance_halves"] / out["split_half"]
 
     # selectivity: units and the clean-context band directions, against directions fitted to shuffled labels
     units = tuning_stats(tones.T, tone_hz, edges)
@@ -381,7 +389,7 @@ def _entropy_mm(counts: np.ndarray) -> np.ndarray:
 def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles: int = 100,
                seed: int = 0) -> dict[str, float]:
     """MI (bits, Miller-Madow) between code symbol and band, normalised by H(band); purity (share of a code's
-    frames in its modal band, frame-weighted) and bands spanned (bands holding ≥ 10 % of a code's frames).
+    frames in its modal band) and bands spanned (2^H(band | code): the effective number of bands), frame-weighted.
     Nulls: the same on band labels permuted across items, all shuffles in one array."""
     rng = np.random.default_rng(seed)
     items, n_frames = symbols.shape
@@ -399,7 +407,9 @@ def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles:
     purity = (joint.max(2)).sum(1) / per_code.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = joint / per_code[..., None]
-    spanned = ((share >= 0.1).sum(2) * per_code).sum(1) / per_code.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        entropy = -np.where(share > 0, share * np.log2(share), 0).sum(2)
+    spanned = (2**entropy * per_code).sum(1) / per_code.sum(1)  # effective number of bands, frame-weighted
     norm = np.maximum(h_band, 1e-12)
     return {"mi_bits": float(mi[0]), "mi_norm": float(mi[0] / norm[0]),
             "mi_norm_null": float(np.mean(mi[1:] / norm[1:])),
@@ -522,7 +532,7 @@ def _tuple_symbols(codes: np.ndarray, radix: int) -> np.ndarray:
 
 
 LATENT_COLUMNS = ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null", "band_r2", "band_r2_null",
-                  "invariance", "invariance_null", "split_half")
+                  "invariance", "invariance_null", "split_half", "invariance_halves", "invariance_ratio")
 
 
 def summary_rows(layers: dict[str, dict]) -> list[dict]:

@@ -113,6 +113,7 @@ def test_filterbank_is_partial_stable_and_random_mixing_is_not(seed):
     assert bank["band_auc"] > 0.85 and bank["band_auc_null"] < 0.6
     assert bank["frame_auc"] > 0.85 and bank["frame_auc_null"] < 0.6
     assert bank["invariance"] > 0.7 and abs(bank["invariance_null"]) < 0.2
+    assert bank["invariance_ratio"] > 0.6  # across contexts nearly as similar as within one (equal-size halves)
     assert bank["band_direction_peak_in_band"] >= 0.875 and bank["null_direction_peak_in_band"] < 0.5
     # its units are single-band detectors; a random basis of the same space is not
     assert bank["unit_one_band_share"] >= 0.75 and bank["random_direction_one_band_share"] <= 0.25
