@@ -562,13 +562,13 @@ def plot_partials(result: dict, title: str = "") -> Figure:
         return figure
     names = list(layers)
     x = np.arange(len(names))
-    series = [("invariance", layers, "invariance", "-o"), ("split-half ceiling", layers, "split_half", ":"),
-              ("shuffled-label null", layers, "invariance_null", "--"), ("random init", init, "invariance", "-x")]
+    series = [("invariance", layers, "invariance", "-o"), ("split-half ceiling", layers, "split_half", ":s"),
+              ("shuffled-label null", layers, "invariance_null", "--^"), ("random init", init, "invariance", "-x")]
     for label, source, key, style in series:
         if source:
             axes[0].plot(x, [np.nanmean(source[name][key]) for name in names], style, label=label)
     for label, source, key, style in [("units", layers, "unit_one_band_share", "-o"),
-                                      ("random directions", layers, "random_direction_one_band_share", "--"),
+                                      ("random directions", layers, "random_direction_one_band_share", "--^"),
                                       ("units, random init", init, "unit_one_band_share", "-x")]:
         if source:
             axes[1].plot(x, [source[name][key] for name in names], style, label=label)

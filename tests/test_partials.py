@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import mutual_info_score, roc_auc_score
 
 from earlens.partials import (auc, band_targets, code_stats, context_stimuli, log_bands, partials_probe,
-                              pure_tones, summary_rows, tuning_stats)
+                              plot_partials, pure_tones, summary_rows, tuning_stats)
 
 SR = 8000
 EDGES = log_bands(100, 3200, 8)
@@ -153,6 +153,8 @@ def test_init_encoder_is_probed_on_the_same_stimuli():
                             init_encode=lambda waves: {"bank": (power_spectra(waves) @ BAND_MASKS.T @ mix.T**2).sqrt()})
     assert set(result) == {"bands", "tone_hz", "layers", "init"}
     assert result["layers"]["bank"]["unit_one_band_share"] > result["init"]["bank"]["unit_one_band_share"]
+    figure = plot_partials(result, title="filterbank")
+    assert len(figure.axes) == 3 and figure.axes[2].get_title() == "direction tuning, bank"
 
 
 def test_bad_options_fail_clearly():
