@@ -40,11 +40,6 @@ class PartialStimuli:
     def __len__(self) -> int:
         return len(self.waves)
 
-    def subset(self, index) -> PartialStimuli:
-        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
-        return PartialStimuli(self.waves[index], [self.partials[i] for i in index], self.context[index],
-                              self.sample_rate)
-
 
 def log_bands(fmin: float, fmax: float, n_bands: int) -> np.ndarray:
     """(n_bands + 1,) band edges equally spaced in log frequency."""
