@@ -81,8 +81,8 @@ class LyraTokenizer:
                 lines.append(f"{name}.{signature}: " + ", ".join(f"{k} {n}{s} {t}" for k, n, s, t in io))
         return "\n".join(lines)
 
-    def encode(self, wave_16k) -> np.ndarray:
-        """(n_frames, k) int64 codes in [0, 16) of a mono 16 kHz waveform in [-1, 1]."""
+    def latents(self, wave_16k) -> np.ndarray:
+        """(n_frames, 64) float32 SoundStream encoder outputs (what the RVQ quantises) of a mono 16 kHz waveform."""
         wave = np.asarray(wave_16k, dtype=np.float32)
         if wave.ndim != 1 or wave.size == 0 or not np.all(np.isfinite(wave)):
             raise ValueError(f"Lyra needs a non-empty finite mono waveform, got shape {wave.shape}")
@@ -92,13 +92,21 @@ class LyraTokenizer:
         frames = frames.reshape(n_frames, 1, LYRA_FRAME_SAMPLES)
         # Fixed (1, 320) input shape: the streaming encoder is stepped frame by frame.
         encoder = self._interpreter_class(model_path=str(self._encoder_path)).get_signature_runner("serving_default")
+        return np.stack([encoder(input_audio=frame)["output_0"].reshape(-1) for frame in frames])
+
+    def quantize(self, latents) -> np.ndarray:
+        """(n_frames, k) int64 RVQ codes in [0, 16) of (n_frames, 64) encoder latents."""
         num_quantizers = np.array(self.k, dtype=np.int32)
         codes = np.stack([
-            self._quantize(input_frames=encoder(input_audio=frame)["output_0"],
+            self._quantize(input_frames=np.asarray(frame, dtype=np.float32).reshape(1, 1, -1),
                            num_quantizers=num_quantizers)["output_0"].reshape(-1)[: self.k]
-            for frame in frames
+            for frame in latents
         ])
         return codes.astype(np.int64)
+
+    def encode(self, wave_16k) -> np.ndarray:
+        """(n_frames, k) int64 codes in [0, 16) of a mono 16 kHz waveform in [-1, 1]."""
+        return self.quantize(self.latents(wave_16k))
 
     def tokenize(self, wave_16k) -> np.ndarray:
         """(n_frames,) symbols: the k codes of each frame combined into one integer in [0, 16^k)."""

@@ -1,0 +1,146 @@
+"""Do partials stabilise inside waveform encoders? Per-layer tables of `earlens.partials.partials_probe`.
+
+    python bench/partials.py --model crepe-tiny --plot partials_crepe.png
+    python bench/partials.py --model lyra --plot partials_lyra.png
+    python bench/partials.py --model encodec --name_or_path DIR_OR_HUB_ID   # real EnCodec weights (local)
+
+(from the repository root with earlens installed, or `PYTHONPATH=.`)
+
+CREPE and EnCodec are also probed at random initialisation (same architecture, seeded PyTorch default init) on
+the same stimuli; the Lyra TFLite graph cannot be re-initialised, so its null is the shuffled-label one only.
+Prints one markdown table of latent layers (band means: presence AUC time-pooled and per frame, level R²,
+context invariance with its within-context split-half ceiling, unit and band-direction selectivity) and one of
+code views (MI, purity, bands spanned, code→band map hit rate across contexts), each next to its null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from earlens.partials import partials_probe, plot_partials, summary_rows
+
+LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC null"), ("frame_auc", "frame AUC"),
+                ("frame_auc_null", "frame null"), ("band_r2", "level R²"), ("invariance", "invariance"),
+                ("invariance_null", "inv. null"), ("invariance_ratio", "inv. ratio (halves)"),
+                ("split_half", "split-half"),
+                ("unit_one_band_share", "units 1-band"), ("random_direction_one_band_share", "random dirs 1-band"),
+                ("unit_median_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
+                ("null_direction_peak_in_band", "null dir. peak")]
+CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), ("mi_norm", "MI/H(band)"),
+              ("mi_norm_null_p95", "null p95"), ("purity", "purity"), ("purity_null", "purity null"),
+              ("bands_spanned", "bands spanned"), ("bands_spanned_null", "bands null"), ("hit_rate", "map hit rate"),
+              ("hit_rate_null", "hit null"),
+              ("coverage", "coverage")]
+
+
+def backbone_encode(backbone):
+    """An `earlens.backbones` backbone as a partials encoder: {layer name: (B, frames, D)}."""
+    return lambda waves: dict(zip(backbone.layer_names, backbone(waves)))
+
+
+def crepe_encoders(capacity: str, hop_length: int, seed: int = 0):
+    """Pretrained CREPE and the same network at PyTorch's default initialisation (BatchNorm at identity)."""
+    from earlens.backbones import Crepe, CrepeBackbone
+
+    trained = CrepeBackbone(capacity, hop_length=hop_length)
+    init = copy.copy(trained)
+    torch.manual_seed(seed)
+    init.module = Crepe(capacity).eval().requires_grad_(False)
+    return backbone_encode(trained), backbone_encode(init), trained.sample_rate
+
+
+def lyra_encode(k: int = 4):
+    """Lyra SoundStream latents (64-d per 20 ms frame) and their first k RVQ codes."""
+    from earlens.tokenizers import LyraTokenizer
+
+    tokenizer = LyraTokenizer(k=k)
+
+    def encode(waves):
+        latents = [tokenizer.latents(wave) for wave in waves.numpy()]
+        return {"latent": np.stack(latents), "rvq": np.stack([tokenizer.quantize(lat) for lat in latents])}
+
+    return encode
+
+
+def encodec_encode(model, bandwidth: float | None = None):
+    """EnCodec encoder blocks (hooks, as `load_backbone('encodec')` reads them) and the RVQ codes (B, frames, K)."""
+    from earlens.backbones import _encodec_backbone
+
+    backbone = _encodec_backbone(model, "encodec")
+    bandwidth = bandwidth or model.config.target_bandwidths[-1]
+
+    def encode(waves):
+        layers = dict(zip(backbone.layer_names, backbone(waves)))
+        with torch.no_grad():
+            codes = model.encode(waves[:, None], bandwidth=bandwidth).audio_codes
+        chunks, batch, n_codebooks, n_frames = codes.shape  # chunks (when the config sets chunk_length) follow in time
+        layers["codes"] = codes.permute(1, 0, 3, 2).reshape(batch, chunks * n_frames, n_codebooks)
+        return layers
+
+    return encode
+
+
+def markdown(rows: list[dict], columns) -> str:
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [row.get(key, "") for key, _ in columns]
+        lines.append("| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=["crepe-tiny", "crepe-full", "lyra", "encodec"])
+    parser.add_argument("--name_or_path", help="EnCodec weights: a local folder or a hub id in the HF cache")
+    parser.add_argument("--hop_length", type=int, default=1024, help="CREPE frame hop (samples)")
+    parser.add_argument("--n_per_context", type=int, default=100)
+    parser.add_argument("--n_bands", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", help="PNG path for the tuning-curve / invariance figure")
+    args = parser.parse_args(argv)
+
+    init = None
+    if args.model.startswith("crepe"):
+        encode, init, sample_rate = crepe_encoders(args.model.split("-")[1], args.hop_length, args.seed)
+    elif args.model == "lyra":
+        encode, sample_rate = lyra_encode(), 16000
+    else:
+        import transformers
+
+        from earlens.backbones import _from_pretrained
+
+        if not args.name_or_path:
+            parser.error("--model encodec needs --name_or_path (local EnCodec weights)")
+        model = _from_pretrained(transformers.EncodecModel, args.name_or_path, "encodec").eval()
+        torch.manual_seed(args.seed)
+        encode, init = encodec_encode(model), encodec_encode(transformers.EncodecModel(model.config).eval())
+        sample_rate = model.config.sampling_rate
+    start = time.perf_counter()
+    result = partials_probe(encode, sample_rate, n_bands=args.n_bands, n_per_context=args.n_per_context,
+                            seconds=args.seconds, seed=args.seed, init_encode=init)
+    print(f"{args.model}: {args.n_bands} bands {result['bands'][0]:.0f}-{result['bands'][-1]:.0f} Hz, "
+          f"{args.n_per_context} items x 5 contexts, {len(result['tone_hz'])} tones, "
+          f"{time.perf_counter() - start:.0f} s\n")
+    for title, layers in (("trained", result["layers"]), ("random init", result.get("init"))):
+        if not layers:
+            continue
+        rows = summary_rows(layers)
+        latent_rows = [row for row in rows if "view" not in row]
+        code_rows = [row for row in rows if "view" in row]
+        if latent_rows:
+            print(f"### latents, {title}\n\n{markdown(latent_rows, LATENT_TABLE)}\n")
+        if code_rows:
+            print(f"### codes, {title}\n\n{markdown(code_rows, CODE_TABLE)}\n")
+    if args.plot:
+        plot_partials(result, title=args.model).savefig(args.plot, dpi=120)
+        print(f"figure: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

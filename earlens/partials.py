@@ -1,0 +1,591 @@
+"""Do partials stabilise inside an audio encoder? Probe its latents and its codes with stimuli of known partials.
+
+A partial (one narrowband sinusoid) is a *stable feature* of a layer when (a) one linear direction decodes its
+presence in a frequency band (decodability), (b) that direction stays the same when the context around the partial
+changes: other partials, noise, onsets, level (context invariance), and (c) units or directions respond to pure
+tones of one band only (selectivity: peak, bandwidth, Q; share tuned to one band against several). For discrete
+codes: mutual information between code identity and the band of a pure tone, purity (how many bands a code spans)
+and whether the code→band map learnt on pure tones still names a present band in other contexts.
+
+Every measure comes with a null: the same measure on band labels shuffled across items (and, when the caller
+supplies one, on the same architecture at random initialisation: ``partials_probe(init_encode=...)``). Ridge fits
+use the linear kernel (N x N), so a layer of any width costs the same and all bands, shuffles and ridge penalties
+are solved together; the penalty is picked per band by leave-one-out error inside the training fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from scipy.stats import rankdata
+
+CONTEXTS = ("clean", "noise", "level", "onset", "harmonic")
+RIDGE_PENALTIES = np.logspace(-3, 3, 7)  # relative to the mean kernel eigenvalue
+LEVEL_FLOOR_DB = -60.0
+
+
+@dataclass
+class PartialStimuli:
+    """Waves (N, T) at ``sample_rate``, each with its partials: rows (frequency Hz, amplitude, onset s, offset s)."""
+
+    waves: np.ndarray
+    partials: list[np.ndarray]
+    context: np.ndarray
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+
+def log_bands(fmin: float, fmax: float, n_bands: int) -> np.ndarray:
+    """(n_bands + 1,) band edges equally spaced in log frequency."""
+    if not 0 < fmin < fmax:
+        raise ValueError(f"bands need 0 < fmin < fmax, got {fmin}, {fmax}")
+    return np.geomspace(fmin, fmax, n_bands + 1)
+
+
+def _render(partials: list[np.ndarray], n_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Sum of sinusoids (random phase) switched on/off with 5 ms raised-cosine ramps."""
+    t = np.arange(n_samples) / sample_rate
+    waves = np.zeros((len(partials), n_samples))
+    ramp = 0.005
+    for index, rows in enumerate(partials):
+        for frequency, amplitude, onset, offset in rows:
+            gate = np.clip(np.minimum(t - onset, offset - t) / ramp, 0, 1)
+            waves[index] += amplitude * np.sin(np.pi / 2 * gate) ** 2 * np.sin(
+                2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi))
+    return waves
+
+
+def pure_tones(sample_rate: int, fmin: float, fmax: float, n_tones: int = 48, seconds: float = 0.5,
+               amplitude: float = 0.3, seed: int = 0) -> PartialStimuli:
+    """Pure tones on a log-frequency grid (context ``tone``): the tuning-curve and code-map stimuli."""
+    if fmax >= sample_rate / 2:
+        raise ValueError(f"fmax {fmax} must lie below Nyquist ({sample_rate / 2})")
+    n_samples = int(seconds * sample_rate)
+    partials = [np.array([[f, amplitude, 0.0, seconds]]) for f in np.geomspace(fmin, fmax, n_tones)]
+    waves = _render(partials, n_samples, sample_rate, np.random.default_rng(seed))
+    return PartialStimuli(waves.astype(np.float32), partials, np.full(n_tones, "tone"), sample_rate)
+
+
+def harmonic_complex(f0: float, slope_db_per_octave: float, fmax: float, amplitude: float = 0.3,
+                     seconds: float = 0.5) -> np.ndarray:
+    """Partials of a harmonic complex: harmonics k·f0 < fmax at amplitude ∝ k^(slope/6.02) (dB per octave)."""
+    harmonics = np.arange(1, int(fmax // f0) + 1)
+    gains = 10 ** (slope_db_per_octave * np.log2(harmonics) / 20)
+    rows = np.zeros((len(harmonics), 4))
+    rows[:, 0], rows[:, 1], rows[:, 3] = harmonics * f0, amplitude * gains / gains.sum() ** 0.5, seconds
+    return rows
+
+
+def context_stimuli(sample_rate: int, edges: np.ndarray, n_per_context: int = 100, seconds: float = 0.5,
+                    contexts: Sequence[str] = CONTEXTS, p_present: float = 0.35, seed: int = 0) -> PartialStimuli:
+    """The same band targets in different contexts; every item lists its partials.
+
+    ``clean``: inharmonic mixtures, each band holding a partial (log-uniform inside its inner half, -20..0 dB) with
+    probability ``p_present``; ``noise``: the same plus white noise at 0 dB SNR; ``level``: 24 dB quieter;
+    ``onset``: each partial starts at a random time in the first half; ``harmonic``: harmonic complexes (f0
+    log-uniform over the lowest two bands, spectral slope -12..0 dB/octave).
+    """
+    unknown = sorted(set(contexts) - set(CONTEXTS))
+    if unknown:
+        raise ValueError(f"unknown contexts {unknown}; choose from {CONTEXTS}")
+    if edges[-1] >= sample_rate / 2:
+        raise ValueError(f"top band edge {edges[-1]} must lie below Nyquist ({sample_rate / 2})")
+    rng = np.random.default_rng(seed)
+    n_bands, n_samples = len(edges) - 1, int(seconds * sample_rate)
+    log_lo, log_hi = np.log(edges[:-1]), np.log(edges[1:])
+    inner_lo, inner_hi = log_lo + (log_hi - log_lo) / 4, log_hi - (log_hi - log_lo) / 4
+    partials, labels = [], []
+    for context in contexts:
+        for _ in range(n_per_context):
+            if context == "harmonic":
+                f0 = np.exp(rng.uniform(np.log(edges[0]), np.log(edges[2])))
+                rows = harmonic_complex(f0, rng.uniform(-12, 0), edges[-1], seconds=seconds)
+                rows = rows[rows[:, 0] >= edges[0]]
+            else:
+                present = np.flatnonzero(rng.random(n_bands) < p_present)
+                rows = np.zeros((len(present), 4))
+                rows[:, 0] = np.exp(rng.uniform(inner_lo[present], inner_hi[present]))
+                rows[:, 1] = 0.3 * 10 ** (rng.uniform(-20, 0, len(present)) / 20) / max(len(present), 1) ** 0.5
+                rows[:, 3] = seconds
+                if context == "level":
+                    rows[:, 1] *= 10 ** (-24 / 20)
+                if context == "onset":
+                    rows[:, 2] = rng.uniform(0, seconds / 2, len(present))
+            partials.append(rows)
+            labels.append(context)
+    waves = _render(partials, n_samples, sample_rate, rng)
+    noisy = np.asarray(labels) == "noise"
+    signal_rms = np.sqrt((waves[noisy] ** 2).mean(axis=1, keepdims=True)).clip(1e-3)
+    waves[noisy] += signal_rms * rng.standard_normal((noisy.sum(), n_samples))
+    return PartialStimuli(waves.astype(np.float32), partials, np.asarray(labels), sample_rate)
+
+
+def band_targets(stimuli: PartialStimuli, edges: np.ndarray, frame_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per item, frame and band: presence (N, F, B) of an active partial, and band level in dB (floored at -60)."""
+    n_bands = len(edges) - 1
+    level = np.zeros((len(stimuli), len(frame_times), n_bands))
+    for index, rows in enumerate(stimuli.partials):
+        band = np.searchsorted(edges, rows[:, 0]) - 1
+        inside = (band >= 0) & (band < n_bands)
+        active = (frame_times[None, :] >= rows[inside, 2:3]) & (frame_times[None, :] < rows[inside, 3:4])
+        np.add.at(level[index].T, band[inside], active * rows[inside, 1:2] ** 2)
+    presence = level > 0
+    return presence, np.maximum(10 * np.log10(np.maximum(level, 1e-30)), LEVEL_FLOOR_DB)
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+def run_encoder(encode: Callable, waves: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Named (N, frames, D) float or (N, frames, K) integer arrays from ``encode`` (list, dict or one array)."""
+    chunks: dict[str, list] = {}
+    for start in range(0, len(waves), batch_size):
+        out = encode(torch.as_tensor(waves[start: start + batch_size]))
+        if isinstance(out, Mapping):
+            items = list(out.items())
+        elif isinstance(out, (list, tuple)):
+            items = [(f"layer_{index}", value) for index, value in enumerate(out)]
+        else:
+            items = [("codes" if not torch.is_floating_point(torch.as_tensor(out)) else "layer_0", out)]
+        for name, value in items:
+            value = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
+            if value.ndim != 3:
+                raise ValueError(f"encode must return (B, frames, D) per layer; {name} has shape {value.shape}")
+            chunks.setdefault(name, []).append(value)
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def frame_times(n_frames: int, n_samples: int, sample_rate: int) -> np.ndarray:
+    """Frame centres (s), assuming the frames tile the clip evenly."""
+    return (np.arange(n_frames) + 0.5) * n_samples / n_frames / sample_rate
+
+
+# ------------------------------------------------------------------------------------------- ridge algebra
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """Zero-mean features scaled to unit variance (std floored at 1e-3 of the mean std: dead units stay ~0)."""
+    x = x - x.mean(axis=0)
+    std = x.std(axis=0)
+    return x / np.maximum(std, 1e-3 * std.mean() + 1e-12)
+
+
+def _ridge_dual(kernel: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Dual coefficients (N, Y) of kernel ridge, penalty per target picked by leave-one-out MSE over
+    ``RIDGE_PENALTIES`` x mean eigenvalue (targets centred by the caller)."""
+    eigenvalues, vectors = np.linalg.eigh(kernel)
+    eigenvalues = eigenvalues.clip(0)
+    penalties = RIDGE_PENALTIES * max(eigenvalues.mean(), 1e-12)
+    projected = vectors.T @ targets  # (N, Y)
+    inverse = 1.0 / (eigenvalues[None, :] + penalties[:, None])  # (P, N)
+    alphas = vectors @ (inverse[:, :, None] * projected[None])  # (P, N, Y)
+    hat_diagonal = (eigenvalues * inverse) @ (vectors**2).T  # (P, N)
+    fitted = vectors @ ((eigenvalues * inverse)[:, :, None] * projected[None])
+    residual = targets[None] - fitted
+    loo = (residual / np.maximum(1 - hat_diagonal[..., None], 1e-9)) ** 2
+    best = loo.mean(axis=1).argmin(axis=0)  # (Y,)
+    return alphas[best, :, np.arange(targets.shape[1])].T
+
+
+def _cv_predictions(features: np.ndarray, targets: np.ndarray, groups: np.ndarray, n_folds: int,
+                    seed: int) -> np.ndarray:
+    """Out-of-fold ridge predictions (N, Y), folds by group (item), penalty chosen inside each training fold."""
+    unique = np.unique(groups)
+    fold_of_group = np.random.default_rng(seed).permutation(len(unique)) % n_folds
+    fold = fold_of_group[np.searchsorted(unique, groups)]
+    predictions = np.zeros(targets.shape)
+    for k in range(n_folds):
+        train, test = fold != k, fold == k
+        mean_x, mean_y = features[train].mean(0), targets[train].mean(0)
+        x_train = features[train] - mean_x
+        alphas = _ridge_dual(x_train @ x_train.T, targets[train] - mean_y)
+        predictions[test] = (features[test] - mean_x) @ (x_train.T @ alphas) + mean_y
+    return predictions
+
+
+def _r2(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    variance = ((truth - truth.mean(0)) ** 2).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(variance > 0, 1 - ((truth - predicted) ** 2).sum(0) / variance, np.nan)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC per column (Mann-Whitney, ties averaged); NaN where a column has one class only."""
+    labels = labels.astype(bool)
+    ranks = rankdata(scores, axis=0)
+    positives = labels.sum(0)
+    negatives = len(labels) - positives
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = ((ranks * labels).sum(0) - positives * (positives + 1) / 2) / (positives * negatives)
+    return np.where((positives > 0) & (negatives > 0), value, np.nan)
+
+
+def _shuffled(targets: np.ndarray, n_shuffles: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_shuffles, N, ...) copies of ``targets`` with rows (items) permuted: the shuffled-label null."""
+    return np.stack([targets[rng.permutation(len(targets))] for _ in range(n_shuffles)])
+
+
+# ------------------------------------------------------------------------------------------- tuning curves
+def tuning_stats(curves: np.ndarray, tone_hz: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Per curve (C, n_tones) on a log-frequency tone grid: peak Hz, half-max bandwidth (octaves, the contiguous
+    lobe around the peak), Q = f_peak / bandwidth_Hz, and how many bands reach half the peak (1 = one band).
+
+    Responses are taken above each curve's minimum; flat curves give NaN.
+    """
+    response = curves - curves.min(axis=1, keepdims=True)
+    peak = response.argmax(axis=1)
+    height = response.max(axis=1)
+    below = response < 0.5 * height[:, None]
+    index = np.arange(response.shape[1])
+    left = np.maximum.accumulate(np.where(below, index, -1), axis=1)[np.arange(len(peak)), peak]
+    right = np.minimum.accumulate(np.where(below, index, response.shape[1])[:, ::-1], axis=1)[:, ::-1][
+        np.arange(len(peak)), peak]
+    step = np.log2(tone_hz[1] / tone_hz[0])
+    bandwidth_octaves = (right - left - 1) * step
+    ratio = 2.0 ** bandwidth_octaves
+    q = np.sqrt(ratio) / np.maximum(ratio - 1, 1e-12)
+    band = np.searchsorted(edges, tone_hz) - 1
+    band_max = np.full((len(curves), len(edges) - 1), -np.inf)
+    inside = (band >= 0) & (band < len(edges) - 1)
+    np.maximum.at(band_max.T, band[inside], response[:, inside].T)
+    n_bands = (band_max >= 0.5 * height[:, None]).sum(axis=1).astype(float)
+    flat = height <= 1e-9 * np.abs(curves).max(axis=1).clip(1e-30)
+    stats = {"peak_hz": tone_hz[peak], "bandwidth_octaves": bandwidth_octaves, "q": q, "n_bands": n_bands,
+             "peak_band": band[peak].astype(float)}
+    return {key: np.where(flat, np.nan, value) for key, value in stats.items()}
+
+
+def _tuning_summary(stats: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
+    valid = ~np.isnan(stats["n_bands"])
+    if not valid.any():
+        return {f"{prefix}_one_band_share": float("nan"), f"{prefix}_median_q": float("nan"),
+                f"{prefix}_median_bandwidth_oct": float("nan")}
+    return {f"{prefix}_one_band_share": float((stats["n_bands"][valid] == 1).mean()),
+            f"{prefix}_median_q": float(np.median(stats["q"][valid])),
+            f"{prefix}_median_bandwidth_oct": float(np.median(stats["bandwidth_octaves"][valid]))}
+
+
+# ---------------------------------------------------------------------------------------- latent statistics
+def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray, presence: np.ndarray,
+                 level: np.ndarray, frame_presence: np.ndarray, context: np.ndarray, tone_pooled: np.ndarray,
+                 tone_hz: np.ndarray, edges: np.ndarray, n_folds: int = 5, n_shuffles: int = 3,
+                 seed: int = 0) -> dict:
+    """All latent measures of one layer. ``pooled`` (N, D) time-means of the context items, ``frames`` (M, D)
+    sampled frames of items ``frame_items`` with ``frame_presence`` (M, B); ``presence``/``level`` (N, B)
+    time-pooled; ``tone_pooled`` (n_tones, D) time-means for the pure tones at ``tone_hz``."""
+    rng = np.random.default_rng(seed)
+    n_bands = presence.shape[1]
+    scale_source = np.concatenate([pooled, tone_pooled])
+    mean, std = scale_source.mean(0), scale_source.std(0)
+    std = np.maximum(std, 1e-3 * std.mean() + 1e-12)
+    x, tones = (pooled - mean) / std, (tone_pooled - mean) / std
+    out: dict = {}
+
+    # decodability: presence AUC and level R², time-pooled and per frame, real and shuffled columns together
+    truth = np.concatenate([presence, level], axis=1).astype(float)
+    shuffled = _shuffled(truth, n_shuffles, rng)
+    predicted = _cv_predictions(x, np.concatenate([truth, *shuffled], axis=1), np.arange(len(x)), n_folds, seed)
+    predicted = predicted.reshape(len(x), n_shuffles + 1, 2 * n_bands).transpose(1, 0, 2)
+    all_truth = np.concatenate([truth[None], shuffled])
+    band_auc = np.stack([auc(t[:, :n_bands], p[:, :n_bands]) for t, p in zip(all_truth, predicted)])
+    band_r2 = np.stack([_r2(t[:, n_bands:], p[:, n_bands:]) for t, p in zip(all_truth, predicted)])
+    out["band_auc"], out["band_auc_null"] = band_auc[0], band_auc[1:].mean(0)
+    out["band_r2"], out["band_r2_null"] = band_r2[0], band_r2[1:].mean(0)
+    fx = _standardise(frames)
+    frame_truth = frame_presence.astype(float)
+    item_perm = rng.permutation(frame_items.max() + 1)  # null: another item's labels, frames kept together
+    frame_null = frame_presence_by_item(frame_presence, frame_items, item_perm).astype(float)
+    frame_pred = _cv_predictions(fx, np.concatenate([frame_truth, frame_null], 1), frame_items, n_folds, seed)
+    out["frame_auc"] = auc(frame_truth, frame_pred[:, :n_bands])
+    out["frame_auc_null"] = auc(frame_null, frame_pred[:, n_bands:])
+
+    # directions per context (and split halves of each context for the within-context ceiling)
+    contexts = list(dict.fromkeys(context))
+    labels = presence.astype(float)
+    null_labels = _shuffled(labels, 1, rng)[0]
+    directions, null_directions, halves = [], [], []
+    for name in contexts:
+        members = np.flatnonzero(context == name)
+        xc = x[members] - x[members].mean(0)
+        both = np.concatenate([labels[members], null_labels[members]], 1)
+        coef = xc.T @ _ridge_dual(xc @ xc.T, both - both.mean(0))
+        directions.append(coef[:, :n_bands])
+        null_directions.append(coef[:, n_bands:])
+        split = rng.permutation(members)
+        for half in (split[: len(split) // 2], split[len(split) // 2:]):
+            xh = x[half] - x[half].mean(0)
+            halves.append(xh.T @ _ridge_dual(xh @ xh.T, labels[half] - labels[half].mean(0)))
+    out["contexts"] = contexts
+    out["invariance"] = _mean_pairwise_cosine(np.stack(directions))
+    out["invariance_null"] = _mean_pairwise_cosine(np.stack(null_directions))
+    # halves of equal size: within a context (the reliability ceiling) against across contexts (fair comparison)
+    halves = np.stack(halves)
+    unit = halves / np.maximum(np.linalg.norm(halves, axis=1, keepdims=True), 1e-30)
+    cosines = np.einsum("idb,jdb->ijb", unit, unit)
+    owner = np.repeat(np.arange(len(contexts)), 2)
+    pairs = ~np.eye(len(owner), dtype=bool)
+    same = pairs & (owner[:, None] == owner[None, :])
+    out["split_half"] = cosines[same].mean(0)
+    out["invariance_halves"] = cosines[pairs & ~same].mean(0)
+
+    # selectivity: units and the clean-context band directions, against directions fitted to shuffled labels
+    units = tuning_stats(tones.T, tone_hz, edges)
+    random_basis = rng.standard_normal((tones.shape[1], min(256, tones.shape[1])))
+    rotated = tuning_stats((tones @ random_basis).T, tone_hz, edges)
+    band_directions = tuning_stats((tones @ directions[0]).T, tone_hz, edges)
+    null_band_directions = tuning_stats((tones @ null_directions[0]).T, tone_hz, edges)
+    out.update(_tuning_summary(units, "unit"))
+    out.update(_tuning_summary(rotated, "random_direction"))
+    out.update(_tuning_summary(band_directions, "band_direction"))
+    out.update(_tuning_summary(null_band_directions, "null_direction"))
+    out["band_direction_peak_in_band"] = float(np.nanmean(band_directions["peak_band"] == np.arange(n_bands)))
+    out["null_direction_peak_in_band"] = float(np.nanmean(null_band_directions["peak_band"] == np.arange(n_bands)))
+    out["unit_tuning"] = units
+    out["direction_curves"] = (tones @ directions[0]).T
+    return out
+
+
+def frame_presence_by_item(frame_presence: np.ndarray, frame_items: np.ndarray, item_perm: np.ndarray) -> np.ndarray:
+    """Frame labels taken from item ``item_perm[i]`` at the same frame slot (frames sampled per item alike)."""
+    order = np.argsort(frame_items, kind="stable")
+    per_item = frame_presence[order].reshape(frame_items.max() + 1, -1, frame_presence.shape[1])
+    swapped = per_item[item_perm].reshape(-1, frame_presence.shape[1])
+    result = np.empty_like(frame_presence)
+    result[order] = swapped
+    return result
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine between matching columns of (..., D, B) arrays → (..., B)."""
+    norm = np.linalg.norm(a, axis=-2) * np.linalg.norm(b, axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (a * b).sum(-2) / norm, np.nan)
+
+
+def _mean_pairwise_cosine(directions: np.ndarray) -> np.ndarray:
+    """(C, D, B) directions per context → (B,) mean cosine over context pairs."""
+    first, second = np.triu_indices(len(directions), k=1)
+    return np.nanmean(_cosine(directions[first], directions[second]), axis=0)
+
+
+# ------------------------------------------------------------------------------------------ code statistics
+def _entropy_mm(counts: np.ndarray) -> np.ndarray:
+    """Miller-Madow corrected plug-in entropy (bits) of count vectors along the last axis."""
+    total = counts.sum(-1, keepdims=True)
+    p = counts / np.maximum(total, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plug_in = -np.where(p > 0, p * np.log2(p), 0).sum(-1)
+    return plug_in + ((counts > 0).sum(-1) - 1) / (2 * np.maximum(total[..., 0], 1) * np.log(2))
+
+
+def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles: int = 100,
+               seed: int = 0) -> dict[str, float]:
+    """MI (bits, Miller-Madow) between code symbol and band, normalised by H(band); purity (share of a code's
+    frames in its modal band) and bands spanned (2^H(band | code): the effective number of bands), frame-weighted.
+    Nulls: the same on band labels permuted across items, all shuffles in one array."""
+    rng = np.random.default_rng(seed)
+    items, n_frames = symbols.shape
+    _, codes = np.unique(symbols, return_inverse=True)
+    codes = codes.reshape(items, n_frames)
+    n_codes = codes.max() + 1
+    label_sets = np.concatenate([bands[None], _shuffled(bands, n_shuffles, rng)])  # (S+1, items)
+    joint_index = codes[None] * n_bands + label_sets[:, :, None]  # (S+1, items, frames)
+    offsets = np.arange(len(label_sets))[:, None, None] * n_codes * n_bands
+    joint = np.bincount((joint_index + offsets).ravel(), minlength=len(label_sets) * n_codes * n_bands)
+    joint = joint.reshape(len(label_sets), n_codes, n_bands).astype(float)
+    h_band = _entropy_mm(joint.sum(1))
+    mi = h_band + _entropy_mm(joint.sum(2)) - _entropy_mm(joint.reshape(len(label_sets), -1))
+    per_code = joint.sum(2)
+    purity = (joint.max(2)).sum(1) / per_code.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = joint / per_code[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        entropy = -np.where(share > 0, share * np.log2(share), 0).sum(2)
+    spanned = (2**entropy * per_code).sum(1) / per_code.sum(1)  # effective number of bands, frame-weighted
+    norm = np.maximum(h_band, 1e-12)
+    return {"mi_bits": float(mi[0]), "mi_norm": float(mi[0] / norm[0]),
+            "mi_norm_null": float(np.mean(mi[1:] / norm[1:])),
+            "mi_norm_null_p95": float(np.quantile(mi[1:] / norm[1:], 0.95)),
+            "purity": float(purity[0]), "purity_null": float(purity[1:].mean()),
+            "bands_spanned": float(spanned[0]), "bands_spanned_null": float(spanned[1:].mean()),
+            "n_codes": int(n_codes)}
+
+
+def code_map_survival(tone_symbols: np.ndarray, tone_bands: np.ndarray, context_symbols: np.ndarray,
+                      context_presence: np.ndarray, n_bands: int, n_shuffles: int = 100, seed: int = 0) -> dict:
+    """Fit code → modal band on pure tones; in other contexts, the share of frames (with a known code) whose
+    mapped band holds an active partial. Null: the same with the code → band map permuted over codes."""
+    rng = np.random.default_rng(seed)
+    vocabulary, inverse = np.unique(np.concatenate([tone_symbols.ravel(), context_symbols.ravel()]),
+                                    return_inverse=True)
+    tone_codes = inverse[: tone_symbols.size].reshape(tone_symbols.shape)
+    context_codes = inverse[tone_symbols.size:].reshape(context_symbols.shape)
+    counts = np.zeros((len(vocabulary), n_bands))
+    np.add.at(counts, (tone_codes, np.broadcast_to(tone_bands[:, None], tone_codes.shape)), 1)
+    known = counts.sum(1) > 0
+    mapping = counts.argmax(1)
+    maps = np.concatenate([mapping[None], np.stack([mapping[rng.permutation(len(mapping))]
+                                                    for _ in range(n_shuffles)])])
+    covered = known[context_codes]  # (N, F)
+    hit = np.take_along_axis(context_presence[None], maps[:, context_codes][..., None], axis=-1)[..., 0]
+    rates = (hit & covered[None]).sum((1, 2)) / max(covered.sum(), 1)
+    return {"hit_rate": float(rates[0]), "hit_rate_null": float(rates[1:].mean()),
+            "coverage": float(covered.mean())}
+
+
+# --------------------------------------------------------------------------------------------- the probe
+def partials_probe(encode: Callable, sample_rate: int, fmin: float | None = None, fmax: float | None = None,
+                   n_bands: int = 12, n_per_context: int = 100, n_tones: int = 48, seconds: float = 0.5,
+                   contexts: Sequence[str] = CONTEXTS, frames_per_item: int = 4, n_folds: int = 5,
+                   n_shuffles: int = 3, max_codebooks: int = 4, batch_size: int = 32, seed: int = 0,
+                   init_encode: Callable | None = None) -> dict:
+    """Per layer of ``encode`` (audio (B, T) → (B, frames, D) floats or (B, frames, K) integer codes, one array,
+    a list or a dict): latent or code statistics of partials, each with its shuffled-label null.
+
+    Bands: ``n_bands`` log-spaced from ``fmin`` (default 80 Hz) to ``fmax`` (default 0.4·sample_rate). Returns
+    ``{"bands": edges, "tone_hz": ..., "layers": {name: stats}}``; with ``init_encode`` (the same architecture
+    at random initialisation) also ``"init"``: the same probe of it on the same stimuli.
+    """
+    fmin = fmin or 80.0
+    fmax = fmax or 0.4 * sample_rate
+    edges = log_bands(fmin, fmax, n_bands)
+    tones = pure_tones(sample_rate, edges[0] * 1.01, edges[-1] / 1.01, n_tones, seconds, seed=seed)
+    items = context_stimuli(sample_rate, edges, n_per_context, seconds, contexts, seed=seed)
+    result = {"bands": edges, "tone_hz": np.array([rows[0, 0] for rows in tones.partials]),
+              "layers": probe_layers(encode, tones, items, edges, frames_per_item, n_folds, n_shuffles,
+                                     max_codebooks, batch_size, seed)}
+    if init_encode is not None:
+        result["init"] = probe_layers(init_encode, tones, items, edges, frames_per_item, n_folds, n_shuffles,
+                                      max_codebooks, batch_size, seed)
+    return result
+
+
+def probe_layers(encode: Callable, tones: PartialStimuli, items: PartialStimuli, edges: np.ndarray,
+                 frames_per_item: int = 4, n_folds: int = 5, n_shuffles: int = 3, max_codebooks: int = 4,
+                 batch_size: int = 32, seed: int = 0) -> dict[str, dict]:
+    """``partials_probe`` on given stimuli: one stats dict per layer (latent or code statistics)."""
+    return probe_activations(run_encoder(encode, tones.waves, batch_size), run_encoder(encode, items.waves, batch_size),
+                             tones, items, edges, frames_per_item, n_folds, n_shuffles, max_codebooks, seed)
+
+
+def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.ndarray], tones: PartialStimuli,
+                      items: PartialStimuli, edges: np.ndarray, frames_per_item: int = 4, n_folds: int = 5,
+                      n_shuffles: int = 3, max_codebooks: int = 4, seed: int = 0) -> dict[str, dict]:
+    """The probe on activations already computed ({layer: (N, frames, D) floats or (N, frames, K) codes} for the
+    pure tones and the context items), e.g. gathered across DDP ranks."""
+    n_samples = items.waves.shape[1]
+    tone_hz = np.array([rows[0, 0] for rows in tones.partials])
+    tone_bands = np.searchsorted(edges, tone_hz) - 1
+    n_bands = len(edges) - 1
+    layers = {}
+    for name, activations in item_out.items():
+        n_frames = activations.shape[1]
+        times = frame_times(n_frames, n_samples, items.sample_rate)
+        frame_presence, frame_level = band_targets(items, edges, times)
+        if not np.issubdtype(activations.dtype, np.floating):
+            layers[name] = _codes_layer(tone_out[name], tone_bands, activations, frame_presence, n_bands,
+                                        max_codebooks, seed)
+            continue
+        # time-pooled labels: a band counts as present if a partial is active in any frame
+        presence = frame_presence.any(1)
+        level = 10 * np.log10(np.mean(10 ** (frame_level / 10), axis=1))
+        rng = np.random.default_rng(seed)
+        slots = np.sort(rng.choice(n_frames, size=min(frames_per_item, n_frames), replace=False))
+        frames = activations[:, slots].reshape(-1, activations.shape[2])
+        frame_items = np.repeat(np.arange(len(items)), len(slots))
+        layers[name] = latent_stats(activations.mean(1).astype(np.float64), frames.astype(np.float64), frame_items,
+                                    presence, level, frame_presence[:, slots].reshape(-1, n_bands), items.context,
+                                    tone_out[name].mean(1).astype(np.float64), tone_hz, edges, n_folds,
+                                    n_shuffles, seed)
+    return layers
+
+
+def _codes_layer(tone_codes: np.ndarray, tone_bands: np.ndarray, item_codes: np.ndarray,
+                 frame_presence: np.ndarray, n_bands: int, max_codebooks: int, seed: int) -> dict:
+    """Code statistics per codebook and per code tuple (codebooks 0..j), on frames of pure tones."""
+    stats = {}
+    n_codebooks = min(tone_codes.shape[2], max_codebooks)
+    views = [(f"codebook_{j}", [j]) for j in range(n_codebooks)]
+    views += [(f"tuple_0-{j}", list(range(j + 1))) for j in range(1, n_codebooks)]
+    radix = int(max(tone_codes.max(), item_codes.max())) + 1
+    for view, columns in views:
+        tone_symbols = _tuple_symbols(tone_codes[..., columns], radix)
+        item_symbols = _tuple_symbols(item_codes[..., columns], radix)
+        stats[view] = {**code_stats(tone_symbols, tone_bands, n_bands, seed=seed),
+                       **code_map_survival(tone_symbols, tone_bands, item_symbols, frame_presence, n_bands,
+                                           seed=seed)}
+    return {"codes": stats}
+
+
+def _tuple_symbols(codes: np.ndarray, radix: int) -> np.ndarray:
+    """One integer per frame for a tuple of codebooks (codes in [0, radix), codebook 0 least significant)."""
+    codes = codes.astype(np.int64)
+    return codes @ (np.int64(radix) ** np.arange(codes.shape[-1], dtype=np.int64))
+
+
+LATENT_COLUMNS = ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null", "band_r2", "band_r2_null",
+                  "invariance", "invariance_null", "split_half", "invariance_halves")
+
+
+def summary_rows(layers: dict[str, dict]) -> list[dict]:
+    """One flat row per layer (latents: band means of the per-band arrays) or per layer x codebook view."""
+    rows = []
+    for name, stats in layers.items():
+        if "codes" in stats:
+            rows += [{"layer": name, "view": view, **values} for view, values in stats["codes"].items()]
+            continue
+        row = {"layer": name}
+        row.update({key: float(np.nanmean(stats[key])) for key in LATENT_COLUMNS})
+        # across-context over within-context cosine of equal-size halves, as a ratio of band means (stable near 0)
+        row["invariance_ratio"] = row["invariance_halves"] / row["split_half"]
+        row.update({key: value for key, value in stats.items() if isinstance(value, float)})
+        rows.append(row)
+    return rows
+
+
+def plot_partials(result: dict, title: str = "") -> Figure:
+    """Per latent layer: context invariance (with its shuffled-label null, split-half ceiling and the random-init
+    model) and the share of single-band units; and the band directions' tuning curves to pure tones in the most
+    invariant layer (each curve scaled to [0, 1], band edges dotted)."""
+    layers = {name: stats for name, stats in result["layers"].items() if "codes" not in stats}
+    init = {name: stats for name, stats in (result.get("init") or {}).items() if "codes" not in stats}
+    figure = Figure(figsize=(15, 4.2))
+    axes = figure.subplots(1, 3)
+    if not layers:
+        axes[0].set_title("no latent layers")
+        return figure
+    names = list(layers)
+    x = np.arange(len(names))
+    series = [("invariance", layers, "invariance", "-o"), ("split-half ceiling", layers, "split_half", ":s"),
+              ("shuffled-label null", layers, "invariance_null", "--^"), ("random init", init, "invariance", "-x")]
+    for label, source, key, style in series:
+        if source:
+            axes[0].plot(x, [np.nanmean(source[name][key]) for name in names], style, label=label)
+    for label, source, key, style in [("units", layers, "unit_one_band_share", "-o"),
+                                      ("random directions", layers, "random_direction_one_band_share", "--^"),
+                                      ("units, random init", init, "unit_one_band_share", "-x")]:
+        if source:
+            axes[1].plot(x, [source[name][key] for name in names], style, label=label)
+    for axis, ylabel in zip(axes[:2], ("cosine of band directions across contexts", "share tuned to one band")):
+        axis.set_xticks(x, names, rotation=45, ha="right")
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=8)
+    best = max(names, key=lambda name: np.nanmean(layers[name]["invariance"]))
+    curves = layers[best]["direction_curves"]
+    span = curves.max(1, keepdims=True) - curves.min(1, keepdims=True)
+    scaled = (curves - curves.min(1, keepdims=True)) / np.where(span > 0, span, 1)
+    tone_hz, edges = result["tone_hz"], result["bands"]
+    axes[2].imshow(scaled, aspect="auto", origin="lower", cmap="magma",
+                   extent=(np.log2(tone_hz[0]), np.log2(tone_hz[-1]), -0.5, len(scaled) - 0.5))
+    for edge in np.log2(edges):
+        axes[2].axvline(edge, color="white", lw=0.5, ls=":")
+    ticks = np.log2(edges[:: max(1, len(edges) // 6)])
+    axes[2].set_xticks(ticks, [f"{2 ** t:.0f}" for t in ticks])
+    axes[2].set_xlabel("pure tone (Hz)")
+    axes[2].set_ylabel("band direction")
+    axes[2].set_title(f"direction tuning, {best}")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

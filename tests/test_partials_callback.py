@@ -1,0 +1,69 @@
+"""PartialsCallback logs what `earlens.partials` gives on the same activations; two simulated DDP ranks (equal
+shards, all-gathered) log what one process logs."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from callbacks.partials import PartialsCallback
+from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_layers, pure_tones
+from tests.test_helicality_callback import TinyAudioModel
+
+OPTIONS = {"n_bands": 4, "n_per_context": 8, "n_tones": 12, "seconds": 0.25, "frames_per_item": 1, "fmin": 100.0,
+           "fmax": 4000.0}
+
+
+def test_logged_values_equal_a_direct_probe(tmp_path):
+    callback = PartialsCallback(layers=["filters", "mix"], **OPTIONS)
+    noise = torch.randn(4, 4000, generator=torch.Generator().manual_seed(0))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, callbacks=[callback], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    model = TinyAudioModel()
+    trainer.fit(model, DataLoader(noise, batch_size=4), DataLoader(noise, batch_size=4))
+
+    edges = log_bands(100.0, 4000.0, 4)
+    tones = pure_tones(16000, edges[0] * 1.01, edges[-1] / 1.01, 12, 0.25)
+    items = context_stimuli(16000, edges, 8, 0.25, CONTEXTS)
+
+    def encode(waves):  # the same layers, computed without hooks, (B, C, T) → (B, T, C)
+        filtered = model.filters(waves[:, None])
+        return {"filters": filtered.transpose(1, 2), "mix": model.mix(torch.log1p(filtered.abs())).transpose(1, 2)}
+
+    with torch.no_grad():
+        direct = probe_layers(encode, tones, items, edges, frames_per_item=1)
+    for layer in ("filters", "mix"):
+        for key in ("band_auc", "invariance", "unit_one_band_share"):
+            assert float(trainer.callback_metrics[f"partials/{layer}/{key}"]) == pytest.approx(
+                np.nanmean(direct[layer][key]), rel=1e-4, abs=1e-5)
+
+
+def test_two_ranks_gather_to_the_one_process_result():
+    model = TinyAudioModel()
+    callback = PartialsCallback(layers=["mix"], **OPTIONS)
+    single = callback.probe(SimpleNamespace(world_size=1, global_rank=0), model)
+    shards = {}
+    n_clips = 12 + 8 * len(CONTEXTS)
+    per_rank = -(-n_clips // 2)
+    waves = np.concatenate([pure_tones(16000, 101.0, 4000.0 / 1.01, 12, 0.25).waves,
+                            context_stimuli(16000, log_bands(100.0, 4000.0, 4), 8, 0.25).waves])
+    for rank in (0, 1):  # what each rank encodes: equal shards, the last padded with the final clip
+        index = np.minimum(np.arange(rank * per_rank, (rank + 1) * per_rank), n_clips - 1)
+        shards[rank] = callback.layer_frames(model, waves[index])[0]
+    model.all_gather = lambda tensor: torch.stack([shards[0], shards[1]])
+    doubled = callback.probe(SimpleNamespace(world_size=2, global_rank=0), model)
+    for key, value in single["mix"].items():
+        if isinstance(value, float):
+            assert doubled["mix"][key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+    np.testing.assert_allclose(doubled["mix"]["invariance"], single["mix"]["invariance"], rtol=1e-6)
+
+
+def test_bad_options_are_reported():
+    with pytest.raises(ValueError, match="layer"):
+        PartialsCallback(layers=[])
+    with pytest.raises(ValueError, match="sample_rate"):
+        PartialsCallback(layers=["weight"])._model_sample_rate(pl.Trainer(logger=False), torch.nn.Linear(2, 2))
