@@ -1,0 +1,36 @@
+"""Print a probe run's `layers.csv` as the README's per-layer table: `python bench/layers_table.py RUN_DIR [...]`.
+
+Columns: linear-probe test accuracy of each classification target, then the helix: R², its p-value against
+smoothness-preserving surrogates (`p_helix`), R² gained over the best smooth curve with as many parameters, ω with
+its bootstrap CI, and the octave-equivalence index.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+
+def table(run_dir: Path) -> str:
+    rows = list(csv.DictReader(open(run_dir / "layers.csv", newline="")))
+    targets = [k.split("/")[0] for k in rows[0] if k.endswith("/test_accuracy")]
+    helix = "helix/r2" in rows[0]
+    head = ["layer", *[f"{t} test acc" for t in targets]]
+    if helix:
+        head += ["helix R²", "p_helix (smooth null)", "ΔR² vs smooth", "ω (95 % CI)", "octave index"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in rows:
+        cells = [row["layer_name"], *[f"{float(row[f'{t}/test_accuracy']):.3f}" for t in targets]]
+        if helix:
+            cells += [f"{float(row['helix/r2']):.3f}", f"{float(row['helix/p_helix']):.2f}",
+                      f"{float(row['helix/delta_r2_smooth']):+.3f}",
+                      f"{float(row['helix/omega_chroma']):.2f} ({float(row['helix/omega_ci_low']):.2f}–"
+                      f"{float(row['helix/omega_ci_high']):.2f})", f"{float(row['helix/octave_index']):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for run in sys.argv[1:]:
+        print(f"{Path(run).parent.name}/{Path(run).name}\n\n{table(Path(run))}\n")
