@@ -443,8 +443,9 @@ def test_lazy_manifest_trains_in_batch_sized_memory(tmp_path):
 def _notmat(path: Path, labels: str, onsets_ms, offsets_ms, rate: int = 32000) -> None:
     import scipy.io
 
+    onsets, offsets = np.array(onsets_ms, float)[:, None], np.array(offsets_ms, float)[:, None]
     scipy.io.savemat(path, {"Fs": np.array([[rate]]), "fname": path.name.removesuffix(".not.mat"), "labels": labels,
-                            "onsets": np.array(onsets_ms, float)[:, None], "offsets": np.array(offsets_ms, float)[:, None],
+                            "onsets": onsets, "offsets": offsets,
                             "min_int": np.array([[5]]), "min_dur": np.array([[20]]),
                             "threshold": np.array([[1000]]), "sm_win": np.array([[2]])})
 
