@@ -1,11 +1,19 @@
-"""Probing speed: all-layer batched linear probes vs one probe per layer, the vectorised helix fit vs the
-Optuna protocol, and CREPE feature-extraction throughput. Prints one table per part.
+"""Probing speed: linear probes under SynTheory's protocol (one model per configuration x layer, as SynTheory runs
+it) against the same grid batched and against the fast protocol; the vectorised helix fit against the Optuna
+protocol and the whole helix probe with its smooth null; CREPE feature-extraction throughput. Prints one table per
+part.
 
-    python bench/probe.py [--layers 25 --dim 1024 --programs 28 --noise 0.5 --optuna_layers 1 --threads 1]
+    python bench/probe.py [--layers 25 --dim 1024 --programs 28 --noise 0.5 --timing_epochs 10 --threads 1]
 
 The probe features are a realistic synthetic set `(N, L, D)`: 36 pitches (C3-B5) x `programs` timbres, each
 layer a random linear image of a pitch helix (height, cos, sin of chroma) plus a timbre embedding plus
 noise, with a helix strength that rises and falls over depth as in real models.
+
+SynTheory's grid trains every probe for 100 epochs (its early stopping needs 2048 steps without progress, more
+than 100 epochs of these data), so a probe's time is its per-step time x a fixed step count: the sequential
+protocol (216 configurations x L layers) and the MLP half of the batched grid are timed on `--timing_epochs`
+epochs of stated subsets and extrapolated; the fast protocol and the linear half of the batched grid run in full,
+and their validation-selected test accuracies are compared.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from earlens.backbones import load_backbone  # noqa: E402
 from earlens.features import bench_extraction  # noqa: E402
 from earlens.helix import benchmark_fitters, helix_probe  # noqa: E402
-from earlens.probes import fit_layer_probes, fit_probe_per_layer_sequential  # noqa: E402
+from earlens import probes  # noqa: E402
+from earlens.probes import fit_layer_probes, fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
 
 
 def helix_features(n_layers: int, dim: int, n_programs: int, noise: float = 0.5, seed: int = 0):
@@ -55,35 +64,95 @@ def timed_cpu(fn, *args, **kwargs):
     return out, wall_s, time.process_time() - began_cpu
 
 
-def bench_linear(features, labels, weight_decay: float) -> None:
-    options = dict(weight_decay=weight_decay, max_epochs=500, patience=30, progress=False)
-    batched, batched_s, batched_cpu_s = timed_cpu(fit_layer_probes, features, labels, **options)
-    sequential, sequential_s, sequential_cpu_s = timed_cpu(fit_probe_per_layer_sequential, features, labels,
-                                                           **options)
-    accuracy_b, accuracy_s = batched.metrics["test_accuracy"], sequential.metrics["test_accuracy"]
+def selected(result) -> tuple[int, float]:
+    """Validation-selected layer and its test accuracy."""
+    layer = result.best_layer()
+    return layer, float(result.metrics["test_accuracy"][layer])
+
+
+def short_run(epochs: int, fn, *args, **kwargs):
+    """`fn` with SynTheory's 100-epoch cap lowered to `epochs`: (result, wall s)."""
+    cap = probes.SYNTHEORY_MAX_EPOCHS
+    probes.SYNTHEORY_MAX_EPOCHS = epochs
+    try:
+        return timed(fn, *args, **kwargs)
+    finally:
+        probes.SYNTHEORY_MAX_EPOCHS = cap
+
+
+def select_over(results) -> tuple[int, float]:
+    """SynTheory's choice over the union of several runs' candidates: per layer the best validation score (ties:
+    lower validation loss), then the best layer the same way; returns that layer and its test accuracy."""
+    score, loss, test = (np.concatenate([r.candidates[key] for r in results], axis=1)
+                         for key in ("val_score", "val_loss", "test_score"))
+    order = np.lexsort((loss, -score), axis=1)[:, 0]
+    layers = np.arange(len(order))
+    best = np.lexsort((layers, loss[layers, order], -score[layers, order]))[0]
+    return int(best), float(test[best, order[best]])
+
+
+def bench_linear(features, labels, timing_epochs: int, mlp_layers: int) -> None:
     n, n_layers, dim = features.shape
-    print(f"\n## Linear probes, pitch class ({len(np.unique(labels))}-way), N={n} ({len(batched.split.test)} test), "
-          f"L={n_layers}, D={dim}, weight decay {weight_decay:g}, patience 30, threads={torch.get_num_threads()}")
-    print("| method | wall s | CPU s | epochs (max over layers) | mean test acc | best-layer test acc "
-          "| mean val loss |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| one probe per layer (nn.Linear, Adam 1e-3, batch 64) | {sequential_s:.1f} | {sequential_cpu_s:.1f} | "
-          f"{sequential.epochs_run} | "
-          f"{accuracy_s.mean():.3f} | {accuracy_s[sequential.best_layer()]:.3f} | "
-          f"{sequential.metrics['val_loss'].mean():.3f} |")
-    print(f"| all layers batched (L-BFGS, full batch) | {batched_s:.1f} | {batched_cpu_s:.1f} | {batched.epochs_run} | "
-          f"{accuracy_b.mean():.3f} | {accuracy_b[batched.best_layer()]:.3f} | "
-          f"{batched.metrics['val_loss'].mean():.3f} |")
-    diff = accuracy_b - accuracy_s
-    print(f"speed-up: {sequential_s / batched_s:.1f}x wall, {sequential_cpu_s / batched_cpu_s:.1f}x CPU; "
-          f"test accuracy batched - sequential: mean "
-          f"{100 * diff.mean():+.1f} points, per layer {100 * diff.min():+.1f} to {100 * diff.max():+.1f}")
-    print("per-layer test acc (sequential / batched):",
-          " ".join(f"{s:.2f}/{b:.2f}" for s, b in zip(accuracy_s, accuracy_b)))
+    configs = syntheory_configs()
+    scale = probes.SYNTHEORY_MAX_EPOCHS / timing_epochs
+    fast, fast_s = timed(fit_layer_probes, features, labels, progress=False)
+    warm_up = {key: [values[0]] for key, values in probes.SYNTHEORY_GRID.items()}
+    short_run(1, fit_probe_per_layer_sequential, features, labels, grid=warm_up, layers=[0], progress=False)
+    rows, linear_runs, check = [], [], []
+    for hidden in ([], [512]):
+        for batch_size in (64, 256):
+            group = {"hidden_layer_sizes": [hidden], "batch_size": [batch_size]}
+            per_group = len(syntheory_configs(group))
+            one = {**group, "data_standardization": [True], "learning_rate": [1e-3], "dropout_p": [0.5],
+                   "l2_weight_decay": [1e-4]}  # one configuration of the group, on layer 0, timed on a short run
+            sequential, one_s = short_run(timing_epochs, fit_probe_per_layer_sequential, features, labels, grid=one,
+                                          layers=[0], progress=False)
+            same, _ = short_run(timing_epochs, fit_layer_probes, features[:, :1], labels, protocol="syntheory",
+                                grid=one, progress=False)
+            check.append(abs(sequential.candidates["test_score"][0, 0] - same.candidates["test_score"][0, 0]))
+            sequential_s = one_s * scale * per_group * n_layers
+            if hidden:  # compute-bound: timed on `mlp_layers` layers and a short run
+                _, batched_s = short_run(timing_epochs, fit_layer_probes, features[:, :mlp_layers], labels,
+                                         protocol="syntheory", grid=group, progress=False)
+                batched_s *= scale * n_layers / mlp_layers
+                how = f"{mlp_layers} layer(s) x {timing_epochs} epochs, extrapolated"
+            else:
+                run, batched_s = timed(fit_layer_probes, features, labels, protocol="syntheory", grid=group,
+                                       progress=False)
+                linear_runs.append(run)
+                how = "run in full"
+            rows.append((hidden, batch_size, per_group * n_layers, sequential_s, batched_s, how))
+
+    print(f"\n## Linear probes, pitch class ({len(np.unique(labels))}-way), N={n} ({len(fast.split.test)} test), "
+          f"L={n_layers}, D={dim}, threads={torch.get_num_threads()}")
+    print(f"SynTheory's grid ({len(configs)} configs x {n_layers} layers). Sequential: one nn.Module per config x "
+          f"layer, one config per group timed on layer 0 for {timing_epochs} epochs, extrapolated to 100 epochs x "
+          f"all configs x layers.")
+    print("| hidden layers | batch | models | sequential s | batched s (ours) | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for hidden, batch_size, models, sequential_s, batched_s, how in rows:
+        print(f"| {list(hidden)} | {batch_size} | {models} | {sequential_s:.0f} | {batched_s:.0f} ({how}) | "
+              f"{sequential_s / batched_s:.1f}x |")
+    total_sequential, total_batched = sum(r[3] for r in rows), sum(r[4] for r in rows)
+    print(f"| all | | {len(configs) * n_layers} | {total_sequential:.0f} | {total_batched:.0f} | "
+          f"{total_sequential / total_batched:.1f}x |")
+    print(f"(batched and sequential train the same probes: max |test acc difference| on the timed configs "
+          f"{max(check):.4f})")
+    linear_layer, linear_accuracy = select_over(linear_runs)
+    fast_layer, fast_accuracy = selected(fast)
+    print("\n| protocol | wall s | selected layer (on validation) | its test acc |")
+    print("|---|---|---|---|")
+    print(f"| SynTheory grid, linear half (hidden [], {len(configs) // 2} configs), batched | "
+          f"{sum(r[4] for r in rows[:2]):.0f} | {linear_layer} | {linear_accuracy:.3f} |")
+    print(f"| fast protocol (L-BFGS, {len(fast.candidates['configs'])} weight decays x {n_layers} layers) | "
+          f"{fast_s:.1f} | {fast_layer} | {fast_accuracy:.3f} |")
+    print(f"fast protocol vs the SynTheory grid run sequentially: {total_sequential / fast_s:.0f}x; selected test "
+          f"accuracy fast - SynTheory linear half: {100 * (fast_accuracy - linear_accuracy):+.1f} points")
 
 
 def bench_helix(features, pitch, n_optuna_layers: int, n_trials: int, n_restarts: int) -> None:
-    probe, probe_s = timed(helix_probe, np.swapaxes(features, 0, 1), pitch, n_permutations=0)
+    probe, probe_s = timed(helix_probe, np.swapaxes(features, 0, 1), pitch, n_surrogates=0, n_bootstrap=0)
+    full, full_s = timed(helix_probe, np.swapaxes(features, 0, 1), pitch)
     n_layers = len(probe.r2)
     layers = np.argsort(-probe.r2)[:n_optuna_layers]
     report = benchmark_fitters(probe.points[layers], n_trials=n_trials, n_restarts=n_restarts)
@@ -101,6 +170,8 @@ def bench_helix(features, pitch, n_optuna_layers: int, n_trials: int, n_restarts
           f"speed-up per fitted point set vs Optuna 1000x3: {per_layer_optuna / per_layer_fit:.0f}x; "
           f"whole helix_probe (10 triples/layer) vs Optuna on 1 triple/layer: "
           f"{per_layer_optuna * n_layers / probe_s:.0f}x")
+    print(f"helix_probe with its defaults (99 smooth surrogates, 100 clip bootstraps): {full_s:.1f} s for {n_layers} "
+          f"layers; layers with a helix beyond smoothness: {int(full.layer_stats()['helix_beyond_smooth'].sum())}")
 
 
 def bench_extraction_rates(n_clips: int, seconds: float) -> None:
@@ -126,14 +197,15 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--noise", type=float, default=0.5, help="isotropic feature noise (signal-to-noise)")
-    parser.add_argument("--weight_decay", type=float, default=1e-4, help="L2 on the probe weights, both methods")
+    parser.add_argument("--timing_epochs", type=int, default=10, help="epochs of the timed SynTheory subsets")
+    parser.add_argument("--mlp_layers", type=int, default=1, help="layers of the timed batched MLP half")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, both methods")
     parser.add_argument("--skip", nargs="*", default=[], choices=["linear", "helix", "extraction"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     features, pitch = helix_features(args.layers, args.dim, args.programs, args.noise)
     if "linear" not in args.skip:
-        bench_linear(features, pitch % 12, args.weight_decay)
+        bench_linear(features, pitch % 12, args.timing_epochs, args.mlp_layers)
     if "helix" not in args.skip:
         bench_helix(features, pitch, args.optuna_layers, args.optuna_trials, args.optuna_restarts)
     if "extraction" not in args.skip:

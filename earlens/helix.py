@@ -106,9 +106,14 @@ def _polar(m: np.ndarray, n_newton: int = 8) -> np.ndarray:
         det = (r0 * cofactor[..., 0, :]).sum(-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             gamma = np.abs(det) ** (-1 / 3)
-            x = 0.5 * (gamma[..., None, None] * x + cofactor / (gamma * det)[..., None, None])
+            step = 0.5 * (gamma[..., None, None] * x + cofactor / (gamma * det)[..., None, None])
+            change = np.abs(step - x)
+        x = step
+        if np.where(np.isfinite(change), change, 0.0).max(initial=0.0) < 1e-14:  # quadratic convergence: done
+            break
     size = np.abs(m).max(axis=(-2, -1)) + 1e-300
-    singular = ~np.isfinite(x).all(axis=(-2, -1)) | (np.abs(np.linalg.det(m)) < 1e-9 * size**3)
+    det_m = (m[..., 0, :] * _cross(m[..., 1, :], m[..., 2, :])).sum(-1)
+    singular = ~np.isfinite(x).all(axis=(-2, -1)) | (np.abs(det_m) < 1e-9 * size**3)
     if singular.any():
         u, _, vt = np.linalg.svd(m[singular])
         x[singular] = u @ vt
@@ -442,8 +447,7 @@ def _double_centre(gram: np.ndarray) -> np.ndarray:
 
 def _pca_scores(gram: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     """PCA coordinates (..., P, k) and explained-variance ratios (..., k) from centred Grams (..., P, P)."""
-    with threadpool_limits(limits=1, user_api="blas"):  # threaded LAPACK on tiny matrices: ~40x slower on 2 cores
-        variance, vectors = np.linalg.eigh(gram)
+    variance, vectors = np.linalg.eigh(gram)
     variance, vectors = np.maximum(variance[..., ::-1], 0.0), vectors[..., ::-1]
     scores = vectors[..., :n_components] * np.sqrt(variance[..., None, :n_components])
     explained = variance[..., :n_components] / np.maximum(variance.sum(axis=-1, keepdims=True), 1e-300)
@@ -491,6 +495,19 @@ class _Pipeline:
         return fits[np.indices(chosen.shape, sparse=True) + (chosen,)]
 
 
+def _one_blas_thread(function):
+    """Run with single-threaded BLAS/LAPACK: the probe's many small factorisations and products run several
+    times slower threaded (batched eigh of 36 x 36 matrices ~40x on 2 busy cores)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_one_blas_thread
 def helix_probe(
     features,
     pitch=None,
@@ -564,11 +581,7 @@ def helix_probe(
             return np.zeros((n_layers, 0))
         return getattr(selected, field)[bounds[part]:bounds[part + 1]].T
 
-    omega_grid = np.linspace(OMEGA_MIN, np.pi / step, 96)
-    harmonics = fold_omega(np.arange(1, 7) * np.pi / 6, step)
-    profile = helix_r2_profile(best_points, t, np.concatenate([omega_grid, harmonics[:2]]))
-    off = np.abs(omega_grid[:, None] - harmonics[None, :]).min(axis=1) >= np.pi / 24
-    off_best = np.argmax(np.where(off, profile[:, :len(omega_grid)], -np.inf), axis=1)
+    omega_grid, profile, at_harmonics, off_harmonic = _chroma_profile(best_points, t, step)
     return HelixProbeResult(
         fit=best, paper_fit=paper, best_triple=pipeline.triples[chosen], paper_triple=pipeline.triples[paper_chosen],
         points=best_points, t=t, pitches=pitches, step=step, alpha=alpha,
@@ -577,12 +590,23 @@ def helix_probe(
         paper_axis_pitch_corr=_axis_pitch_corr(paper, paper_points, t),
         null_r2=replicate_values(0, "r2"), perm_null_r2=replicate_values(1, "r2"),
         omega_boot=replicate_values(2, "omega"),
-        omega_grid=omega_grid, r2_profile=profile[:, :len(omega_grid)],
-        r2_at_pi6=profile[:, -2], r2_at_pi3=profile[:, -1],
-        r2_off_harmonic=profile[layers, off_best], omega_off_harmonic=omega_grid[off_best],
+        omega_grid=omega_grid, r2_profile=profile, r2_at_pi6=at_harmonics[:, 0], r2_at_pi3=at_harmonics[:, 1],
+        r2_off_harmonic=off_harmonic[0], omega_off_harmonic=off_harmonic[1],
         octave_index=_octave_index(gram, t), null_octave_index=_octave_index(surrogate_gram, t).T,
         triple_r2=fits.r2, explained_variance=explained,
     )
+
+
+def _chroma_profile(points: np.ndarray, t: np.ndarray, step: int, n_omegas: int = 96):
+    """R² over a grid of ω in (0, π/step] (L, G); at π/6 and π/3 (folded) (L, 2); the best R² at least π/24 away
+    from every k·π/6 and its ω, ((L,), (L,)). What makes a helix a pitch helix is a peak at a harmonic of π/6."""
+    omega_grid = np.linspace(OMEGA_MIN, np.pi / step, n_omegas)
+    harmonics = fold_omega(np.arange(1, 7) * np.pi / 6, step)
+    profile = helix_r2_profile(points, t, np.concatenate([omega_grid, harmonics[:2]]))
+    profile, at_harmonics = profile[:, :n_omegas], profile[:, n_omegas:]
+    off = np.abs(omega_grid[:, None] - harmonics[None, :]).min(axis=1) >= np.pi / 24
+    best = np.argmax(np.where(off, profile, -np.inf), axis=1)
+    return omega_grid, profile, at_harmonics, (profile[np.arange(len(points)), best], omega_grid[best])
 
 
 def _matern(distance: np.ndarray, nu: float, length: float) -> np.ndarray:
@@ -601,7 +625,8 @@ def _smoothness_kernels(t_bytes: bytes):
     Matérn ν = 1/2, 3/2, ∞ at `KERNEL_LENGTHS` length scales from half a pitch step to 4 spans, and Brownian
     motion, each mixed with a random linear trend (`TREND_SHARES`) and white noise (`NOISE_SHARES`); plus trend +
     noise and pure noise. None has a spectral line at a chroma frequency. Returns Q, the Cholesky factors (G, m, m)
-    of QᵀKQ, their inverses stacked (G·m, m) and their log-determinants (G,).
+    of QᵀKQ, their inverses packed as (G, m(m+1)/2) weights of the products y_i y_j (i <= j, indices given), and
+    their log-determinants (G,).
     """
     t = np.frombuffer(t_bytes)
     distance = np.abs(t[:, None] - t[None, :])
@@ -620,11 +645,14 @@ def _smoothness_kernels(t_bytes: bytes):
     contrasts = basis.T @ np.array(kernels) @ basis + 1e-10 * np.eye(len(t) - 1)
     chol = np.linalg.cholesky(contrasts)
     inverse = np.linalg.inv(chol)
+    precision = np.swapaxes(inverse, 1, 2) @ inverse
+    rows, cols = np.triu_indices(len(t) - 1)
+    packed = precision[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)  # yᵀK⁻¹y = packed @ (y_i y_j), i <= j
     logdet = 2 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-    return basis, chol, inverse.reshape(-1, len(t) - 1), logdet
+    return basis, chol, packed, (rows, cols), logdet
 
 
-def smooth_surrogate_grams(means, t, n_surrogates: int, rng: np.random.Generator, chunk: int = 128,
+def smooth_surrogate_grams(means, t, n_surrogates: int, rng: np.random.Generator, chunk: int = 512,
                            n_prior: int = 512, n_em: int = 50) -> np.ndarray:
     """Centred Gram matrices (n, L, P, P) of surrogate per-pitch means that keep each coordinate's smoothness.
 
@@ -638,11 +666,12 @@ def smooth_surrogate_grams(means, t, n_surrogates: int, rng: np.random.Generator
     """
     means = np.asarray(means, dtype=np.float64)
     n_layers, n_pitches, _ = means.shape
-    basis, chol, inverse, logdet = _smoothness_kernels(np.ascontiguousarray(t, dtype=np.float64).tobytes())
-    n_kernels, m = len(logdet), n_pitches - 1
+    basis, chol, packed, (rows, cols), logdet = _smoothness_kernels(
+        np.ascontiguousarray(t, dtype=np.float64).tobytes())
+    m = n_pitches - 1
 
     def loglik(columns):  # (G, c) restricted profile log-likelihood of each kernel for each column
-        quad = ((inverse @ columns).reshape(n_kernels, m, -1) ** 2).sum(axis=1)
+        quad = packed @ (columns[rows] * columns[cols])  # one GEMM, no (G, m, c) intermediate
         return -0.5 * m * np.log(np.maximum(quad, 1e-300) / m) - 0.5 * logdet[:, None], quad
 
     grams = np.zeros((n_surrogates, n_layers, m, m))
@@ -653,7 +682,7 @@ def smooth_surrogate_grams(means, t, n_surrogates: int, rng: np.random.Generator
         subset = contrasts[:, np.linspace(0, contrasts.shape[1] - 1, min(n_prior, contrasts.shape[1])).astype(int)]
         subset_loglik = loglik(subset)[0]
         likelihood = np.exp(subset_loglik - subset_loglik.max(axis=0))
-        prior = np.full(n_kernels, 1.0 / n_kernels)
+        prior = np.full(len(logdet), 1.0 / len(logdet))
         for _ in range(n_em):
             posterior = prior[:, None] * likelihood
             prior = (posterior / posterior.sum(axis=0)).mean(axis=1)
@@ -683,10 +712,12 @@ def _bootstrap_grams(clip_gram: np.ndarray, index: np.ndarray, n_bootstrap: int,
     weights = np.broadcast_to((1 - inflation[:, None]) * _averaging_weights(index, len(sizes)),
                               (n_bootstrap, len(sizes), n_clips)).copy()
     np.add.at(weights, (np.arange(n_bootstrap)[:, None], group[None, :], picks), (inflation / sizes)[group])
-    weights = weights[:, None]  # (B, 1, P, N) against clip_gram (L, N, N)
-    grams = np.concatenate([weights[s:s + chunk] @ clip_gram @ weights[s:s + chunk].swapaxes(-1, -2)
-                            for s in range(0, n_bootstrap, chunk)])
-    return _double_centre(grams)
+    grams = []
+    for start in range(0, n_bootstrap, chunk):  # BLAS products (numpy's broadcast matmul would not use BLAS)
+        part = weights[start:start + chunk]
+        left = np.tensordot(part, clip_gram, axes=([2], [1]))  # (b, P, L, N)
+        grams.append(np.einsum("bpln,bqn->blpq", left, part))
+    return _double_centre(np.concatenate(grams))
 
 
 def _polynomial_r2(points: np.ndarray, t: np.ndarray, degree: int) -> np.ndarray:
