@@ -15,20 +15,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from pytorch_lightning.loggers import WandbLogger
 
+from callbacks.capture import capture_layers, model_sample_rate
 from callbacks.schedule import EveryNValidationEpochs
 from earlens.helix import HelixProbeResult, helix_probe, plot_helix
 from earlens.stimuli import render_stimuli
 
 LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer_stats` names logged under another
-
-
-def _first_tensor(output):
-    """The tensor a hooked module produced (the first one of a tuple/list, e.g. RNN or attention outputs)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"HelicalityCallback needs a tensor layer output, got {type(output).__name__}")
 
 
 class HelicalityCallback(EveryNValidationEpochs):
@@ -65,44 +57,17 @@ class HelicalityCallback(EveryNValidationEpochs):
                               "seed": seed}
         self.last_result: HelixProbeResult | None = None
 
-    def _model_sample_rate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
-        candidates = [self.sample_rate, getattr(pl_module, "sample_rate", None),
-                      getattr(getattr(pl_module, "frontend", None), "sample_rate", None),
-                      getattr(getattr(trainer, "datamodule", None), "sample_rate", None)]
-        for rate in candidates:
-            if rate:
-                return int(rate)
-        raise ValueError("HelicalityCallback: set sample_rate= (the model, its frontend and the datamodule have none)")
-
-    @torch.no_grad()
     def layer_vectors(self, pl_module: pl.LightningModule, audio: np.ndarray) -> list[torch.Tensor]:
         """One time-averaged vector per clip and layer: list over layers of (N, D_layer) float32 tensors."""
-        captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        def pool(x):
+            return (x.mean(dim=self.time_dim) if x.ndim > 2 else x).flatten(1)
 
-        def hook_for(name):
-            def hook(module, inputs, output):
-                x = _first_tensor(output).float()
-                x = x.mean(dim=self.time_dim) if x.ndim > 2 else x
-                captured[name].append(x.flatten(1))
-            return hook
-
-        handles = [pl_module.get_submodule(name).register_forward_hook(hook_for(name)) for name in self.layers]
-        forward = getattr(pl_module, self.input_fn) if self.input_fn else pl_module
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            for start in range(0, len(audio), self.batch_size):
-                batch = torch.as_tensor(np.asarray(audio[start:start + self.batch_size]), device=pl_module.device)
-                forward(batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-            pl_module.train(was_training)
-        return [torch.cat(captured[name]) for name in self.layers]
+        return capture_layers(pl_module, self.layers, audio, self.batch_size, self.input_fn, pool)
 
     def probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> HelixProbeResult:
         """Embed this rank's shard of the notes, gather every rank's vectors, fit the helix (same on all ranks)."""
-        stimuli = render_stimuli("notes", sample_rate=self._model_sample_rate(trainer, pl_module),
+        rate = model_sample_rate(self.sample_rate, trainer, pl_module, "HelicalityCallback")
+        stimuli = render_stimuli("notes", sample_rate=rate,
                                  **self.stimulus_options)
         n_clips, world = len(stimuli), trainer.world_size
         per_rank = -(-n_clips // world)  # equal shards (the last padded by repeating the final clip) for all_gather

@@ -14,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from callbacks.helicality import _first_tensor
+from callbacks.capture import capture_layers, model_sample_rate
 from callbacks.schedule import EveryNValidationEpochs
 from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_activations, pure_tones
 
@@ -44,42 +44,16 @@ class PartialsCallback(EveryNValidationEpochs):
         self.frames_per_item = frames_per_item
         self.last_result: dict | None = None
 
-    def _model_sample_rate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
-        for rate in (self.sample_rate, getattr(pl_module, "sample_rate", None),
-                     getattr(getattr(pl_module, "frontend", None), "sample_rate", None),
-                     getattr(getattr(trainer, "datamodule", None), "sample_rate", None)):
-            if rate:
-                return int(rate)
-        raise ValueError("PartialsCallback: set sample_rate= (the model, its frontend and the datamodule have none)")
-
-    @torch.no_grad()
     def layer_frames(self, pl_module: pl.LightningModule, waves: np.ndarray) -> list[torch.Tensor]:
         """Per layer, (N, frames, D) float32 activations of the clips (time axis moved second, the rest flattened)."""
-        captured: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        def frames(x):
+            return (x.movedim(self.time_dim, 1) if x.ndim > 2 else x[:, None]).flatten(2)
 
-        def hook_for(name):
-            def hook(module, inputs, output):
-                x = _first_tensor(output).float()
-                x = x.movedim(self.time_dim, 1) if x.ndim > 2 else x[:, None]
-                captured[name].append(x.flatten(2))
-            return hook
-
-        handles = [pl_module.get_submodule(name).register_forward_hook(hook_for(name)) for name in self.layers]
-        forward = getattr(pl_module, self.input_fn) if self.input_fn else pl_module
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            for start in range(0, len(waves), self.batch_size):
-                forward(torch.as_tensor(waves[start:start + self.batch_size], device=pl_module.device))
-        finally:
-            for handle in handles:
-                handle.remove()
-            pl_module.train(was_training)
-        return [torch.cat(captured[name]) for name in self.layers]
+        return capture_layers(pl_module, self.layers, waves, self.batch_size, self.input_fn, frames)
 
     def probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, dict]:
         """Encode this rank's shard of the stimuli, gather every rank's frames, probe them (same on all ranks)."""
-        sample_rate = self._model_sample_rate(trainer, pl_module)
+        sample_rate = model_sample_rate(self.sample_rate, trainer, pl_module, "PartialsCallback")
         edges = log_bands(self.fmin, self.fmax or 0.4 * sample_rate, self.n_bands)
         tones = pure_tones(sample_rate, edges[0] * 1.01, edges[-1] / 1.01, self.n_tones, self.seconds, seed=self.seed)
         items = context_stimuli(sample_rate, edges, self.n_per_context, self.seconds, CONTEXTS, seed=self.seed)

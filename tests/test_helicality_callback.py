@@ -4,6 +4,8 @@ import csv
 
 import numpy as np
 import pytest
+
+from callbacks.capture import model_sample_rate
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
@@ -76,4 +78,4 @@ def test_unknown_layer_and_missing_sample_rate_are_reported():
         HelicalityCallback(layers=[])
     module = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="sample_rate"):
-        HelicalityCallback(layers=["weight"])._model_sample_rate(pl.Trainer(logger=False), module)
+        model_sample_rate(HelicalityCallback(layers=["weight"]).sample_rate, pl.Trainer(logger=False), module, "x")

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from callbacks.capture import model_sample_rate
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -66,4 +68,5 @@ def test_bad_options_are_reported():
     with pytest.raises(ValueError, match="layer"):
         PartialsCallback(layers=[])
     with pytest.raises(ValueError, match="sample_rate"):
-        PartialsCallback(layers=["weight"])._model_sample_rate(pl.Trainer(logger=False), torch.nn.Linear(2, 2))
+        model_sample_rate(PartialsCallback(layers=["weight"]).sample_rate, pl.Trainer(logger=False),
+                          torch.nn.Linear(2, 2), "PartialsCallback")
