@@ -661,43 +661,56 @@ def _syntheory_forward(params: list[torch.Tensor], x: torch.Tensor, width: int |
                        hidden_uniform=None) -> torch.Tensor:
     """SimpleMLP outputs `(L, S, P, R, n, C)` of inputs `(L, S, P or 1, n, D)` (already dropped out).
 
-    The R models that share an input are one `(R·out, D)` matrix, so each input is read once; hidden dropout
-    thresholds the shared `hidden_uniform` `(n, H)` at each model's p.
+    Computed transposed, `W Xᵀ`, with the R models that share an input stacked into one `(R·out, D)` matrix: each
+    input is read once and every gradient comes out contiguous. Hidden dropout thresholds the shared
+    `hidden_uniform` `(n, H)` at each model's p.
     """
     weight, bias = params[0], params[1]
     n_layers, n_std, n_drop, n_rates, out, dim = weight.shape
     n = x.shape[-2]
     x = x.expand(n_layers, n_std, n_drop, n, dim).reshape(-1, n, dim)
-    first = torch.bmm(x, weight.reshape(-1, n_rates * out, dim).transpose(1, 2))  # (L·S·P, n, R·out)
-    first = first.view(n_layers, n_std, n_drop, n, n_rates, out).transpose(3, 4) + bias.transpose(-1, -2)
+    first = torch.bmm(weight.view(-1, n_rates * out, dim), x.transpose(1, 2))  # (L·S·P, R·out, n)
+    first = first.view(n_layers, n_std, n_drop, n_rates, out, n) + bias
     if not width:
-        return first
+        return first.transpose(-1, -2)
     hidden = first.relu()
     if hidden_uniform is not None:
-        keep = (hidden_uniform >= dropout[:, None, None]) / (1 - dropout[:, None, None])  # (P, n, H)
+        keep = (hidden_uniform.T >= dropout[:, None, None]) / (1 - dropout[:, None, None])  # (P, H, n)
         hidden = hidden * keep[None, None, :, None]
-    return hidden @ params[2].transpose(-1, -2) + params[3].transpose(-1, -2)
+    return (params[2] @ hidden + params[3]).transpose(-1, -2)
 
 
-def _adam_step(params, grads, moments, step: int, lr, l2, active, betas=(0.9, 0.999), eps=1e-8) -> None:
+def _adam_step(params, grads, moments, step: int, lr, l2, active, betas=(0.9, 0.999), eps=1e-8,
+               block: int = 1 << 18) -> None:
     """`torch.optim.Adam(weight_decay=l2)` (L2 added to the gradient, biases included) per model; models that
-    stopped keep their weights and moments."""
+    stopped keep their weights and moments.
+
+    Updated in blocks of about `block` numbers, all steps of a block while it sits in cache: whole-tensor steps
+    streamed every (batched MLP) parameter through memory ~10 times per step, slower than one model at a time.
+    """
     correction1, correction2 = 1 - betas[0] ** step, 1 - betas[1] ** step
+    n_models = active.numel()
+    rate = (lr.expand(active.shape).reshape(n_models, 1) / correction1)
+    decay = l2.expand(active.shape).reshape(n_models, 1)
+    live = active.reshape(n_models, 1)
     everyone = bool(active.all())
     for param, grad, (mean, square) in zip(params, grads, moments):
-        shape = l2.shape + (1,) * (param.dim() - l2.dim())
-        grad = grad + l2.view(shape) * param
-        if everyone:  # in place, as torch.optim.Adam
-            mean.lerp_(grad, 1 - betas[0])
-            square.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
-            denom = (square.sqrt() / correction2 ** 0.5).add_(eps)
-            param.addcdiv_(mean * (lr.view(shape) / correction1), denom, value=-1.0)
-            continue
-        mask = active.view(active.shape + (1,) * (param.dim() - active.dim()))
-        mean.copy_(torch.where(mask, torch.lerp(mean, grad, 1 - betas[0]), mean))
-        square.copy_(torch.where(mask, betas[1] * square + (1 - betas[1]) * grad.square(), square))
-        update = (lr.view(shape) / correction1) * mean / (square.sqrt() / correction2 ** 0.5 + eps)
-        param.sub_(torch.where(mask, update, torch.zeros_like(update)))
+        param, mean, square = param.view(n_models, -1), mean.view(n_models, -1), square.view(n_models, -1)
+        grad = grad.reshape(n_models, -1)
+        models = max(1, block // param.shape[1])
+        for start in range(0, n_models, models):
+            rows = slice(start, start + models)
+            p, m, v = param[rows], mean[rows], square[rows]
+            g = grad[rows] + decay[rows] * p
+            if everyone:  # in place, as torch.optim.Adam
+                m.lerp_(g, 1 - betas[0])
+                v.mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+                p.addcdiv_(m * rate[rows], v.sqrt().div_(correction2 ** 0.5).add_(eps), value=-1.0)
+                continue
+            keep = live[rows]
+            m.copy_(torch.where(keep, torch.lerp(m, g, 1 - betas[0]), m))
+            v.copy_(torch.where(keep, betas[1] * v + (1 - betas[1]) * g.square(), v))
+            p.sub_(torch.where(keep, m * rate[rows] / (v.sqrt() / correction2 ** 0.5 + eps), 0.0))
 
 
 def _syntheory_result(data: _SynTheoryData, task: str, configs: list[dict], records: dict,
