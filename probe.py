@@ -139,13 +139,13 @@ def task_stimuli(sample_rate: int, data: dict, split: str = "test", max_items: i
         data = getattr(importlib.import_module(module), name)(**data.get("init_args", {}))
     data.sample_rate = sample_rate  # before setup: the clips are decoded at the backbone's input rate
     waves, lengths, names, sources = data.stimuli(split, max_items)
-    table = Path(create_cache_table(data, split, names, sources))
+    table = Path(write_stimulus_table(data, split, names, sources))
     key = f"task-{type(data).__name__}-{split}-{len(waves)}"
     return StimulusSet(waves.astype(np.float32), sample_rate, {"label": np.array(names)}, table, key, lengths)
 
 
-def create_cache_table(datamodule, split: str, names: list[str], sources: list[str]) -> Path:
-    """The stimuli's labels as a CSV beside the run (what `summary.json` points to)."""
+def write_stimulus_table(datamodule, split: str, names: list[str], sources: list[str]) -> Path:
+    """The stimuli's labels as a CSV in a temporary folder (what `summary.json` points to as the stimulus table)."""
     path = Path(tempfile.mkdtemp(prefix="earlens-task-")) / f"{datamodule.dataset}-{split}.csv"
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
