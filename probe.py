@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
+from scipy.stats import binomtest
 
 from earlens.backbones import Backbone, load_backbone
 from earlens.features import extract_features
@@ -216,19 +217,49 @@ def plot_scores_vs_layer(layer_names: list[str], probes: dict[str, ProbeResult])
     return fig
 
 
-def write_tables(run_dir: Path, rows: list[dict]) -> dict[str, Path]:
-    paths = {"csv": run_dir / "layers.csv", "json": run_dir / "layers.json"}
-    with open(paths["csv"], "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def metric_table(rows: list[dict], probes: dict[str, ProbeResult]) -> list[dict]:
+    """The layer table in long form, (layer, metric, value, ci_low, ci_high): test accuracies with a 95 % Wilson
+    interval over the test clips, ω with its bootstrap interval, every other number without one."""
+    n_test = {target: len(result.split.test) for target, result in probes.items()}
+    long = []
+    for row in rows:
+        for key, value in row.items():
+            if key in ("layer", "layer_name") or not isinstance(value, (int, float)):
+                continue
+            low = high = float("nan")
+            target, _, stat = key.partition("/")
+            if stat == "test_accuracy" and target in n_test and np.isfinite(value):
+                interval = binomtest(round(value * n_test[target]), n_test[target]).proportion_ci(method="wilson")
+                low, high = interval.low, interval.high
+            elif key == "helix/omega_chroma":
+                low, high = row["helix/omega_ci_low"], row["helix/omega_ci_high"]
+            long.append({"layer": row["layer_name"], "metric": key, "value": float(value), "ci_low": float(low),
+                         "ci_high": float(high)})
+    return long
+
+
+def write_tables(run_dir: Path, rows: list[dict], long: list[dict]) -> dict[str, Path]:
+    """`layers.csv`/`layers.json` (a row per layer) and `layer_metrics.csv` (long form, with intervals)."""
+    paths = {"csv": run_dir / "layers.csv", "json": run_dir / "layers.json", "long": run_dir / "layer_metrics.csv"}
+    for path, table in ((paths["csv"], rows), (paths["long"], long)):
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
     paths["json"].write_text(json.dumps(rows, indent=1) + "\n")
     return paths
 
 
-def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], plots: dict[str, Path],
-              summary: dict) -> str:
-    """One W&B run: per-layer metrics as steps (step = layer), the layer table, the plots and the summary."""
+def charted_metrics(columns: list[str]) -> list[str]:
+    """The columns worth a metric-against-layer chart: each target's test score and the helix's headline numbers."""
+    return [c for c in columns if c.endswith(("/test_accuracy", "/test_r2"))
+            or c in ("helix/r2", "helix/p_helix", "helix/octave_index", "helix/omega_chroma")]
+
+
+def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], long: list[dict],
+              plots: dict[str, Path], summary: dict) -> str:
+    """One W&B run: per-layer metrics as steps (step = layer), the layer table (wide and long, with intervals),
+    a line chart of each headline metric against layer, the plots and the summary."""
     import wandb
 
     run = start_wandb_run(project=project, name=name, dir=str(run_dir), config=config, job_type="probe",
@@ -236,8 +267,12 @@ def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[d
     for row in rows:
         run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=row["layer"])
     columns = list(rows[0])
-    run.log({"layers": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows]),
-             **{f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}})
+    layers = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+    charts = {f"charts/{key}": wandb.plot.line(layers, "layer", key, title=f"{key} against layer")
+              for key in charted_metrics(columns)}
+    run.log({"layers": layers, "tables/layer_metrics": wandb.Table(columns=list(long[0]),
+                                                                   data=[list(r.values()) for r in long]),
+             **charts, **{f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}})
     run.summary.update(_flatten(summary))
     run_path = run.dir
     run.finish()
@@ -294,7 +329,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     layer_names = list(backbone.layer_names)
     rows = layer_table(layer_names, probes, helix)
-    tables = write_tables(run_dir, rows)
+    long = metric_table(rows, probes)
+    tables = write_tables(run_dir, rows, long)
     figures = {"scores_vs_layer": plot_scores_vs_layer(layer_names, probes)}
     helix_summary = None
     if helix is not None:
@@ -331,7 +367,7 @@ def main(argv: list[str] | None = None) -> Path:
     summary["wall_time_s"] = time.perf_counter() - began
     path = write_summary(run_dir, **summary)  # on disk before W&B is touched: W&B can never lose it
     summary["wandb_run_dir"] = log_wandb(run_dir, options.wandb_project, f"{config_name}/{run_dir.name}",
-                                         config.as_dict(), rows, plots, summary)
+                                         config.as_dict(), rows, long, plots, summary)
     path = write_summary(run_dir, **summary)
     print(path)
     return path

@@ -4,7 +4,8 @@ Rendered (cached) piano notes go through the model under training; forward hooks
 output is averaged over time into one vector per note, and `earlens.helix.helix_probe` (the same function
 `probe.py` uses) fits the helix. Under DDP every rank embeds an equal shard of the notes, the activations are
 all-gathered, and every rank fits the identical helix, so every rank logs the same values and nobody waits on
-anyone; only rank 0 sends the plot to W&B.
+anyone; rank 0 writes the per-layer table (`tables/helix.csv`, W&B `tables/helix`) and sends the plots
+(the best layer's helix, R² over epoch × layer) to W&B.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from pytorch_lightning.loggers import WandbLogger
 
 from callbacks.capture import capture_layers, model_sample_rate
+from callbacks.media import figure_image, log_layer_table, read_layer_table, wandb_loggers
 from callbacks.schedule import EveryNValidationEpochs
 from earlens.helix import HelixProbeResult, helix_probe, plot_helix
+from earlens.plots import plot_epoch_layer_heatmap
 from earlens.stimuli import render_stimuli
 
 LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer_stats` names logged under another
@@ -83,17 +84,23 @@ class HelicalityCallback(EveryNValidationEpochs):
         if not self._is_due(trainer):
             return
         result = self.last_result = self.probe(trainer, pl_module)
-        for name, values in result.layer_stats().items():
+        stats = result.layer_stats()
+        for name, values in stats.items():
             for layer, value in zip(self.layers, values):
                 if np.isfinite(value):
                     pl_module.log(f"helix/{layer}/{LOGGED_AS.get(name, name)}", float(value))
-        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)] if trainer.is_global_zero else []
-        if wandb_loggers:
+        per_layer = {name: dict(zip(self.layers, values)) for name, values in stats.items()}
+        table = log_layer_table(trainer, "helix", per_layer,
+                                intervals={"omega_chroma": ("omega_ci_low", "omega_ci_high")})
+        loggers = wandb_loggers(trainer)
+        if loggers:
             best = int(np.argmax(result.r2))
             title = (f"{self.layers[best]} (epoch {trainer.current_epoch}): R²={result.r2[best]:.3f}, "
                      f"ω={result.omega_chroma[best]:.3f}")
-            canvas = FigureCanvasAgg(plot_helix(result, best, title=title))
-            canvas.draw()
-            image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-            for logger in wandb_loggers:
-                logger.log_image(key="helix/best_layer", images=[image], caption=[self.layers[best]])
+            helix = figure_image(plot_helix(result, best, title=title))
+            heatmap = figure_image(plot_epoch_layer_heatmap(
+                read_layer_table(table), "r2", "p_helix", self.probe_options["alpha"],
+                title="helix R² per layer and epoch (dots: p_helix ≤ α, beyond smooth curves)"))
+            for logger in loggers:
+                logger.log_image(key="helix/best_layer", images=[helix], caption=[self.layers[best]])
+                logger.log_image(key="helix/r2_epoch_layer", images=[heatmap])

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.capture import capture_layers, model_sample_rate
+from callbacks.media import log_layer_table
 from callbacks.schedule import EveryNValidationEpochs
 from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_activations, pure_tones
 
@@ -23,7 +24,7 @@ LOGGED = ("band_auc", "frame_auc", "invariance", "invariance_null", "split_half"
 
 
 class PartialsCallback(EveryNValidationEpochs):
-    """Log `partials/{layer}/{stat}` (band means) for `LOGGED` stats.
+    """Log `partials/{layer}/{stat}` (band means) for `LOGGED` stats, and the same as rows of `tables/partials.csv`.
 
     layers: module names in `pl_module`. time_dim: the time axis of each layer output (-1 for (B, C, T) and
     (B, C, F, T) convolution outputs; 1 for (B, T, D)); the other non-batch axes become the feature vector.
@@ -74,6 +75,8 @@ class PartialsCallback(EveryNValidationEpochs):
         if not self._is_due(trainer):
             return
         result = self.last_result = self.probe(trainer, pl_module)
-        for layer, stats in result.items():
-            for key in LOGGED:
-                pl_module.log(f"partials/{layer}/{key}", float(np.nanmean(stats[key])))
+        means = {key: {layer: float(np.nanmean(stats[key])) for layer, stats in result.items()} for key in LOGGED}
+        for key, per_layer in means.items():
+            for layer, value in per_layer.items():
+                pl_module.log(f"partials/{layer}/{key}", value)
+        log_layer_table(trainer, "partials", means)

@@ -21,8 +21,8 @@ import numpy as np
 import pytorch_lightning as pl
 import soxr
 import torch
-from pytorch_lightning.loggers import WandbLogger
 
+from callbacks.media import figure_image, log_layer_table, wandb_loggers
 from callbacks.schedule import EveryNValidationEpochs
 from earlens.lengths import proportional_frames, time_mask
 from earlens.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes
@@ -251,6 +251,7 @@ class ZipfCallback(EveryNValidationEpochs):
         self._reset()
         self._active = False
         self.last_results = {}
+        table = {}  # metric -> {"n-gram": value}: rows of `tables/zipf.csv`
         for n in self.orders:
             _, counts = merge_counts(*(g[n] for g in gathered))
             if counts.sum() == 0:
@@ -265,8 +266,11 @@ class ZipfCallback(EveryNValidationEpochs):
             values["preferred"] = PREFERRED_CODES.get(result.preferred, float("nan"))
             for key, value in values.items():
                 pl_module.log(prefix + key, value)
+                table.setdefault(key, {})[f"{n}-gram"] = value
             if n == 1 and trainer.is_global_zero:
                 self._log_plot(trainer, counts, result)
+        if table:
+            log_layer_table(trainer, "zipf", table)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -280,14 +284,10 @@ class ZipfCallback(EveryNValidationEpochs):
             self.units.set_centroids(state_dict["centroids"])
 
     def _log_plot(self, trainer: pl.Trainer, counts: np.ndarray, result) -> None:
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        loggers = wandb_loggers(trainer)
         if not loggers:
             return
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        figure = rank_frequency_plot(counts, result, title=f"{self.source} symbols, epoch {trainer.current_epoch}")
-        canvas = FigureCanvasAgg(figure)
-        canvas.draw()
-        image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        image = figure_image(rank_frequency_plot(counts, result,
+                                                 title=f"{self.source} symbols, epoch {trainer.current_epoch}"))
         for logger in loggers:
             logger.log_image(key="zipf/rank_frequency", images=[image], step=trainer.global_step)

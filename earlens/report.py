@@ -3,7 +3,8 @@
 Reads only what `train.py` and `probe.py` leave in their run folders (`summary.json`, `csv/version_*/metrics.csv`,
 `layers.csv`, the PNG figures) and writes one HTML file with every image inlined: a table of the runs side by side,
 metric-vs-epoch plots (every run of a metric on one axis), metric-vs-layer plots of probe runs, and each run's own
-figures (filters, helix, Zipf, scores per layer).
+figures (filters, helix, Zipf, scores per layer), and heatmaps over epoch × layer of the callbacks' per-layer tables
+(`tables/<callback>.csv`: helix R² with the layers beyond smooth surrogates marked, partials, Zipf per n-gram order).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from earlens.plots import plot_epoch_layer_heatmap
+
+TABLE_COLUMNS = ("epoch", "step", "layer", "metric", "value", "ci_low", "ci_high")  # of `tables/<callback>.csv`
+HEATMAPS = {"helix": [("r2", "p_helix", 0.01)], "partials": [("band_auc", None, None), ("invariance", None, None)],
+            "zipf": [("alpha_zm", None, None), ("alpha_tail", None, None)]}  # metric, marked where mark ≤ bound
 
 
 def _png(figure: Figure) -> str:
@@ -42,6 +49,16 @@ def _numbers(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return pairs
 
 
+def read_layer_table(path: str | Path) -> list[dict]:
+    """Rows of a table written by `log_layer_table`; a row logged again for the same (epoch, layer, metric), as after
+    a resume, replaces the earlier one."""
+    latest = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            latest[(row["epoch"], row["layer"], row["metric"])] = row
+    return list(latest.values())
+
+
 def read_run(run_dir: Path) -> dict:
     """Everything the report shows about one run folder."""
     summary_path = run_dir / "summary.json"
@@ -55,9 +72,15 @@ def read_run(run_dir: Path) -> dict:
     if (run_dir / "layers.csv").is_file():
         with open(run_dir / "layers.csv", newline="") as file:
             layers = list(csv.DictReader(file))
+    intervals = {}
+    if (run_dir / "layer_metrics.csv").is_file():
+        with open(run_dir / "layer_metrics.csv", newline="") as file:
+            intervals = {(row["layer"], row["metric"]): (float(row["ci_low"]), float(row["ci_high"]))
+                         for row in csv.DictReader(file) if row["ci_low"] not in ("", "nan")}
     return {"dir": run_dir, "name": f"{run_dir.parent.name}/{run_dir.name}",
             "summary": json.loads(summary_path.read_text()), "epochs": epochs, "layers": layers,
-            "figures": sorted(run_dir.glob("*.png"))}
+            "intervals": intervals, "figures": sorted(run_dir.glob("*.png")),
+            "tables": {path.stem: read_layer_table(path) for path in sorted(run_dir.glob("tables/*.csv"))}}
 
 
 def _flat(summary: dict, prefix: str = "") -> dict:
@@ -83,8 +106,10 @@ def _comparison_table(runs: list[dict]) -> str:
 
 def _curves(runs: list[dict], source: str, x_label: str) -> list[str]:
     """One plot per metric: every run that logged it, against epoch (`epochs`) or layer (`layers`)."""
+    tabled = tuple(f"{table}/" for run in runs for table in run["tables"])  # drawn as heatmaps instead
     metrics = sorted({k for run in runs for row in run[source] for k in row
-                      if k not in ("epoch", "step", "layer", "layer_name") and _numbers([row], k)})
+                      if k not in ("epoch", "step", "layer", "layer_name") and _numbers([row], k)
+                      and not (source == "epochs" and k.startswith(tabled))})
     images = []
     for metric in metrics:
         if source == "epochs" and not metric.startswith(("val/", "train/loss_epoch", "helix/", "zipf/", "filters/")):
@@ -93,15 +118,35 @@ def _curves(runs: list[dict], source: str, x_label: str) -> list[str]:
         axes = figure.add_subplot()
         for run in runs:
             pairs = _numbers(run[source], metric)
-            if pairs:
-                xs, ys = zip(*sorted(pairs))
-                axes.plot(xs, ys, "o-", ms=3, label=run["name"])
+            if not pairs:
+                continue
+            xs, ys = zip(*sorted(pairs))
+            line = axes.plot(xs, ys, "o-", ms=3, label=run["name"])[0]
+            if source == "layers":  # 95 % intervals where the run has them (test accuracy, ω)
+                bands = [(x, *run["intervals"][(row["layer_name"], metric)]) for x, row in zip(xs, run["layers"])
+                         if (row.get("layer_name"), metric) in run["intervals"]]
+                if bands:
+                    bx, low, high = zip(*bands)
+                    axes.fill_between(bx, low, high, color=line.get_color(), alpha=0.2, lw=0)
         if source == "layers" and runs[0]["layers"]:
             names = [row.get("layer_name", row.get("layer")) for row in runs[0]["layers"]]
             axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         axes.set(xlabel=x_label, ylabel=metric, title=metric)
         axes.legend(fontsize=7)
         images.append(_image(_png(figure), f"{metric} against {x_label}"))
+    return images
+
+
+def _heatmaps(run: dict) -> list[str]:
+    """Heatmaps over epoch × layer of the callbacks' tables (`HEATMAPS` says which metrics)."""
+    images = []
+    for table, rows in run["tables"].items():
+        present = {row["metric"] for row in rows}
+        for metric, mark, bound in HEATMAPS.get(table, [(sorted(present)[0], None, None)] if present else []):
+            if metric in present:
+                figure = plot_epoch_layer_heatmap(rows, metric, mark if mark in present else None, bound,
+                                                  title=f"{table}: {metric}")
+                images.append(_image(_png(figure), f"{table} {metric} over epoch and layer"))
     return images
 
 
@@ -114,6 +159,10 @@ def render(run_dirs: list[Path], title: str = "earlens runs") -> str:
     if by_layer:
         parts += ["<h2>Metrics against layer</h2>", '<div class="grid">', *by_layer, "</div>"]
     for run in runs:
+        heatmaps = _heatmaps(run)
+        if heatmaps:
+            parts += [f"<h2>Per layer and epoch: {html.escape(run['name'])}</h2>", '<div class="grid">', *heatmaps,
+                      "</div>"]
         if run["figures"]:
             parts += [f"<h2>Figures of {html.escape(run['name'])}</h2>", '<div class="grid">']
             parts += [_image(base64.b64encode(p.read_bytes()).decode(), p.stem) for p in run["figures"]]

@@ -207,28 +207,32 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def read_offline_wandb_history(run_dir: str | os.PathLike) -> list[dict]:
-    """Logged rows of the offline W&B run under `run_dir` (`wandb/offline-run-*/run-*.wandb`).
+def offline_wandb_records(run_dir: str | os.PathLike) -> list:
+    """Every `wandb_internal_pb2.Record` of the offline W&B runs under `run_dir` (`wandb/offline-run-*/run-*.wandb`).
 
     The file is a LevelDB-style log (7-byte file header, 32 KiB blocks, records split FULL/FIRST/MIDDLE/LAST)
-    of `wandb_internal_pb2.Record` protobufs; no server and no W&B summary file are needed.
+    of protobuf records; W&B 0.31 ships no reader for it, and no server or summary file is needed.
     """
-    import json
-
     from wandb.proto import wandb_internal_pb2
 
     files = sorted(Path(run_dir).glob("**/offline-run-*/run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no offline W&B run file under {run_dir}")
-    rows = []
+    records = []
     for file in files:
         for payload in _leveldb_log_records(file.read_bytes()):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(payload)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
-    return rows
+            records.append(record)
+    return records
+
+
+def read_offline_wandb_history(run_dir: str | os.PathLike) -> list[dict]:
+    """Logged rows (`run.log` calls) of the offline W&B runs under `run_dir`, as dicts of flattened keys."""
+    import json
+
+    return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            for record in offline_wandb_records(run_dir) if record.WhichOneof("record_type") == "history"]
 
 
 def _leveldb_log_records(data: bytes, block_size: int = 32768, header_size: int = 7):

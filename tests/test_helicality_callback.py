@@ -8,13 +8,16 @@ import pytest
 from callbacks.capture import model_sample_rate
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import CSVLogger
+import wandb
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
 from callbacks.helicality import HelicalityCallback
+from earlens.report import read_layer_table
 from earlens.helix import helix_probe
 from earlens.stimuli import render_stimuli
+from lightning_modules.cli import read_offline_wandb_history
 
 
 class TinyAudioModel(pl.LightningModule):
@@ -45,8 +48,9 @@ def test_logged_values_equal_a_direct_helix_probe(tmp_path):
     options = dict(n_surrogates=19, alpha=0.05, n_bootstrap=20, n_permutations=10)
     callback = HelicalityCallback(layers=["filters", "mix"], every_n_epochs=2, programs=[0, 24], **options)
     noise = torch.randn(8, 8000, generator=torch.Generator().manual_seed(0))
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, callbacks=[callback],
-                         logger=CSVLogger(tmp_path, name="csv", version=""), enable_checkpointing=False,
+    loggers = [CSVLogger(tmp_path, name="csv", version=""), WandbLogger(save_dir=tmp_path, offline=True)]
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, callbacks=[callback], logger=loggers,
+                         default_root_dir=tmp_path, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     model = TinyAudioModel()
     trainer.fit(model, DataLoader(noise, batch_size=4), DataLoader(noise, batch_size=4))
@@ -71,6 +75,22 @@ def test_logged_values_equal_a_direct_helix_probe(tmp_path):
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = [row for row in csv.DictReader(f) if row.get("helix/mix/r2")]
     assert [row["epoch"] for row in rows] == ["1"]  # every_n_epochs=2: the second validation epoch only
+
+    table = read_layer_table(tmp_path / "tables" / "helix.csv")  # the same numbers as long rows, ω with its CI
+    stats = direct.layer_stats()
+    for row in table:
+        assert row["epoch"] == "1"
+        i = ["filters", "mix"].index(row["layer"])
+        assert float(row["value"]) == pytest.approx(stats[row["metric"]][i], rel=1e-4, abs=1e-6, nan_ok=True)
+        if row["metric"] == "omega_chroma":
+            assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx(
+                (stats["omega_ci_low"][i], stats["omega_ci_high"][i]), rel=1e-4)
+    assert {row["metric"] for row in table} == set(stats) and len(table) == 2 * len(stats)
+    wandb.finish()
+    history = read_offline_wandb_history(tmp_path)
+    logged_tables = [row for row in history if row.get("tables/helix/_type") == "table-file"]
+    images = [row for row in history if row.get("helix/r2_epoch_layer/_type") == "images/separated"]
+    assert len(logged_tables) == 1 and logged_tables[0]["tables/helix/nrows"] == len(table) and len(images) == 1
 
 
 def test_unknown_layer_and_missing_sample_rate_are_reported():

@@ -15,6 +15,12 @@ from callbacks.partials import PartialsCallback
 from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_layers, pure_tones
 from tests.test_helicality_callback import TinyAudioModel
 
+
+@pytest.fixture(autouse=True)
+def _run_folder(tmp_path, monkeypatch):
+    """Trainers here keep Lightning's default run folder (the working directory): make it a temporary one."""
+    monkeypatch.chdir(tmp_path)
+
 OPTIONS = {"n_bands": 4, "n_per_context": 8, "n_tones": 12, "seconds": 0.25, "frames_per_item": 1, "fmin": 100.0,
            "fmax": 4000.0}
 

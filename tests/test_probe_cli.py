@@ -6,44 +6,19 @@ import json
 
 import numpy as np
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from wandb.proto import wandb_internal_pb2
 
 from earlens.paths import REPO_ROOT
-
-WANDB_BLOCK = 32768  # W&B's LevelDB-style log: 32 KiB blocks of records with 7-byte headers
+from lightning_modules.cli import read_offline_wandb_history
 
 
 def run_probe(args: list[str], tmp_path: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO_ROOT / "probe.py"), *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline", **env})
-
-
-def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    """Records of an offline `run-*.wandb` file (`:W&B` header, then FULL/FIRST/MIDDLE/LAST chunks)."""
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, pending, records = 7, b"", []
-    while pos + 7 <= len(data):
-        if WANDB_BLOCK - pos % WANDB_BLOCK < 7:  # block trailer too short for a header: zero padding
-            pos += WANDB_BLOCK - pos % WANDB_BLOCK
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:
-            break
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +61,34 @@ def test_tables_and_plots(crepe_run):
         png = (run_dir / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
+    # the long table: the same values, test accuracy with its Wilson interval over the 22 test notes
+    with open(run_dir / "layer_metrics.csv") as file:
+        long = {(row["layer"], row["metric"]): row for row in csv.DictReader(file)}
+    n_test = json.loads((run_dir / "summary.json").read_text())["probes"]["pitch_class"]["n_train_val_test"][2]
+    for row in rows:
+        cell = long[(row["layer_name"], "pitch_class/test_accuracy")]
+        p, z = float(row["pitch_class/test_accuracy"]), 1.959964
+        centre = (p + z * z / (2 * n_test)) / (1 + z * z / n_test)
+        half = z / (1 + z * z / n_test) * np.sqrt(p * (1 - p) / n_test + z * z / (4 * n_test ** 2))
+        assert float(cell["value"]) == pytest.approx(p)
+        interval = (float(cell["ci_low"]), float(cell["ci_high"]))
+        assert interval == pytest.approx((centre - half, centre + half), abs=1e-6)
+        omega = long[(row["layer_name"], "helix/omega_chroma")]
+        assert float(omega["ci_low"]) == pytest.approx(float(row["helix/omega_ci_low"]))
+
 
 def test_offline_wandb_run_holds_the_per_layer_metrics(crepe_run):
     run_dir, _ = crepe_run
-    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    logged = {}
-    for record in wandb_records(run_file):
-        if record.WhichOneof("record_type") == "history":
-            items = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
-            if "pitch_class/test_accuracy" in items:
-                logged[int(items["_step"])] = float(items["pitch_class/test_accuracy"])
+    logged = {int(row["_step"]): row["pitch_class/test_accuracy"] for row in read_offline_wandb_history(run_dir)
+              if "pitch_class/test_accuracy" in row}
     with open(run_dir / "layers.csv") as file:
         expected = {int(row["layer"]): float(row["pitch_class/test_accuracy"]) for row in csv.DictReader(file)}
     assert logged == pytest.approx(expected)
+    history = read_offline_wandb_history(run_dir)  # metric-against-layer charts and the long table
+    charts = {key.split("_table/")[0] for row in history for key in row if key.startswith("charts/")}
+    assert {"charts/pitch_class/test_accuracy", "charts/octave/test_accuracy", "charts/helix/r2",
+            "charts/helix/p_helix"} <= charts
+    assert any(row.get("tables/layer_metrics/_type") == "table-file" for row in history)
 
 
 @pytest.mark.parametrize("config, checkpoint", [("notes_musicgen_small", "facebook/musicgen-small"),

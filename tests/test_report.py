@@ -4,9 +4,13 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+from matplotlib.image import imread
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
@@ -17,7 +21,7 @@ TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--tr
 def test_report_shows_runs_side_by_side_with_their_curves_and_figures(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"}
     summaries = []
-    for config in ("gabor_speaker", "mel_speaker"):
+    for config in ("gabor_speaker_interp", "mel_speaker"):  # the first with the helicality and Zipf callbacks
         proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", config, *TINY], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -34,6 +38,22 @@ def test_report_shows_runs_side_by_side_with_their_curves_and_figures(tmp_path):
         assert f"{run.parent.name}/{run.name}" in page
         assert f"{summary['test_metrics']['test/acc']:.4g}" in page  # the test metric in the side-by-side table
     assert "val/acc_macro against epoch" in page and "kernels" in page
+    assert "helix r2 over epoch and layer" in page and "zipf alpha_zm over epoch and layer" in page
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) >= 5 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'src="(?!data:)', page)  # self-contained: nothing fetched from elsewhere
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:  # `apt-get install chromium` enables the check that a browser draws the plots
+        return
+    def coloured_share(page_path: Path) -> float:
+        shot = page_path.with_suffix(".png")
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--screenshot={shot}", "--window-size=1400,4000", page_path.as_uri()],
+                       capture_output=True, timeout=120, check=True)
+        pixels = imread(shot)[..., :3]
+        return float((np.ptp(pixels, axis=-1) > 0.2).mean())  # curves and heatmaps; text and tables are grey
+
+    blank = tmp_path / "no_images.html"  # control: the same page with every image emptied draws no colour
+    blank.write_text(re.sub(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', 'src=""', page), encoding="utf-8")
+    assert coloured_share(out) > 0.003 and coloured_share(blank) < 0.001  # (broken-image icons: a few pixels)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.cli import expand_config_args, read_offline_wandb_history, resolve_config
+from lightning_modules.cli import (expand_config_args, offline_wandb_records, read_offline_wandb_history,
+                                   resolve_config)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
@@ -71,17 +72,8 @@ def test_fit_test_summary_and_logs(tmp_path):
     assert summary["best_score"] == pytest.approx(max(csv_val))
 
     # the best checkpoint, config and summary are one W&B model artifact, recorded offline for `wandb sync`
-    from wandb.proto import wandb_internal_pb2
-
-    from lightning_modules.cli import _leveldb_log_records
-
-    artifacts = []
-    for file in run_dir.glob("wandb/offline-run-*/run-*.wandb"):
-        for payload in _leveldb_log_records(file.read_bytes()):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(payload)
-            if record.WhichOneof("record_type") == "artifact":
-                artifacts.append(sorted(m.path for m in record.artifact.manifest.contents))
+    artifacts = [sorted(m.path for m in record.artifact.manifest.contents)
+                 for record in offline_wandb_records(run_dir) if record.WhichOneof("record_type") == "artifact"]
     assert artifacts == [sorted([Path(summary["best_checkpoint"]).name, "config.yaml", "summary.json"])]
 
 

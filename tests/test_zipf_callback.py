@@ -15,6 +15,12 @@ from earlens.paths import data_root
 from earlens.tokenizers import KMeansUnits, LyraTokenizer, match_centroids
 from earlens.zipf import collapse_repeats, ngram_statistics, zipf_tokens
 
+
+@pytest.fixture(autouse=True)
+def _run_folder(tmp_path, monkeypatch):
+    """Trainers here keep Lightning's default run folder (the working directory): make it a temporary one."""
+    monkeypatch.chdir(tmp_path)
+
 HOP = 16  # samples per frame of FrameModule
 
 
