@@ -18,17 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from scipy.stats import binomtest
 
 from earlens.backbones import Backbone, load_backbone
-from earlens.features import extract_features
+from earlens.features import check_disk_space, encode_span, plan_extraction
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
 from earlens.probes import FAST_WEIGHT_DECAYS, ProbeResult, fit_layer_probes
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
+from lightning_modules.extraction import cache_precision, extract_on_trainer
 
 
 @dataclass
@@ -116,6 +118,11 @@ class ProbesOptions:
     helix: HelixOptions = field(default_factory=HelixOptions)
 
 
+TRAINER_OWNED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "max_epochs", "min_epochs",
+                 "max_steps", "min_steps", "check_val_every_n_epoch", "val_check_interval", "enable_progress_bar",
+                 "enable_model_summary"}  # set by probe.py (`--progress`) or meaningless for extraction
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="configs/NAME.yaml or a path")
@@ -123,6 +130,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--backbone", type=BackboneOptions, default=BackboneOptions())
     parser.add_argument("--features", type=FeatureOptions, default=FeatureOptions())
     parser.add_argument("--probes", type=ProbesOptions, default=ProbesOptions())
+    parser.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=TRAINER_OWNED)  # as in train.py
+    parser.set_defaults({"trainer.devices": 1, "trainer.accelerator": "auto"})
     parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (default runs/<config>/<time>)")
     parser.add_argument("--wandb_project", type=str, default="earlens")
     parser.add_argument("--progress", type=bool, default=True, help="tqdm progress bars")
@@ -153,6 +162,27 @@ def write_stimulus_table(datamodule, split: str, names: list[str], sources: list
         writer.writerow(["index", "path", "label"])
         writer.writerows([i, source, name] for i, (source, name) in enumerate(zip(sources, names)))
     return path
+
+
+def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = True) -> np.memmap | None:
+    """Mean-pooled features of every layer, from the cache or by `Trainer.predict` on `--trainer.*` devices/nodes.
+
+    Prints the entry's size before extracting and refuses when its disk cannot hold it. Rank 0 gets the array,
+    other ranks None."""
+    trainer = pl.Trainer(**options.trainer.as_dict(), logger=False, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False)
+    plan = plan_extraction(backbone, stimuli.waves, stimuli.sample_rate, stimuli.key, "mean",
+                           options.features.batch_size, options.features.cache_dir, cache_precision(trainer),
+                           stimuli.lengths)
+    if plan.missing and trainer.is_global_zero:
+        dims = encode_span(backbone, plan, 0, 1)[1]  # one clip: the layers' widths, hence the entry's size
+        plan.entry_bytes = 4 * len(plan.waves) * len(dims) * max(dims)
+        print(f"feature cache: {len(plan.waves)} clips x {len(dims)} layers x {max(dims)} dims x 4 B = "
+              f"{plan.entry_bytes / 1e9:.3f} GB ({plan.bytes_needed / 1e9:.3f} GB while built) in {plan.folder}; "
+              f"{len(plan.missing)} of {len(plan.spans)} shards to compute on {trainer.world_size} device(s)",
+              file=sys.stderr)
+        check_disk_space(plan)
+    return extract_on_trainer(trainer, backbone, plan)
 
 
 def build_backbone(options: BackboneOptions) -> Backbone:
@@ -300,8 +330,6 @@ def main(argv: list[str] | None = None) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     backbone = build_backbone(backbone_opts)
-    run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if stimuli_opts.concept == "task":
         stimuli = task_stimuli(stimuli_opts.sample_rate, **stimuli_opts.options)
     elif stimuli_opts.concept in ("folder", "manifest"):
@@ -314,9 +342,11 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
                                  **stimuli_opts.options)
-    cached = extract_features(backbone, stimuli.waves, stimuli.sample_rate, stimuli.key, pooling="mean",
-                              batch_size=options.features.batch_size, cache_dir=options.features.cache_dir,
-                              lengths=stimuli.lengths)
+    cached = extract(backbone, stimuli, options, progress=options.progress)
+    if cached is None:  # a rank > 0 of a multi-device extraction: rank 0 probes
+        return None
+    run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
+    run_dir.mkdir(parents=True, exist_ok=True)
     audible = ~stimuli.labels["silent"] if "silent" in stimuli.labels else np.ones(len(stimuli), bool)
     labels = {name: values[audible] for name, values in stimuli.labels.items()}
     features = np.asarray(cached[audible], dtype=np.float32)  # (N, L, D)

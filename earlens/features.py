@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,28 +151,49 @@ def _autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dt
     return dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
-def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str = "",
-                     pooling: str = "mean", batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
-                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                     lengths: np.ndarray | None = None) -> np.memmap:
-    """Per-layer activations of `backbone` for clips `waves (N, T)` at `sample_rate`, cached on disk.
+@dataclass
+class ExtractionPlan:
+    """One cache entry to fill: where it lives, the clips, and the shards `(start, stop)` still missing.
 
-    Returns a read-only memory map `(N, L, D)` (`pooling="mean"`) or `(N, L, T, D)` (`"none"`); see the
-    module docstring for padding. The cache entry lives in `cache_dir / feature_key(...)` (default
-    `earlens.paths.cache_dir("features")`), keyed by the audio's content; `stimulus_key` is only a label recorded
-    in the manifest. `lengths` (real samples per clip, padding after them) keeps padding out of the mean. A finished
-    entry whose checksum still matches is returned without running the backbone.
+    `extract_features` runs it in one process; `lightning_modules.extraction` runs the missing shards as
+    `Trainer.predict` over any number of devices and nodes, each rank writing its own shards. Either way
+    `assemble` then joins the shards into one array, only once all exist.
     """
+
+    folder: Path
+    waves: np.ndarray
+    sample_rate: int
+    lengths: np.ndarray | None
+    pooling: str
+    precision: str
+    spans: list[tuple[int, int]]
+    missing: list[tuple[int, int]]
+    manifest_fields: dict
+    entry_bytes: int = 0  # N × L × D × 4 of the final array, when the widest layer is known before extraction
+
+    @property
+    def bytes_needed(self) -> int:
+        """Disk the entry needs while it is built: the shards and the final array coexist before clean-up (×2)."""
+        return 2 * self.entry_bytes
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The cache key's precision part: `float32`, or the autocast dtype (`bfloat16`, `float16`)."""
+    return str(dtype).removeprefix("torch.") if dtype else "float32"
+
+
+def plan_extraction(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str = "",
+                    pooling: str = "mean", batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
+                    precision: str = "float32", lengths: np.ndarray | None = None,
+                    layer_width: int | None = None) -> ExtractionPlan:
+    """Validate the inputs, find (or verify) the cache entry and list the shards still to compute.
+
+    `layer_width` (the widest selected layer, if known) lets `bytes_needed` be exact before anything runs."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     waves = np.asarray(waves)
     if waves.ndim != 2 or len(waves) == 0:
         raise ValueError(f"waves must be (N, T) with N > 0, got shape {waves.shape}")
-    if device is not None:
-        backbone.to(device)
-    device = backbone.device
-    autocast_dtype = _autocast_dtype(device, dtype)
-    precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"
     folder = Path(cache_dir) if cache_dir else default_cache_dir("features")
     audio_key = audio_fingerprint(waves)
     if lengths is not None:
@@ -180,53 +202,112 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
             raise ValueError(f"lengths must be (N,) = ({len(waves)},) values in 1..{waves.shape[1]}")
         audio_key = hashlib.blake2b((audio_key + lengths.tobytes().hex()).encode(), digest_size=16).hexdigest()
     folder = folder / feature_key(backbone, audio_key, pooling, sample_rate, precision)
-    final_path, manifest_path, layout_path = (folder / name for name in
-                                              ("features.npy", "manifest.json", "layout.json"))
+    spans = [(start, min(start + batch_size, len(waves))) for start in range(0, len(waves), batch_size)]
+    done = _verified_entry(folder / "features.npy", folder / "manifest.json") is not None
+    missing = [] if done else [span for span in spans
+                               if not _complete_shard(_shard_path(folder, *span), span[1] - span[0])]
+    fields = {"backbone": backbone.name, "weights_id": backbone.weights_id, "layers": backbone.layer_names,
+              "stimulus_key": stimulus_key, "audio_key": audio_key, "pooling": pooling,
+              "sample_rate": int(sample_rate), "backbone_sample_rate": backbone.sample_rate, "precision": precision}
+    plan = ExtractionPlan(folder, waves, int(sample_rate), lengths, pooling, precision, spans, missing, fields)
+    if layer_width:
+        plan.entry_bytes = 4 * len(waves) * len(backbone.layer_names) * layer_width
+    return plan
+
+
+def check_disk_space(plan: ExtractionPlan) -> None:
+    """Refuse, in one line, a job whose cache cannot fit on the disk that would hold it."""
+    if not plan.missing or not plan.bytes_needed:
+        return
+    probe = plan.folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if plan.bytes_needed > free:
+        raise OSError(f"feature cache {plan.folder} needs {plan.bytes_needed / 1e9:.2f} GB while it is built "
+                      f"(shards + final array) but {probe} has {free / 1e9:.2f} GB free: set --features.cache_dir "
+                      "(or $EARLENS_CACHE) to a larger disk")
+
+
+def encode_span(backbone: Backbone, plan: ExtractionPlan, start: int, stop: int,
+                autocast_dtype: torch.dtype | None = None) -> tuple[np.ndarray, list[int], list[int]]:
+    """Pooled activations of clips `start:stop` (float32 numpy) and each layer's true width and frame count."""
+    device = backbone.device
+    batch = torch.from_numpy(resample(plan.waves[start:stop], plan.sample_rate, backbone.sample_rate)).to(device)
+    batch_lengths = None if plan.lengths is None else torch.from_numpy(plan.lengths[start:stop])
+    with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext():
+        pooled, dims, frames = pool_layers(backbone(batch), plan.pooling, batch_lengths, plan.waves.shape[1],
+                                           getattr(backbone, "frame_lengths", None))
+    return pooled.float().cpu().numpy(), dims, frames
+
+
+def write_shard(plan: ExtractionPlan, start: int, stop: int, array: np.ndarray, dims: list[int],
+                frames: list[int]) -> None:
+    """Write one shard (atomically, with its checksum beside it) and the layer layout, once."""
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    layout_path = plan.folder / "layout.json"
+    if not layout_path.is_file():
+        layout = json.dumps({"layer_dims": dims, "layer_frames": frames}).encode()
+        _atomic_write(layout_path, lambda file: file.write(layout))
+    shard = _shard_path(plan.folder, start, stop)
+    _atomic_write(shard, lambda file: np.save(file, array))
+    digest = checksum(shard).encode()
+    _atomic_write(shard.with_name(shard.name + ".b2"), lambda file: file.write(digest))
+
+
+def assemble(plan: ExtractionPlan) -> np.memmap:
+    """Join the shards into `features.npy`, write `manifest.json` last, delete the shards; return the memory map."""
+    final_path, manifest_path = plan.folder / "features.npy", plan.folder / "manifest.json"
     cached = _verified_entry(final_path, manifest_path)
     if cached is not None:
         return cached
-    folder.mkdir(parents=True, exist_ok=True)
-
-    spans = [(start, min(start + batch_size, len(waves))) for start in range(0, len(waves), batch_size)]
-    missing = [span for span in spans if not _complete_shard(_shard_path(folder, *span), span[1] - span[0])]
-    for start, stop in tqdm(missing, desc=f"{backbone.name} features", unit="batch",
-                            initial=len(spans) - len(missing), total=len(spans)):
-        batch = torch.from_numpy(resample(waves[start:stop], sample_rate, backbone.sample_rate)).to(device)
-        with torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext():
-            batch_lengths = None if lengths is None else torch.from_numpy(lengths[start:stop])
-            pooled, dims, frames = pool_layers(backbone(batch), pooling, batch_lengths, waves.shape[1],
-                                               getattr(backbone, "frame_lengths", None))
-        if not layout_path.is_file():
-            layout = json.dumps({"layer_dims": dims, "layer_frames": frames}).encode()
-            _atomic_write(layout_path, lambda file, layout=layout: file.write(layout))
-        array = pooled.cpu().numpy()
-        shard = _shard_path(folder, start, stop)
-        _atomic_write(shard, lambda file, array=array: np.save(file, array))
-        digest = checksum(shard).encode()
-        _atomic_write(shard.with_name(shard.name + ".b2"), lambda file, digest=digest: file.write(digest))
-
-    first = np.load(_shard_path(folder, *spans[0]), mmap_mode="r")
-    assembling = folder / f"features.npy.tmp{os.getpid()}"
-    features = np.lib.format.open_memmap(assembling, mode="w+", dtype=np.float32,
-                                         shape=(len(waves), *first.shape[1:]))
-    for start, stop in spans:
-        features[start:stop] = np.load(_shard_path(folder, start, stop), mmap_mode="r")
+    absent = [span for span in plan.spans if not _complete_shard(_shard_path(plan.folder, *span), span[1] - span[0])]
+    if absent:
+        raise RuntimeError(f"feature cache {plan.folder}: {len(absent)} shard(s) missing, first {absent[0]}")
+    first = np.load(_shard_path(plan.folder, *plan.spans[0]), mmap_mode="r")
+    shape = (len(plan.waves), *first.shape[1:])
+    assembling = plan.folder / f"features.npy.tmp{os.getpid()}"
+    features = np.lib.format.open_memmap(assembling, mode="w+", dtype=np.float32, shape=shape)
+    for start, stop in plan.spans:
+        features[start:stop] = np.load(_shard_path(plan.folder, start, stop), mmap_mode="r")
     features.flush()
     del features
     os.replace(assembling, final_path)
-    manifest = {"backbone": backbone.name, "weights_id": backbone.weights_id, "layers": backbone.layer_names,
-                **json.loads(layout_path.read_text()), "stimulus_key": stimulus_key, "audio_key": audio_key,
-                "pooling": pooling, "sample_rate": int(sample_rate), "backbone_sample_rate": backbone.sample_rate,
-                "precision": precision, "shape": [len(waves), *first.shape[1:]],
-                "bytes": final_path.stat().st_size, "checksum": checksum(final_path)}
+    manifest = {**plan.manifest_fields, **json.loads((plan.folder / "layout.json").read_text()),
+                "shape": list(shape), "bytes": final_path.stat().st_size, "checksum": checksum(final_path)}
     _atomic_write(manifest_path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
-    for span in spans:
-        shard = _shard_path(folder, *span)
+    for span in plan.spans:
+        shard = _shard_path(plan.folder, *span)
         shard.unlink(missing_ok=True)
         shard.with_name(shard.name + ".b2").unlink(missing_ok=True)
-    for leftover in folder.glob("*.tmp*"):
+    for leftover in plan.folder.glob("*.tmp*"):
         leftover.unlink(missing_ok=True)
     return np.load(final_path, mmap_mode="r")
+
+
+def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, stimulus_key: str = "",
+                     pooling: str = "mean", batch_size: int = 8, cache_dir: str | os.PathLike | None = None,
+                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                     lengths: np.ndarray | None = None) -> np.memmap:
+    """Per-layer activations of `backbone` for clips `waves (N, T)` at `sample_rate`, cached on disk, in this process.
+
+    Returns a read-only memory map `(N, L, D)` (`pooling="mean"`) or `(N, L, T, D)` (`"none"`); see the
+    module docstring for padding. The cache entry lives in `cache_dir / feature_key(...)` (default
+    `earlens.paths.cache_dir("features")`), keyed by the audio's content; `stimulus_key` is only a label recorded
+    in the manifest. `lengths` (real samples per clip, padding after them) keeps padding out of the mean. A finished
+    entry whose checksum still matches is returned without running the backbone. On GPU it runs under bf16 (or
+    fp16) autocast unless `dtype` says otherwise; many devices: `lightning_modules.extraction.extract_on_trainer`.
+    """
+    if device is not None:
+        backbone.to(device)
+    autocast_dtype = _autocast_dtype(backbone.device, dtype)
+    plan = plan_extraction(backbone, waves, sample_rate, stimulus_key, pooling, batch_size, cache_dir,
+                           precision_name(autocast_dtype), lengths)
+    for start, stop in tqdm(plan.missing, desc=f"{backbone.name} features", unit="batch",
+                            initial=len(plan.spans) - len(plan.missing), total=len(plan.spans),
+                            disable=not plan.missing):
+        write_shard(plan, start, stop, *encode_span(backbone, plan, start, stop, autocast_dtype))
+    return assemble(plan)
 
 
 def bench_extraction(backbone: Backbone, n_clips: int = 8, seconds: float = 2.0, batch_size: int = 8,

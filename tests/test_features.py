@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone, HookBackbone
-from earlens.features import audio_fingerprint, extract_features, feature_key, load_manifest
+from earlens.features import (audio_fingerprint, check_disk_space, extract_features, feature_key, load_manifest,
+                              plan_extraction)
 
 INPUT_RATE, MODEL_RATE = 8000, 16000
 
@@ -168,3 +169,14 @@ def test_bad_input_is_rejected(tmp_path):
         extract_features(conv_backbone(), np.zeros((2, 100)), INPUT_RATE, "k", pooling="max", cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"\(N, T\)"):
         extract_features(conv_backbone(), np.zeros(100), INPUT_RATE, "k", cache_dir=tmp_path)
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_extraction(tmp_path):
+    backbone = conv_backbone()
+    waves = np.zeros((4, 1600), np.float32)
+    plan = plan_extraction(backbone, waves, 16000, cache_dir=tmp_path, layer_width=10 ** 12)
+    with pytest.raises(OSError, match=r"needs .* GB while it is built .* GB free: set --features.cache_dir"):
+        check_disk_space(plan)
+    assert plan.bytes_needed == 2 * 4 * 4 * len(backbone.layer_names) * 10 ** 12
+    small = plan_extraction(backbone, waves, 16000, cache_dir=tmp_path, layer_width=8)
+    check_disk_space(small)  # 4 clips of 8 dims fit

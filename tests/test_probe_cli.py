@@ -134,3 +134,26 @@ def test_probe_on_your_own_recordings_from_a_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
     assert summary["stimuli"]["n_clips"] == 24 and Path(summary["tables"]["csv"]).is_file()
+
+
+def test_two_process_ddp_extraction_gives_the_same_cache_and_layers(tmp_path):
+    """`--trainer.devices 2 --trainer.strategy ddp` (CPU, gloo): each rank writes its share of the shards, rank 0
+    assembles and probes; the cache bytes and the layer table equal a one-process run's."""
+    common = ["--config", "notes_crepe", "--backbone.name_or_path", "tiny", "--stimuli.options", '{programs: [0]}',
+              "--probes.helix.n_surrogates", "19", "--probes.helix.alpha", "0.05", "--threads", "1",
+              "--progress", "false"]
+    runs = {}
+    for name, extra in (("one", []), ("ddp", ["--trainer.devices", "2", "--trainer.strategy", "ddp",
+                                              "--trainer.accelerator", "cpu"])):
+        result = run_probe([*common, "--features.cache_dir", str(tmp_path / f"cache_{name}"), "--run_dir",
+                            str(tmp_path / name), *extra], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "feature cache: 36 clips x 7 layers" in result.stderr  # the size, printed before extracting
+        assert f"on {2 if extra else 1} device(s)" in result.stderr
+        runs[name] = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    entries = [Path(runs[name]["feature_cache"]["path"]) for name in ("one", "ddp")]
+    assert entries[0].name == entries[1].name  # the same key
+    assert (entries[0] / "features.npy").read_bytes() == (entries[1] / "features.npy").read_bytes()
+    assert not list(entries[1].glob("shard_*"))  # assembled and cleaned up
+    tables = [(tmp_path / name / "layers.csv").read_text() for name in ("one", "ddp")]
+    assert tables[0] == tables[1]
