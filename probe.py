@@ -27,10 +27,12 @@ from earlens.backbones import Backbone, load_backbone
 from earlens.features import check_disk_space, encode_span, plan_extraction
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
-from earlens.probes import FAST_WEIGHT_DECAYS, ProbeResult, fit_layer_probes
+from earlens.probes import (FAST_WEIGHT_DECAYS, PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes,
+                            split_indices)
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
 from lightning_modules.extraction import cache_precision, extract_on_trainer
+from lightning_modules.probes import fit_streaming_probes
 
 
 @dataclass
@@ -74,7 +76,10 @@ class LinearProbeOptions:
     `protocol: fast`: linear probes solved full-batch by L-BFGS for every `weight_decay` of the list at once, each
     layer keeping the one with the best validation score; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
     `protocol: syntheory`: SynTheory's Jukemir grid search (`grid` overrides some of its entries); the other
-    settings are not used. Hyper-parameters and the best layer are chosen on validation in both.
+    settings are not used. `protocol: streaming`: the fast protocol's linear probes trained by Adam (`lr`,
+    `batch_size`, default 256, `max_epochs`) on mini-batches read from the memory-mapped cache, on the
+    `--trainer.*` devices (DDP): for features that do not fit in memory; classification targets only.
+    Hyper-parameters and the best layer are chosen on validation in all three.
     """
 
     targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
@@ -164,11 +169,11 @@ def write_stimulus_table(datamodule, split: str, names: list[str], sources: list
     return path
 
 
-def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = True) -> np.memmap | None:
+def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = True) -> tuple[np.memmap, bool]:
     """Mean-pooled features of every layer, from the cache or by `Trainer.predict` on `--trainer.*` devices/nodes.
 
-    Prints the entry's size before extracting and refuses when its disk cannot hold it. Rank 0 gets the array,
-    other ranks None."""
+    Prints the entry's size before extracting and refuses when its disk cannot hold it. Returns the cached array
+    (a memory map, on every rank) and whether this process is rank 0."""
     trainer = pl.Trainer(**options.trainer.as_dict(), logger=False, enable_checkpointing=False,
                          enable_progress_bar=progress, enable_model_summary=False)
     plan = plan_extraction(backbone, stimuli.waves, stimuli.sample_rate, stimuli.key, "mean",
@@ -182,7 +187,7 @@ def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = 
               f"{len(plan.missing)} of {len(plan.spans)} shards to compute on {trainer.world_size} device(s)",
               file=sys.stderr)
         check_disk_space(plan)
-    return extract_on_trainer(trainer, backbone, plan)
+    return extract_on_trainer(trainer, backbone, plan), trainer.is_global_zero
 
 
 def build_backbone(options: BackboneOptions) -> Backbone:
@@ -201,6 +206,28 @@ def probe_targets(features: np.ndarray, labels: dict[str, np.ndarray], table_pat
     settings = {k: v for k, v in asdict(options).items() if k not in ("targets", "regression_targets")}
     return {name: fit_layer_probes(features, labels[name], task=task, progress=progress, **settings)
             for name, task in tasks.items()}
+
+
+def stream_targets(cached: np.memmap, rows: np.ndarray, labels: dict[str, np.ndarray], table_path: Path,
+                   options: LinearProbeOptions, cli_options) -> dict[str, ProbeResult]:
+    """`protocol: streaming`: each target's probes trained from the memory-mapped cache (`rows` are the clips kept)
+    on the `--trainer.*` devices; the split is the in-memory protocols' split of those clips."""
+    missing = [name for name in options.targets if name not in labels]
+    if missing or options.regression_targets:
+        raise ValueError(f"{table_path}: streaming probes need class label columns {options.targets} (it has "
+                         f"{sorted(labels)}) and no regression_targets")
+    results = {}
+    for name in options.targets:
+        split = split_indices(labels[name], seed=options.seed)
+        targets = np.empty(len(cached), dtype=labels[name].dtype)
+        targets[rows] = labels[name]
+        results[name] = fit_streaming_probes(
+            cached, targets, ProbeSplit(*(rows[part] for part in (split.train, split.val, split.test))),
+            weight_decay=options.weight_decay, max_epochs=options.max_epochs, patience=options.patience,
+            batch_size=options.batch_size or 256,
+            lr=options.lr, seed=options.seed, trainer_options=cli_options.trainer.as_dict(),
+            progress=cli_options.progress)
+    return results
 
 
 def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) -> HelixProbeResult:
@@ -327,6 +354,9 @@ def main(argv: list[str] | None = None) -> Path:
     options = parser.instantiate(config)
     stimuli_opts, backbone_opts = options.stimuli, options.backbone
     probe_opts: ProbesOptions = options.probes
+    if probe_opts.linear.protocol not in (*PROTOCOLS, "streaming"):
+        raise ValueError(f"--probes.linear.protocol must be one of {(*PROTOCOLS, 'streaming')}, "
+                         f"got {probe_opts.linear.protocol!r}")
     if options.threads:
         torch.set_num_threads(options.threads)
     backbone = build_backbone(backbone_opts)
@@ -342,16 +372,22 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
                                  **stimuli_opts.options)
-    cached = extract(backbone, stimuli, options, progress=options.progress)
-    if cached is None:  # a rank > 0 of a multi-device extraction: rank 0 probes
+    cached, rank_zero = extract(backbone, stimuli, options, progress=options.progress)
+    streaming = probe_opts.linear.protocol == "streaming"
+    if not (rank_zero or streaming):  # another rank of a multi-device extraction: rank 0 probes
         return None
-    run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     audible = ~stimuli.labels["silent"] if "silent" in stimuli.labels else np.ones(len(stimuli), bool)
     labels = {name: values[audible] for name, values in stimuli.labels.items()}
+    if streaming:  # every rank trains on its share of mini-batches read from the memory map
+        probes = stream_targets(cached, np.flatnonzero(audible), labels, stimuli.table_path, probe_opts.linear,
+                                options)
+        if not rank_zero:
+            return None
     features = np.asarray(cached[audible], dtype=np.float32)  # (N, L, D)
-
-    probes = probe_targets(features, labels, stimuli.table_path, probe_opts.linear, options.progress)
+    if not streaming:
+        probes = probe_targets(features, labels, stimuli.table_path, probe_opts.linear, options.progress)
+    run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
+    run_dir.mkdir(parents=True, exist_ok=True)
     helix_opts = probe_opts.helix
     helix = None
     if helix_opts.enabled and helix_opts.pitch_label in labels:
@@ -421,5 +457,5 @@ def _probe_summary(result: ProbeResult, layer_names: list[str]) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, ImportError) as error:  # missing weights or optional packages: say what to do
+    except (FileNotFoundError, ImportError, ValueError, OSError) as error:  # missing weights, bad options, full disk
         sys.exit(f"probe.py: {type(error).__name__}: {error}")

@@ -92,7 +92,7 @@ class ProbeResult:
 
         Chosen on validation so that its test score is an honest estimate.
         """
-        return int(_select(self.metrics[f"val_{self.score_name}"], self.metrics["val_loss"]))
+        return int(select_on_validation(self.metrics[f"val_{self.score_name}"], self.metrics["val_loss"]))
 
     def rows(self, layer_names: list[str] | None = None) -> list[dict]:
         """One dict per layer (for CSV/JSON tables and loggers), chosen hyper-parameters included."""
@@ -105,7 +105,7 @@ class ProbeResult:
         ]
 
 
-def _select(score: np.ndarray, loss: np.ndarray) -> np.ndarray:
+def select_on_validation(score: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """Index of the best score along the last axis; ties go to the lower loss, then the lower index."""
     score, loss = np.asarray(score), np.asarray(loss)
     index = np.broadcast_to(np.arange(score.shape[-1]), score.shape)
@@ -181,7 +181,7 @@ def fit_layer_probes(features, targets, *, task: str = "classification", protoco
     per_candidate = _metrics(data, outputs, task)
     n_layers = data.x.shape[0]
     score = per_candidate[f"val_{'accuracy' if task == 'classification' else 'r2'}"]
-    chosen = _select(score, per_candidate["val_loss"])  # (L,) on validation only
+    chosen = select_on_validation(score, per_candidate["val_loss"])  # (L,) on validation only
     layers = np.arange(n_layers)
     return ProbeResult(
         task, model, {key: values[layers, chosen] for key, values in per_candidate.items()},
@@ -717,7 +717,7 @@ def _syntheory_result(data: _SynTheoryData, task: str, configs: list[dict], reco
                       epochs_run: int) -> ProbeResult:
     """Per layer, the configuration with the best validation score (ties: lower validation loss, grid order)."""
     n_layers = records["val_score"].shape[0]
-    chosen = _select(records["val_score"], records["val_loss"])
+    chosen = select_on_validation(records["val_score"], records["val_loss"])
     layers = np.arange(n_layers)
     name = "accuracy" if task == "classification" else "r2"
     extra = "macro_f1" if task == "classification" else "mse"

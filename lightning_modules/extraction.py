@@ -3,7 +3,7 @@
 Lightning's launchers (its own subprocess launcher, torchrun, SLURM) start the ranks; each rank predicts a share of
 the cache entry's missing shards (`earlens.features.ExtractionPlan`) and `ShardWriter` writes them into the same
 cache `extract_features` uses (atomic files, checksums), so a killed job resumes at the shards still missing and one
-device or eight give the same entry. After a barrier, rank 0 assembles the array and the other ranks are done.
+device or eight give the same entry. After a barrier, rank 0 assembles the array, which every rank then maps.
 Precision is the Trainer's: `bf16-mixed`/`16-mixed` autocast (GPU) is part of the cache key.
 """
 
@@ -57,10 +57,9 @@ class ShardWriter(BasePredictionWriter):
         write_shard(self.plan, *prediction)
 
 
-def extract_on_trainer(trainer: pl.Trainer, backbone: Backbone, plan: ExtractionPlan) -> np.memmap | None:
-    """Fill `plan`'s missing shards with `trainer.predict` (every rank a share), then assemble on rank 0.
-
-    Returns the cached array on rank 0 and None on the other ranks (they have nothing left to do)."""
+def extract_on_trainer(trainer: pl.Trainer, backbone: Backbone, plan: ExtractionPlan) -> np.memmap:
+    """Fill `plan`'s missing shards with `trainer.predict` (every rank a share), assemble on rank 0, and return the
+    cached array (a memory map) on every rank."""
     if plan.missing:
         writer = ShardWriter(plan)
         trainer.callbacks.append(writer)
@@ -68,5 +67,10 @@ def extract_on_trainer(trainer: pl.Trainer, backbone: Backbone, plan: Extraction
         trainer.predict(FeatureExtractor(backbone, plan), DataLoader(spans, batch_size=1),
                         return_predictions=False)
         trainer.callbacks.remove(writer)
-        trainer.strategy.barrier("features-written")
-    return assemble(plan) if trainer.is_global_zero else None
+    if trainer.world_size == 1:
+        return assemble(plan)
+    trainer.strategy.barrier("features-written")
+    if trainer.is_global_zero:
+        assemble(plan)
+    trainer.strategy.barrier("features-assembled")
+    return np.load(plan.folder / "features.npy", mmap_mode="r")

@@ -157,3 +157,13 @@ def test_two_process_ddp_extraction_gives_the_same_cache_and_layers(tmp_path):
     assert not list(entries[1].glob("shard_*"))  # assembled and cleaned up
     tables = [(tmp_path / name / "layers.csv").read_text() for name in ("one", "ddp")]
     assert tables[0] == tables[1]
+
+    # streaming probes on 2 ranks, from the cache the DDP run left (no extraction), chosen on validation
+    result = run_probe([*common, "--features.cache_dir", str(tmp_path / "cache_ddp"), "--run_dir",
+                        str(tmp_path / "streaming"), "--probes.linear.protocol", "streaming", "--trainer.devices", "2",
+                        "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
+                        "--probes.linear.targets", "[octave]"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "feature cache:" not in result.stderr  # nothing left to extract
+    octave = json.loads((tmp_path / "streaming" / "summary.json").read_text())["probes"]["octave"]
+    assert octave["protocol"] == "streaming" and octave["test_accuracy"] > 0.6  # chance 1/3
