@@ -1,14 +1,17 @@
 """Linear probes of every layer trained from the feature cache in mini-batches: features larger than memory, DDP.
 
-`probe.py --probes.linear.protocol streaming` uses it. The cached array `(N, L, D)` stays a memory map: training
-reads shuffled rows through a DataLoader (Lightning shards them across ranks), the standardisation moments come from
-one chunked pass, and the evaluation is another; no step holds more than a mini-batch or a chunk. The objective is
-the fast protocol's (mean cross-entropy + weight_decay/2 · |W|², one model per layer × weight decay), minimised by
-Adam instead of full-batch L-BFGS; every model keeps the weights of its lowest validation loss and each layer the
-weight decay of its best validation accuracy, so both paths select alike (tested against the in-memory path).
+`probe.py --probes.linear.protocol streaming` uses it. The cached array `(N, L, D)` stays on disk: training reads
+shuffled rows through a DataLoader (Lightning shards them across ranks), the standardisation moments come from one
+chunked pass and the evaluation from another; no step holds more than a mini-batch or a chunk, and rows are read
+with positioned reads, so the file's pages never pile up in the process's resident memory (`bench/probe_memory.py`).
+The objective is the fast protocol's (mean cross-entropy + weight_decay/2 · |W|², one model per layer × weight
+decay), minimised by Adam instead of full-batch L-BFGS; every model keeps the weights of its lowest validation
+loss and each layer the weight decay of its best validation accuracy, so both paths select alike (tested).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,18 +25,54 @@ from earlens.probes import FAST_WEIGHT_DECAYS, ProbeResult, ProbeSplit, classifi
 CHUNK_ROWS = 1024  # rows per read of the memory map in the moment and evaluation passes
 
 
-class FeatureRows(Dataset):
-    """Rows `indices` of a (memory-mapped) feature array `(N, L, D)` with their class codes, read one at a time."""
+class RowReader:
+    """Rows of a feature array `(N, L, D)` as float32. From a memory-mapped `.npy` file it reads by positioned
+    reads (`os.pread`) rather than through the map, so pages once read do not stay mapped into the process: its
+    resident memory is the rows asked for, not the part of the file visited so far. Other arrays are indexed."""
 
-    def __init__(self, features: np.ndarray, codes: np.ndarray, indices: np.ndarray):
-        self.features, self.codes, self.indices = features, codes, np.asarray(indices)
+    def __init__(self, features: np.ndarray):
+        self.features, self.shape = features, features.shape
+        mapped = isinstance(features, np.memmap) and features.filename is not None
+        self.filename = features.filename if mapped else None
+        self.offset, self.dtype = (features.offset, features.dtype) if mapped else (0, features.dtype)
+        self.row_bytes = int(np.prod(features.shape[1:])) * features.dtype.itemsize
+        self._file = None
+
+    def __getstate__(self) -> dict:  # DataLoader workers and spawned ranks reopen the file themselves
+        return {**self.__dict__, "_file": None}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """`(len(rows), L, D)` float32; sorted `rows` are read as one span (contiguous on disk)."""
+        rows = np.asarray(rows)
+        if self.filename is None:
+            return np.asarray(self.features[rows], dtype=np.float32)
+        if self._file is None:
+            self._file = os.open(self.filename, os.O_RDONLY)
+        low, high = int(rows.min()), int(rows.max()) + 1
+        if high - low <= 2 * len(rows):  # dense enough: one read of the span
+            data = os.pread(self._file, (high - low) * self.row_bytes, self.offset + low * self.row_bytes)
+            block = np.frombuffer(data, self.dtype).reshape(high - low, *self.shape[1:])[rows - low]
+        else:
+            block = np.stack([np.frombuffer(os.pread(self._file, self.row_bytes, self.offset + r * self.row_bytes),
+                                            self.dtype).reshape(self.shape[1:]) for r in rows.tolist()])
+        return block.astype(np.float32, copy=False)
+
+
+class FeatureRows(Dataset):
+    """Rows `indices` of a feature array with their class codes, for a DataLoader: one row per item."""
+
+    def __init__(self, reader: RowReader, codes: np.ndarray, indices: np.ndarray):
+        self.reader, self.codes, self.indices = reader, codes, np.asarray(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
         row = self.indices[i]
-        return torch.from_numpy(np.array(self.features[row], dtype=np.float32)), int(self.codes[row])
+        return torch.from_numpy(self.reader.rows(np.array([row]))[0].copy()), int(self.codes[row])
 
 
 def _chunks(indices: np.ndarray):
@@ -42,12 +81,13 @@ def _chunks(indices: np.ndarray):
         yield ordered[start:start + CHUNK_ROWS]
 
 
-def training_moments(features: np.ndarray, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def training_moments(features: np.ndarray | RowReader, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-layer mean and standard deviation `(L, D)` over the training rows, in one chunked float64 pass;
     constant dimensions (and padding) get a deviation of 1."""
+    reader = features if isinstance(features, RowReader) else RowReader(features)
     total = square = None
     for chunk in _chunks(indices):
-        block = np.asarray(features[chunk], dtype=np.float64)
+        block = reader.rows(chunk).astype(np.float64)
         total = block.sum(0) if total is None else total + block.sum(0)
         square = (block ** 2).sum(0) if square is None else square + (block ** 2).sum(0)
     n = len(indices)
@@ -122,7 +162,7 @@ class StreamingLinearProbes(pl.LightningModule):
 
 
 @torch.no_grad()
-def _evaluate(module: StreamingLinearProbes, features: np.ndarray, codes: np.ndarray, split: ProbeSplit,
+def _evaluate(module: StreamingLinearProbes, reader: RowReader, codes: np.ndarray, split: ProbeSplit,
               n_classes: int) -> dict[str, np.ndarray]:
     """Train/val/test loss, accuracy and macro-F1 `(L, K)` of the kept weights, in chunked passes."""
     module = module.cpu().eval()
@@ -130,7 +170,7 @@ def _evaluate(module: StreamingLinearProbes, features: np.ndarray, codes: np.nda
     for name, indices in zip(("train", "val", "test"), (split.train, split.val, split.test)):
         losses, predicted, truth = [], [], []
         for chunk in _chunks(indices):
-            x = torch.as_tensor(np.asarray(features[chunk], dtype=np.float32))
+            x = torch.from_numpy(reader.rows(chunk).copy())
             y = torch.as_tensor(codes[chunk])
             losses.append(module._losses(x, y, best=True).sum(0))
             predicted.append(module.logits(x, best=True).argmax(-1))  # (n, L, K)
@@ -160,19 +200,20 @@ def fit_streaming_probes(features: np.ndarray, targets, split: ProbeSplit, *,
                          "for regression targets")
     classes, codes = np.unique(targets, return_inverse=True)
     decays = np.atleast_1d(np.asarray(weight_decay, dtype=np.float64))
-    mean, std = training_moments(features, split.train)
+    reader = RowReader(features)
+    mean, std = training_moments(reader, split.train)
     module = StreamingLinearProbes(mean, std, len(classes), decays, lr, patience)
     pl.seed_everything(seed, verbose=False)
     trainer = pl.Trainer(**{**(trainer_options or {}), "max_epochs": max_epochs, "logger": False,
                             "enable_checkpointing": False, "enable_progress_bar": progress,
                             "enable_model_summary": False, "num_sanity_val_steps": 0})
-    loaders = [DataLoader(FeatureRows(features, codes, part), batch_size=batch_size, shuffle=shuffle,
+    loaders = [DataLoader(FeatureRows(reader, codes, part), batch_size=batch_size, shuffle=shuffle,
                           generator=torch.Generator().manual_seed(seed))
                for part, shuffle in ((split.train, True), (split.val, False))]
     trainer.fit(module, *loaders)
     if not trainer.is_global_zero:
         return None
-    metrics = _evaluate(module, features, codes, split, len(classes))
+    metrics = _evaluate(module, reader, codes, split, len(classes))
     chosen = select_on_validation(metrics["val_accuracy"], metrics["val_loss"])  # (L,) on validation only
     layers = np.arange(len(chosen))
     return ProbeResult(
