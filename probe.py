@@ -23,9 +23,10 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from scipy.stats import binomtest
 
-from earlens.backbones import Backbone, load_backbone
+from earlens.backbones import Backbone, load_backbone, random_init
 from earlens.features import check_disk_space, encode_span, plan_extraction
 from earlens.handcrafted import HandcraftedBackbone
+from earlens.partials import partials_probe, plot_partials, summary_rows
 from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
 from earlens.probes import (FAST_WEIGHT_DECAYS, PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes,
                             split_indices)
@@ -118,9 +119,20 @@ class HelixOptions:
 
 
 @dataclass
+class PartialsOptions:
+    """With `--stimuli.concept partials` (stimuli with known partials, `earlens.partials`; `stimuli.options` go to
+    `partials_probe`: n_bands, n_per_context, n_tones, seconds, fmin, fmax, ...): `random_init` also probes the same
+    architecture at random initialisation (the null of a trained model; impossible for TFLite graphs)."""
+
+    random_init: bool = True
+    seed: int = 0
+
+
+@dataclass
 class ProbesOptions:
     linear: LinearProbeOptions = field(default_factory=LinearProbeOptions)
     helix: HelixOptions = field(default_factory=HelixOptions)
+    partials: PartialsOptions = field(default_factory=PartialsOptions)
 
 
 TRAINER_OWNED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "max_epochs", "min_epochs",
@@ -188,6 +200,52 @@ def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = 
               file=sys.stderr)
         check_disk_space(plan)
     return extract_on_trainer(trainer, backbone, plan), trainer.is_global_zero
+
+
+def probe_partials(backbone: Backbone, stimulus_options: dict, options: PartialsOptions, config_name: str | None,
+                   config, cli_options) -> Path:
+    """Do partials stabilise in the backbone's layers? `earlens.partials.partials_probe` on every layer (latents and
+    codes), with the shuffled-label null and, where the model has torch parameters, the random-init null; writes
+    `layers.csv`/`layers.json` (one row per layer or codebook view, `init/...` columns for the random-init model),
+    `partials.png` (invariance and selectivity per layer, tuning curves), W&B and `summary.json`."""
+    began = time.perf_counter()
+    init = random_init(backbone, options.seed) if options.random_init else None
+
+    def encoder(model):
+        return lambda waves: dict(zip(model.layer_names, model(waves)))
+
+    result = partials_probe(encoder(backbone), backbone.sample_rate, seed=options.seed,
+                            init_encode=encoder(init) if init is not None else None, **stimulus_options)
+    rows = summary_rows(result["layers"])
+    if init is not None:
+        for row, init_row in zip(rows, summary_rows(result["init"])):
+            row.update({f"init/{key}": value for key, value in init_row.items() if key not in ("layer", "view")})
+    run_dir = Path(cli_options.run_dir) if cli_options.run_dir else create_run_dir(config_name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    rows = [{key: row.get(key, "" if key == "view" else float("nan")) for key in columns} for row in rows]
+    tables = write_tables(run_dir, rows, [])
+    figure = plot_partials(result, title=f"{backbone.name}: partials")
+    plots = {"partials": run_dir / "partials.png"}
+    figure.savefig(plots["partials"], dpi=110)
+    latent = [row for row in rows if "invariance" in row and np.isfinite(row["invariance"])]
+    summary = {"config": config_name, "backbone": {"name": backbone.name, "weights_id": backbone.weights_id,
+                                                   "layers": list(backbone.layer_names)},
+               "stimuli": {"concept": "partials", "bands_hz": [float(e) for e in result["bands"]],
+                           **{key: value for key, value in stimulus_options.items()}},
+               "random_init_null": init is not None,
+               "partials": {"/".join(filter(None, (row["layer"], row.get("view")))):
+                            {key: float(value) for key, value in row.items()
+                             if isinstance(value, (int, float)) and key != "layer"} for row in rows},
+               "most_invariant_layer": max(latent, key=lambda row: row["invariance"])["layer"] if latent else None,
+               "tables": {key: str(path) for key, path in tables.items()},
+               "plots": {key: str(path) for key, path in plots.items()}, "wall_time_s": time.perf_counter() - began}
+    path = write_summary(run_dir, **summary)
+    summary["wandb_run_dir"] = log_wandb(run_dir, cli_options.wandb_project, f"{config_name}/{run_dir.name}",
+                                         config.as_dict(), rows, [], plots, summary)
+    path = write_summary(run_dir, **summary)
+    print(path)
+    return path
 
 
 def build_backbone(options: BackboneOptions) -> Backbone:
@@ -299,6 +357,8 @@ def write_tables(run_dir: Path, rows: list[dict], long: list[dict]) -> dict[str,
     """`layers.csv`/`layers.json` (a row per layer) and `layer_metrics.csv` (long form, with intervals)."""
     paths = {"csv": run_dir / "layers.csv", "json": run_dir / "layers.json", "long": run_dir / "layer_metrics.csv"}
     for path, table in ((paths["csv"], rows), (paths["long"], long)):
+        if not table:
+            continue
         with open(path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=list(table[0]))
             writer.writeheader()
@@ -321,15 +381,16 @@ def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[d
 
     run = start_wandb_run(project=project, name=name, dir=str(run_dir), config=config, job_type="probe",
                           group=name.split("/")[0])
-    for row in rows:
-        run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=row["layer"])
+    for step, row in enumerate(rows):  # step = the row's layer index
+        run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=step)
     columns = list(rows[0])
     layers = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
     charts = {f"charts/{key}": wandb.plot.line(layers, "layer", key, title=f"{key} against layer")
               for key in charted_metrics(columns)}
-    run.log({"layers": layers, "tables/layer_metrics": wandb.Table(columns=list(long[0]),
-                                                                   data=[list(r.values()) for r in long]),
-             **charts, **{f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}})
+    tables = {"layers": layers}
+    if long:
+        tables["tables/layer_metrics"] = wandb.Table(columns=list(long[0]), data=[list(r.values()) for r in long])
+    run.log({**tables, **charts, **{f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}})
     run.summary.update(_flatten(summary))
     run_path = run.dir
     run.finish()
@@ -360,6 +421,8 @@ def main(argv: list[str] | None = None) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     backbone = build_backbone(backbone_opts)
+    if stimuli_opts.concept == "partials":
+        return probe_partials(backbone, stimuli_opts.options, probe_opts.partials, config_name, config, options)
     if stimuli_opts.concept == "task":
         stimuli = task_stimuli(stimuli_opts.sample_rate, **stimuli_opts.options)
     elif stimuli_opts.concept in ("folder", "manifest"):

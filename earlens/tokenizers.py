@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from earlens.backbones import Backbone
 from earlens.paths import data_root
 
 LYRA_SAMPLE_RATE = 16_000
@@ -221,3 +222,26 @@ class ModelCodes:
     def tokenize(self, x) -> np.ndarray:
         """One symbol per frame: the codes combined with ``codes_to_symbols``."""
         return codes_to_symbols(self.encode(x), self.codebook_size)
+
+
+class LyraBackbone(Backbone):
+    """Lyra v2 SoundStream as a probe backbone: layer `latent` (B, frames, 64) floats and `rvq` (B, frames, k) codes.
+
+    A TFLite graph: no torch parameters, so it has no random-initialisation counterpart (`random_init` gives None).
+    """
+
+    def __init__(self, k: int = 4, model_dir: str | Path | None = None, layers=None):
+        self.tokenizer = LyraTokenizer(k=k, model_dir=model_dir)
+        self.name, self.sample_rate = "lyra-soundstream", LYRA_SAMPLE_RATE
+        self.layer_names = list(layers or ["latent", "rvq"])
+        unknown = sorted(set(self.layer_names) - {"latent", "rvq"})
+        if unknown:
+            raise ValueError(f"lyra has layers latent and rvq, not {unknown}")
+        self.weights_id = f"lyra-v2-soundstream-k{k}"
+        self.module = torch.nn.Module()
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        latents = [self.tokenizer.latents(wave) for wave in waves.cpu().numpy()]
+        outputs = {"latent": torch.from_numpy(np.stack(latents)),
+                   "rvq": torch.from_numpy(np.stack([self.tokenizer.quantize(lat) for lat in latents]))}
+        return [outputs[name] for name in self.layer_names]

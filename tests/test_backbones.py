@@ -18,6 +18,7 @@ from earlens.backbones import (
     crepe_weights_path,
     load_backbone,
     musicgen_delay_pattern,
+    random_init,
 )
 
 
@@ -172,3 +173,22 @@ def test_crepe_predicts_known_pitches(capacity):
     assert pitch.shape == (2, 8000 // 400 + 1)
     median = pitch.median(dim=1).values
     torch.testing.assert_close(median, torch.tensor([440.0, 261.63]), rtol=0.01, atol=0)
+
+
+def test_random_init_redraws_every_parameter_and_keeps_the_trained_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 16, stride=8), nn.BatchNorm1d(4), nn.Tanh(), nn.Conv1d(4, 3, 4, stride=2))
+    with torch.no_grad():
+        model[1].running_mean.fill_(3.0)  # as if trained
+    trained = HookBackbone(model, ["0", "3"], 16000, name="tiny", forward=lambda m, w: m(w[:, None]),
+                           channels_first=True)
+    before = [p.clone() for p in trained.module.parameters()]
+    fresh = random_init(trained, seed=1)
+    again = random_init(trained, seed=1)
+    waves = torch.randn(2, 800, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.module.parameters()))  # the trained model untouched
+    assert all(not torch.equal(a, b) for a, b in zip(before[:2], fresh.module.parameters()))
+    assert torch.equal(fresh.module[1].running_mean, torch.zeros(4))  # BatchNorm back to identity
+    assert all(torch.equal(a, b) for a, b in zip(fresh(waves), again(waves)))  # seeded
+    assert fresh(waves)[0].shape == trained(waves)[0].shape and fresh.weights_id != trained.weights_id
+    assert random_init(load_backbone("lyra")) is None  # a TFLite graph has no torch parameters

@@ -167,3 +167,19 @@ def test_two_process_ddp_extraction_gives_the_same_cache_and_layers(tmp_path):
     assert "feature cache:" not in result.stderr  # nothing left to extract
     octave = json.loads((tmp_path / "streaming" / "summary.json").read_text())["probes"]["octave"]
     assert octave["protocol"] == "streaming" and octave["test_accuracy"] > 0.6  # chance 1/3
+
+
+def test_partials_config_writes_layer_table_plot_and_summary(tmp_path):
+    """`probe.py --config partials_lyra` on a small stimulus set: real Lyra latents and codes from ../shared/data."""
+    result = run_probe(["--config", "partials_lyra", "--stimuli.options", "{n_per_context: 20, n_tones: 24}",
+                        "--run_dir", str(tmp_path / "run")], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["random_init_null"] is False  # a TFLite graph has nothing to re-initialise
+    latent = summary["partials"]["latent"]
+    assert latent["band_auc"] > latent["band_auc_null"] + 0.2  # partials decode from real latents, not from shuffles
+    assert {"rvq/codebook_0", "rvq/tuple_0-3"} <= set(summary["partials"])
+    with open(tmp_path / "run" / "layers.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["layer"], row["view"]) for row in rows][:2] == [("latent", ""), ("rvq", "codebook_0")]
+    assert (tmp_path / "run" / "partials.png").read_bytes()[:4] == b"\x89PNG"
