@@ -16,12 +16,11 @@ code views (MI, purity, bands spanned, code→band map hit rate across contexts)
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
-import numpy as np
 import torch
 
+from earlens.backbones import load_backbone, random_init
 from earlens.partials import partials_probe, plot_partials, summary_rows
 
 LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC null"), ("frame_auc", "frame AUC"),
@@ -41,30 +40,6 @@ CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), (
 def backbone_encode(backbone):
     """An `earlens.backbones` backbone as a partials encoder: {layer name: (B, frames, D)}."""
     return lambda waves: dict(zip(backbone.layer_names, backbone(waves)))
-
-
-def crepe_encoders(capacity: str, hop_length: int, seed: int = 0):
-    """Pretrained CREPE and the same network at PyTorch's default initialisation (BatchNorm at identity)."""
-    from earlens.backbones import Crepe, CrepeBackbone
-
-    trained = CrepeBackbone(capacity, hop_length=hop_length)
-    init = copy.copy(trained)
-    torch.manual_seed(seed)
-    init.module = Crepe(capacity).eval().requires_grad_(False)
-    return backbone_encode(trained), backbone_encode(init), trained.sample_rate
-
-
-def lyra_encode(k: int = 4):
-    """Lyra SoundStream latents (64-d per 20 ms frame) and their first k RVQ codes."""
-    from earlens.tokenizers import LyraTokenizer
-
-    tokenizer = LyraTokenizer(k=k)
-
-    def encode(waves):
-        latents = [tokenizer.latents(wave) for wave in waves.numpy()]
-        return {"latent": np.stack(latents), "rvq": np.stack([tokenizer.quantize(lat) for lat in latents])}
-
-    return encode
 
 
 def encodec_encode(model, bandwidth: float | None = None):
@@ -106,10 +81,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     init = None
-    if args.model.startswith("crepe"):
-        encode, init, sample_rate = crepe_encoders(args.model.split("-")[1], args.hop_length, args.seed)
-    elif args.model == "lyra":
-        encode, sample_rate = lyra_encode(), 16000
+    if args.model.startswith("crepe") or args.model == "lyra":  # as `probe.py --config partials_crepe/_lyra`
+        if args.model == "lyra":
+            trained = load_backbone("lyra", k=4)
+        else:
+            trained = load_backbone("crepe", args.model.split("-")[1], hop_length=args.hop_length)
+        fresh = random_init(trained, args.seed)  # None for Lyra's TFLite graph
+        encode, init = backbone_encode(trained), fresh and backbone_encode(fresh)
+        sample_rate = trained.sample_rate
     else:
         import transformers
 
