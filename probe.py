@@ -23,7 +23,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from scipy.stats import binomtest
 
-from earlens.backbones import Backbone, load_backbone, random_init
+from earlens.backbones import Backbone, HookBackbone, load_backbone, random_init
 from earlens.features import check_disk_space, encode_span, plan_extraction
 from earlens.handcrafted import HandcraftedBackbone
 from earlens.partials import partials_probe, plot_partials, summary_rows
@@ -31,7 +31,7 @@ from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_laye
 from earlens.probes import (FAST_WEIGHT_DECAYS, PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes,
                             split_indices)
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
-from lightning_modules.cli import create_run_dir, expand_config_args, start_wandb_run, write_summary
+from lightning_modules.cli import create_run_dir, expand_config_args, load_run, start_wandb_run, write_summary
 from lightning_modules.extraction import cache_precision, extract_on_trainer
 from lightning_modules.probes import fit_streaming_probes
 
@@ -54,8 +54,9 @@ class StimuliOptions:
 
 @dataclass
 class BackboneOptions:
-    """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, audiocraft or handcrafted; `options` go to its loader
-    (e.g. `hop_length` for CREPE, `n_mfcc` for handcrafted)."""
+    """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, lyra, audiocraft, handcrafted, a pretrained kind of
+    `earlens.pretrained`, or `run` (a model trained by train.py); `options` go to its loader (e.g. `hop_length` for
+    CREPE, `n_mfcc` for handcrafted)."""
 
     kind: str = "crepe"
     name_or_path: str | None = None
@@ -249,8 +250,16 @@ def probe_partials(backbone: Backbone, stimulus_options: dict, options: Partials
 
 
 def build_backbone(options: BackboneOptions) -> Backbone:
+    """The backbone to probe; `kind: run` is a model trained by `train.py` (`name_or_path`: its run folder; its
+    best checkpoint, or `options: {checkpoint: last}`), read out at `layers` (its 1-D convolution stages)."""
     if options.kind == "handcrafted":
         return HandcraftedBackbone(options.layers, **options.options)
+    if options.kind == "run":
+        if not options.name_or_path or not options.layers:
+            raise ValueError("--backbone.kind run needs --backbone.name_or_path RUN_DIR and --backbone.layers")
+        model, _ = load_run(Path(options.name_or_path), options.options.get("checkpoint", "best"))
+        return HookBackbone(model, options.layers, model.frontend.sample_rate, name=f"run:{options.name_or_path}",
+                            channels_first=True).to(options.device)
     return load_backbone(options.kind, options.name_or_path, options.layers, options.device, **options.options)
 
 

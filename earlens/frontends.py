@@ -74,3 +74,38 @@ class SpectroTemporalFrontend(nn.Module):
         frames = None if lengths is None else self.frame_lengths(lengths)
         spec = zero_padding(self.logmel(wave).unsqueeze(1), frames)
         return zero_padding(self.norm(self.filterbank(spec)), frames)
+
+
+class WaveformFrontend(nn.Module):
+    """`wave (B, T)` -> `(B, channels[-1], 1, T // hop_length)`: a SampleCNN-style waveform encoder (Lee et al. 2017).
+
+    A Conv1d of kernel 3 and stride 3 on the samples, then per further channel count a block Conv1d(3) + BatchNorm
+    + ReLU + MaxPool(3): the hop is 3^len(channels) samples (243 = 15 ms at 16 kHz with five stages). Its blocks
+    (`blocks.0` ... ) are where `PartialsCallback` and `probe.py --config partials_run` look for partials. The
+    singleton frequency axis lets `AudioClassifier`'s encoder take it like a spectrogram.
+    """
+
+    def __init__(self, channels: tuple[int, ...] | list[int] = (32, 32, 64, 64, 128), sample_rate: int = 16000):
+        super().__init__()
+        if len(channels) < 1 or min(channels) < 1:
+            raise ValueError(f"--model.frontend.init_args.channels must be positive counts, got {channels}")
+        self.init_args = {"channels": list(channels), "sample_rate": sample_rate}
+        self.sample_rate = sample_rate
+        stem = nn.Sequential(nn.Conv1d(1, channels[0], 3, stride=3), nn.BatchNorm1d(channels[0]), nn.ReLU())
+        self.blocks = nn.ModuleList([stem] + [
+            nn.Sequential(nn.Conv1d(c_in, c_out, 3, padding=1), nn.BatchNorm1d(c_out), nn.ReLU(), nn.MaxPool1d(3))
+            for c_in, c_out in zip(channels[:-1], channels[1:])])
+        self.out_channels, self.n_mels, self.hop_length = channels[-1], 1, 3 ** len(channels)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Output frames of clips with `lengths` real samples (every stage divides by 3, rounding down)."""
+        return torch.div(lengths, self.hop_length, rounding_mode="floor")
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """With `lengths`, each stage's frames past the clip's end are zeroed, so padding never reaches a real frame."""
+        x = wave.unsqueeze(1)
+        for stage, block in enumerate(self.blocks):
+            x = block(x)
+            if lengths is not None:
+                x = zero_padding(x, torch.div(lengths, 3 ** (stage + 1), rounding_mode="floor"))
+        return x.unsqueeze(2)

@@ -183,3 +183,26 @@ def test_partials_config_writes_layer_table_plot_and_summary(tmp_path):
         rows = list(csv.DictReader(file))
     assert [(row["layer"], row["view"]) for row in rows][:2] == [("latent", ""), ("rvq", "codebook_0")]
     assert (tmp_path / "run" / "partials.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_model_trained_here_is_probed_against_its_random_initialisation(tmp_path):
+    """`train.py --config sample_cnn_speaker` (one short epoch), then `probe.py --config partials_run` on its folder:
+    every conv stage of the trained waveform encoder, with the same stages at random initialisation beside it."""
+    train = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--config", "sample_cnn_speaker",
+                            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                            "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+                            "--trainer.enable_progress_bar", "false", "--run_dir", str(tmp_path / "trained")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "WANDB_MODE": "offline"})
+    assert train.returncode == 0, train.stderr[-3000:]
+    result = run_probe(["--config", "partials_run", "--backbone.name_or_path", str(tmp_path / "trained"),
+                        "--stimuli.options", "{n_bands: 6, n_per_context: 12, n_tones: 16}",
+                        "--run_dir", str(tmp_path / "probe")], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
+    assert summary["random_init_null"] is True and summary["backbone"]["name"].startswith("run:")
+    assert list(summary["partials"]) == [f"frontend.blocks.{i}" for i in range(5)]
+    with open(tmp_path / "probe" / "layers.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert all(row["init/invariance"] not in ("", "nan") for row in rows)
+    assert any(row["invariance"] != row["init/invariance"] for row in rows)  # trained weights, not the init's
