@@ -26,8 +26,9 @@ from scipy.stats import binomtest
 from earlens.backbones import Backbone, HookBackbone, load_backbone, random_init
 from earlens.features import check_disk_space, encode_span, plan_extraction
 from earlens.handcrafted import HandcraftedBackbone
-from earlens.partials import partials_probe, plot_partials, summary_rows
-from earlens.helix import HelixProbeResult, helix_probe, plot_helicality_vs_layer, plot_helix
+from earlens.helix import HelixProbeResult, helix_probe
+from earlens.partials import partials_probe, summary_rows
+from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
 from earlens.probes import (FAST_WEIGHT_DECAYS, PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes,
                             split_indices)
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
@@ -317,28 +318,6 @@ def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],
             row["helix/best_triple"] = "-".join(str(int(pc)) for pc in helix.best_triple[index])
             row["helix/paper_triple"] = "-".join(str(int(pc)) for pc in helix.paper_triple[index])
     return rows
-
-
-def plot_scores_vs_layer(layer_names: list[str], probes: dict[str, ProbeResult]):
-    """Test (solid) and validation (dashed) score per layer for each target, with chance levels."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.add_subplot()
-    x = np.arange(len(layer_names))
-    for color, (target, result) in enumerate(probes.items()):
-        name = result.score_name
-        ax.plot(x, result.metrics[f"test_{name}"], "o-", color=f"C{color}", label=f"{target} test {name}")
-        ax.plot(x, result.metrics[f"val_{name}"], "--", color=f"C{color}", alpha=0.5)
-        if result.classes is not None:
-            ax.axhline(1 / len(result.classes), color=f"C{color}", lw=0.7, ls=":")
-    ax.set_xticks(x, layer_names, rotation=60, ha="right", fontsize=7)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("test score (dotted: chance)")
-    ax.set_ylim(top=1.02)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def metric_table(rows: list[dict], probes: dict[str, ProbeResult]) -> list[dict]:

@@ -21,7 +21,8 @@ import time
 import torch
 
 from earlens.backbones import load_backbone, random_init
-from earlens.partials import partials_probe, plot_partials, summary_rows
+from earlens.partials import partials_probe, summary_rows
+from earlens.plots import plot_partials
 
 LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC null"), ("frame_auc", "frame AUC"),
                 ("frame_auc_null", "frame null"), ("band_r2", "level R²"), ("invariance", "invariance"),

@@ -29,8 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from earlens.backbones import load_backbone  # noqa: E402
-from earlens.features import bench_extraction  # noqa: E402
-from earlens.helix import benchmark_fitters, helix_probe  # noqa: E402
+from bench.backbones import bench_extraction  # noqa: E402
+from bench.helix_optuna import benchmark_fitters  # noqa: E402
+from earlens.helix import helix_probe  # noqa: E402
 from earlens import probes  # noqa: E402
 from earlens.probes import fit_layer_probes, fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
 

@@ -17,8 +17,8 @@ import torch
 from callbacks.capture import capture_layers, model_sample_rate
 from callbacks.media import figure_image, log_layer_table, read_layer_table, wandb_loggers
 from callbacks.schedule import EveryNValidationEpochs
-from earlens.helix import HelixProbeResult, helix_probe, plot_helix
-from earlens.plots import plot_epoch_layer_heatmap
+from earlens.helix import HelixProbeResult, helix_probe
+from earlens.plots import plot_epoch_layer_heatmap, plot_helix
 from earlens.stimuli import render_stimuli
 
 LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer_stats` names logged under another

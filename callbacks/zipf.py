@@ -25,6 +25,7 @@ import torch
 from callbacks.media import figure_image, log_layer_table, wandb_loggers
 from callbacks.schedule import EveryNValidationEpochs
 from earlens.lengths import proportional_frames, time_mask
+from earlens.plots import rank_frequency_plot
 from earlens.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes
 from earlens.zipf import (
     ALTERNATIVES,
@@ -32,7 +33,6 @@ from earlens.zipf import (
     count_ids,
     merge_counts,
     ngram_ids,
-    rank_frequency_plot,
     zipf_statistics,
 )
 

@@ -17,7 +17,7 @@ three-point search with parabolic steps.
 
 Frame convention (t0 and the in-plane rotation of u, v are one degree of freedom): t0 = 0 and u is the radial
 direction of the lowest pitch, v the direction the circle turns to (ω > 0), h_pitch ≥ 0 and mean radius ≥ 0.
-`fit_helix_optuna` (the paper's protocol) searches t0 freely instead.
+`bench/helix_optuna.py` (the paper's Optuna protocol, the reference) searches t0 freely instead.
 
 Probe (`helix_probe`): per-pitch means → PCA → a fit per triple of the top PCs → the best triple, with its
 significance against smooth surrogates (`smooth_surrogate_grams`), chroma diagnostics (R² over ω, octave
@@ -27,7 +27,6 @@ equivalence), a clip bootstrap for ω and ω's aliasing on gapped pitch sets.
 from __future__ import annotations
 
 import functools
-import time
 import warnings
 from dataclasses import dataclass
 from itertools import combinations
@@ -738,137 +737,3 @@ def _axis_pitch_corr(fit: HelixFit, points: np.ndarray, t: np.ndarray) -> np.nda
     height = height - height.mean(axis=-1, keepdims=True)
     pitch = t - t.mean()
     return (height @ pitch) / np.maximum(np.linalg.norm(height, axis=-1) * np.linalg.norm(pitch), 1e-300)
-
-
-def fit_helix_optuna(points, t=None, n_trials: int = 1000, n_restarts: int = 3, seed: int = 0) -> HelixFit:
-    """The paper's protocol: Optuna (TPE) over all helix parameters, `n_restarts` studies, best kept.
-
-    The frame {c, u, v} is parametrised by ZYZ Euler angles, t0 by the phase ω·t0 ∈ [−π, π], ω ∈ [−π, π]
-    (ω < 0 is reported as ω > 0 with v flipped). One study per point set: slow by design, for comparison.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    y = np.asarray(points, dtype=np.float64)
-    lead, n_points = y.shape[:-2], y.shape[-2]
-    t = np.arange(n_points, dtype=np.float64) if t is None else np.asarray(t, dtype=np.float64)
-    flat = y.reshape(-1, n_points, 3)
-    span = max(t[-1] - t[0], 1.0)
-    best_params = []
-    for cloud in tqdm(flat, desc="optuna helix fits", leave=False):
-        scale = float(np.abs(cloud).max()) or 1.0
-
-        def objective(trial, cloud=cloud, scale=scale):
-            p = _optuna_params(trial, scale, span)
-            return float(((cloud - helix_curve(*p, t)) ** 2).sum(axis=-1).mean())
-
-        studies = []
-        for restart in range(n_restarts):
-            study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed + restart))
-            study.optimize(objective, n_trials=n_trials)
-            studies.append(study)
-        best = min(studies, key=lambda s: s.best_value)
-        best_params.append(_optuna_params(optuna.trial.FixedTrial(best.best_params), scale, span))
-    h_pitch, h0, r_slope, r0, omega, t0, basis = (np.array(v) for v in zip(*best_params))
-    flip = np.where(omega < 0, -1.0, 1.0)
-    basis = basis * np.stack([np.ones_like(flip), np.ones_like(flip), flip], axis=-1)[:, None, :]
-    omega = np.abs(omega)
-    curve = helix_curve(h_pitch, h0, r_slope, r0, omega, t0, basis, t)
-    sse = ((flat - curve) ** 2).sum(axis=(1, 2))
-    sst = ((flat - flat.mean(axis=1, keepdims=True)) ** 2).sum(axis=(1, 2))
-    fit = HelixFit(h_pitch=h_pitch, h0=h0, r_slope=r_slope, r0=r0, omega=omega, t0=t0, basis=basis,
-                   mse=sse / n_points, r2=1.0 - sse / np.maximum(sst, 1e-300))
-    return HelixFit(**{k: v.reshape(lead + v.shape[1:]) for k, v in vars(fit).items()})
-
-
-def _optuna_params(trial, scale: float, span: float):
-    h_pitch = trial.suggest_float("h_pitch", -2 * scale / span, 2 * scale / span)
-    h0 = trial.suggest_float("h0", -scale, scale)
-    r_slope = trial.suggest_float("r_slope", -scale / span, scale / span)
-    r0 = trial.suggest_float("r0", 0.0, 1.5 * scale)
-    omega = trial.suggest_float("omega", -np.pi, np.pi)
-    phase0 = trial.suggest_float("phase0", -np.pi, np.pi)
-    alpha, beta, gamma = (trial.suggest_float(n, lo, hi) for n, lo, hi in
-                          (("alpha", -np.pi, np.pi), ("beta", 0.0, np.pi), ("gamma", -np.pi, np.pi)))
-    t0 = phase0 / omega if abs(omega) > 1e-9 else 0.0
-    return h_pitch, h0, r_slope, r0, omega, t0, _euler_zyz(alpha, beta, gamma)
-
-
-def _euler_zyz(alpha: float, beta: float, gamma: float) -> np.ndarray:
-    def rz(a):
-        return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
-
-    ry = np.array([[np.cos(beta), 0.0, np.sin(beta)], [0.0, 1.0, 0.0], [-np.sin(beta), 0.0, np.cos(beta)]])
-    return rz(alpha) @ ry @ rz(gamma)
-
-
-def benchmark_fitters(points, n_trials: int = 50, n_restarts: int = 1, seed: int = 0) -> dict[str, float]:
-    """Time `fit_helix` vs the Optuna protocol on the same point sets (..., P, 3); for `bench/probe.py`.
-
-    Optuna's time is measured with `n_trials` × `n_restarts` and extrapolated linearly to the paper's
-    1000 × 3 (TPE's per-trial cost grows with the trial count, so the extrapolation is a lower bound).
-    """
-    points = np.asarray(points, dtype=np.float64)
-    n_sets = int(np.prod(points.shape[:-2]))
-    start = time.perf_counter()
-    closed_form = fit_helix(points)
-    closed_form_s = time.perf_counter() - start
-    start = time.perf_counter()
-    optuna_fit = fit_helix_optuna(points, n_trials=n_trials, n_restarts=n_restarts, seed=seed)
-    optuna_s = time.perf_counter() - start
-    return {
-        "n_point_sets": n_sets,
-        "fit_helix_s": closed_form_s,
-        "fit_helix_mean_r2": float(closed_form.r2.mean()),
-        "optuna_s": optuna_s,
-        "optuna_trials": n_trials * n_restarts,
-        "optuna_mean_r2": float(optuna_fit.r2.mean()),
-        "optuna_paper_protocol_s_extrapolated": optuna_s * (1000 * 3) / (n_trials * n_restarts),
-    }
-
-
-def plot_helix(result: HelixProbeResult, layer: int | None = None, title: str | None = None):
-    """3-D scatter of a layer's per-pitch PCA points (coloured by pitch class) with its fitted helix."""
-    from matplotlib.figure import Figure
-
-    layer = int(np.argmax(result.r2)) if layer is None else layer
-    points, fit = result.points[layer], result.fit[layer]
-    dense = np.linspace(result.t[0], result.t[-1], 20 * len(result.t))
-    curve = fit.curve(dense)
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot(projection="3d")
-    ax.plot(*curve.T, color="0.4", lw=1)
-    sc = ax.scatter(*points.T, c=result.pitches % 12, cmap="twilight", vmin=0, vmax=12, s=25, depthshade=False)
-    pcs = [f"PC{i + 1}" for i in result.best_triple[layer]]
-    ax.set_xlabel(pcs[0])
-    ax.set_ylabel(pcs[1])
-    ax.set_zlabel(pcs[2])
-    fig.colorbar(sc, ax=ax, shrink=0.6, label="pitch class")
-    ax.set_title(title or f"layer {layer}: R²={result.r2[layer]:.3f}, p_helix={result.p_helix[layer]:.2f}, "
-                 f"ω={result.omega_chroma[layer]:.3f} (π/6={np.pi / 6:.3f})", fontsize=9)
-    return fig
-
-
-def plot_helicality_vs_layer(result: HelixProbeResult, layer_names=None, title: str = "helicality"):
-    """R² per layer with the smooth-surrogate null's mean ± 2 std band, and ω_chroma on a second axis."""
-    from matplotlib.figure import Figure
-
-    x = np.arange(len(result.r2))
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.add_subplot()
-    ax.fill_between(x, result.null_mean - 2 * result.null_std, result.null_mean + 2 * result.null_std,
-                    color="0.85", label="smooth null ± 2σ")
-    ax.plot(x, result.null_mean, color="0.5", lw=1)
-    ax.plot(x, result.r2, "o-", color="C0", label="helix R²")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("R²")
-    ax.set_title(title)
-    omega_axis = ax.twinx()
-    omega_axis.plot(x, result.omega_chroma, "s--", color="C1", ms=3, label="ω_chroma")
-    omega_axis.axhline(np.pi / 6, color="C1", lw=0.5, ls=":")
-    omega_axis.set_ylabel("ω_chroma (rad/semitone)")
-    if layer_names is not None:
-        ax.set_xticks(x, layer_names, rotation=60, ha="right", fontsize=7)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig

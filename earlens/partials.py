@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from scipy.stats import rankdata
 
 CONTEXTS = ("clean", "noise", "level", "onset", "harmonic")
@@ -543,49 +542,3 @@ def summary_rows(layers: dict[str, dict]) -> list[dict]:
         row.update({key: value for key, value in stats.items() if isinstance(value, float)})
         rows.append(row)
     return rows
-
-
-def plot_partials(result: dict, title: str = "") -> Figure:
-    """Per latent layer: context invariance (with its shuffled-label null, split-half ceiling and the random-init
-    model) and the share of single-band units; and the band directions' tuning curves to pure tones in the most
-    invariant layer (each curve scaled to [0, 1], band edges dotted)."""
-    layers = {name: stats for name, stats in result["layers"].items() if "codes" not in stats}
-    init = {name: stats for name, stats in (result.get("init") or {}).items() if "codes" not in stats}
-    figure = Figure(figsize=(15, 4.2))
-    axes = figure.subplots(1, 3)
-    if not layers:
-        axes[0].set_title("no latent layers")
-        return figure
-    names = list(layers)
-    x = np.arange(len(names))
-    series = [("invariance", layers, "invariance", "-o"), ("split-half ceiling", layers, "split_half", ":s"),
-              ("shuffled-label null", layers, "invariance_null", "--^"), ("random init", init, "invariance", "-x")]
-    for label, source, key, style in series:
-        if source:
-            axes[0].plot(x, [np.nanmean(source[name][key]) for name in names], style, label=label)
-    for label, source, key, style in [("units", layers, "unit_one_band_share", "-o"),
-                                      ("random directions", layers, "random_direction_one_band_share", "--^"),
-                                      ("units, random init", init, "unit_one_band_share", "-x")]:
-        if source:
-            axes[1].plot(x, [source[name][key] for name in names], style, label=label)
-    for axis, ylabel in zip(axes[:2], ("cosine of band directions across contexts", "share tuned to one band")):
-        axis.set_xticks(x, names, rotation=45, ha="right")
-        axis.set_ylabel(ylabel)
-        axis.legend(fontsize=8)
-    best = max(names, key=lambda name: np.nanmean(layers[name]["invariance"]))
-    curves = layers[best]["direction_curves"]
-    span = curves.max(1, keepdims=True) - curves.min(1, keepdims=True)
-    scaled = (curves - curves.min(1, keepdims=True)) / np.where(span > 0, span, 1)
-    tone_hz, edges = result["tone_hz"], result["bands"]
-    axes[2].imshow(scaled, aspect="auto", origin="lower", cmap="magma",
-                   extent=(np.log2(tone_hz[0]), np.log2(tone_hz[-1]), -0.5, len(scaled) - 0.5))
-    for edge in np.log2(edges):
-        axes[2].axvline(edge, color="white", lw=0.5, ls=":")
-    ticks = np.log2(edges[:: max(1, len(edges) // 6)])
-    axes[2].set_xticks(ticks, [f"{2 ** t:.0f}" for t in ticks])
-    axes[2].set_xlabel("pure tone (Hz)")
-    axes[2].set_ylabel("band direction")
-    axes[2].set_title(f"direction tuning, {best}")
-    figure.suptitle(title)
-    figure.tight_layout()
-    return figure

@@ -1,9 +1,22 @@
-"""Figures of metrics over layers and epochs (matplotlib `Figure`s, no pyplot state: safe in callbacks and workers)."""
+"""Every figure earlens draws from its results (matplotlib `Figure`s, no pyplot state: safe in callbacks and workers).
+
+The science modules compute; this module draws: metrics over epoch × layer, the pitch helix, rank–frequency
+curves, partials. (The learned-filter figures live in `earlens.filters` for now.)
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from matplotlib.figure import Figure
+from scipy.special import logsumexp
+
+from earlens.zipf import ZipfResult, clean_counts
+
+if TYPE_CHECKING:
+    from earlens.helix import HelixProbeResult
+    from earlens.probes import ProbeResult
 
 
 def plot_epoch_layer_heatmap(rows: list[dict], metric: str, mark_metric: str | None = None,
@@ -40,5 +53,142 @@ def plot_epoch_layer_heatmap(rows: list[dict], metric: str, mark_metric: str | N
     ax.set_ylabel("layer")
     ax.set_title(title or metric, fontsize=9)
     fig.colorbar(image, ax=ax, label=metric)
+    fig.tight_layout()
+    return fig
+
+
+def plot_helix(result: HelixProbeResult, layer: int | None = None, title: str | None = None):
+    """3-D scatter of a layer's per-pitch PCA points (coloured by pitch class) with its fitted helix."""
+    layer = int(np.argmax(result.r2)) if layer is None else layer
+    points, fit = result.points[layer], result.fit[layer]
+    dense = np.linspace(result.t[0], result.t[-1], 20 * len(result.t))
+    curve = fit.curve(dense)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot(projection="3d")
+    ax.plot(*curve.T, color="0.4", lw=1)
+    sc = ax.scatter(*points.T, c=result.pitches % 12, cmap="twilight", vmin=0, vmax=12, s=25, depthshade=False)
+    pcs = [f"PC{i + 1}" for i in result.best_triple[layer]]
+    ax.set_xlabel(pcs[0])
+    ax.set_ylabel(pcs[1])
+    ax.set_zlabel(pcs[2])
+    fig.colorbar(sc, ax=ax, shrink=0.6, label="pitch class")
+    ax.set_title(title or f"layer {layer}: R²={result.r2[layer]:.3f}, p_helix={result.p_helix[layer]:.2f}, "
+                 f"ω={result.omega_chroma[layer]:.3f} (π/6={np.pi / 6:.3f})", fontsize=9)
+    return fig
+
+
+def plot_helicality_vs_layer(result: HelixProbeResult, layer_names=None, title: str = "helicality"):
+    """R² per layer with the smooth-surrogate null's mean ± 2 std band, and ω_chroma on a second axis."""
+    x = np.arange(len(result.r2))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    ax.fill_between(x, result.null_mean - 2 * result.null_std, result.null_mean + 2 * result.null_std,
+                    color="0.85", label="smooth null ± 2σ")
+    ax.plot(x, result.null_mean, color="0.5", lw=1)
+    ax.plot(x, result.r2, "o-", color="C0", label="helix R²")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("R²")
+    ax.set_title(title)
+    omega_axis = ax.twinx()
+    omega_axis.plot(x, result.omega_chroma, "s--", color="C1", ms=3, label="ω_chroma")
+    omega_axis.axhline(np.pi / 6, color="C1", lw=0.5, ls=":")
+    omega_axis.set_ylabel("ω_chroma (rad/semitone)")
+    if layer_names is not None:
+        ax.set_xticks(x, layer_names, rotation=60, ha="right", fontsize=7)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def rank_frequency_plot(counts, fit: ZipfResult, title: str = "rank–frequency") -> Figure:
+    """Log-log rank–frequency plot with the Zipf–Mandelbrot fit, the count-tail power law (ranks 1..n_tail, through
+    (n_tail, xmin)) and the LS line, each labelled with its exponent, range and the tail's p-value."""
+    frequencies = np.sort(clean_counts(counts))[::-1]
+    ranks = np.arange(1, frequencies.size + 1)
+    figure = Figure(figsize=(5, 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.loglog(ranks, frequencies, ".", markersize=3, color="0.3", label="symbols")
+    if np.isfinite(fit.alpha_zm):
+        log_model = -fit.alpha_zm * np.log(ranks + fit.q_zm)
+        expected = fit.n_tokens * np.exp(log_model - logsumexp(log_model))
+        axes.loglog(ranks, expected, "-", color="C0",
+                    label=f"ZM α={fit.alpha_zm:.3f}, q={fit.q_zm:.2f} (r≤{fit.vocab_size})")
+    if np.isfinite(fit.alpha_tail):
+        tail_ranks = np.arange(1, fit.n_tail + 1)
+        axes.loglog(tail_ranks, fit.xmin * (tail_ranks / fit.n_tail) ** -fit.alpha_tail, ":", color="C2",
+                    label=f"tail α={fit.alpha_tail:.3f} (r≤{fit.n_tail}), p={fit.p_value:.2f}, {fit.preferred}")
+    if np.isfinite(fit.alpha_ls):
+        lo, hi = fit.ls_rank_range
+        ls_ranks = np.arange(lo, hi + 1)
+        intercept = np.mean(np.log(frequencies[lo - 1 : hi]) + fit.alpha_ls * np.log(ls_ranks))
+        axes.loglog(ls_ranks, np.exp(intercept) * ls_ranks**-fit.alpha_ls, "--", color="C1",
+                    label=f"LS α={fit.alpha_ls:.3f} (r={lo}..{hi})")
+    axes.set(xlabel="rank", ylabel="frequency", title=title)
+    axes.legend(fontsize=7)
+    return figure
+
+
+def plot_partials(result: dict, title: str = "") -> Figure:
+    """Per latent layer: context invariance (with its shuffled-label null, split-half ceiling and the random-init
+    model) and the share of single-band units; and the band directions' tuning curves to pure tones in the most
+    invariant layer (each curve scaled to [0, 1], band edges dotted)."""
+    layers = {name: stats for name, stats in result["layers"].items() if "codes" not in stats}
+    init = {name: stats for name, stats in (result.get("init") or {}).items() if "codes" not in stats}
+    figure = Figure(figsize=(15, 4.2))
+    axes = figure.subplots(1, 3)
+    if not layers:
+        axes[0].set_title("no latent layers")
+        return figure
+    names = list(layers)
+    x = np.arange(len(names))
+    series = [("invariance", layers, "invariance", "-o"), ("split-half ceiling", layers, "split_half", ":s"),
+              ("shuffled-label null", layers, "invariance_null", "--^"), ("random init", init, "invariance", "-x")]
+    for label, source, key, style in series:
+        if source:
+            axes[0].plot(x, [np.nanmean(source[name][key]) for name in names], style, label=label)
+    for label, source, key, style in [("units", layers, "unit_one_band_share", "-o"),
+                                      ("random directions", layers, "random_direction_one_band_share", "--^"),
+                                      ("units, random init", init, "unit_one_band_share", "-x")]:
+        if source:
+            axes[1].plot(x, [source[name][key] for name in names], style, label=label)
+    for axis, ylabel in zip(axes[:2], ("cosine of band directions across contexts", "share tuned to one band")):
+        axis.set_xticks(x, names, rotation=45, ha="right")
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=8)
+    best = max(names, key=lambda name: np.nanmean(layers[name]["invariance"]))
+    curves = layers[best]["direction_curves"]
+    span = curves.max(1, keepdims=True) - curves.min(1, keepdims=True)
+    scaled = (curves - curves.min(1, keepdims=True)) / np.where(span > 0, span, 1)
+    tone_hz, edges = result["tone_hz"], result["bands"]
+    axes[2].imshow(scaled, aspect="auto", origin="lower", cmap="magma",
+                   extent=(np.log2(tone_hz[0]), np.log2(tone_hz[-1]), -0.5, len(scaled) - 0.5))
+    for edge in np.log2(edges):
+        axes[2].axvline(edge, color="white", lw=0.5, ls=":")
+    ticks = np.log2(edges[:: max(1, len(edges) // 6)])
+    axes[2].set_xticks(ticks, [f"{2 ** t:.0f}" for t in ticks])
+    axes[2].set_xlabel("pure tone (Hz)")
+    axes[2].set_ylabel("band direction")
+    axes[2].set_title(f"direction tuning, {best}")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_scores_vs_layer(layer_names: list[str], probes: dict[str, ProbeResult]) -> Figure:
+    """Test (solid) and validation (dashed) score per layer for each target, with chance levels."""
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.add_subplot()
+    x = np.arange(len(layer_names))
+    for color, (target, result) in enumerate(probes.items()):
+        name = result.score_name
+        ax.plot(x, result.metrics[f"test_{name}"], "o-", color=f"C{color}", label=f"{target} test {name}")
+        ax.plot(x, result.metrics[f"val_{name}"], "--", color=f"C{color}", alpha=0.5)
+        if result.classes is not None:
+            ax.axhline(1 / len(result.classes), color=f"C{color}", lw=0.7, ls=":")
+    ax.set_xticks(x, layer_names, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("test score (dotted: chance)")
+    ax.set_ylim(top=1.02)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from math import comb, factorial
 
 import numpy as np
-from matplotlib.figure import Figure
 from numpy.polynomial import polynomial
 from scipy.optimize import minimize, newton
 from scipy.special import erfc, gammaln, log_ndtr, logsumexp
@@ -192,7 +191,7 @@ class ZipfResult:
         return min(self.comparisons, key=lambda c: c.normalized_llr, default=None)
 
 
-def _clean_counts(counts) -> np.ndarray:
+def clean_counts(counts) -> np.ndarray:
     counts = np.asarray(counts)
     if counts.ndim != 1:
         raise ValueError(f"counts must be a 1-D vector of per-symbol counts, got shape {counts.shape}")
@@ -338,7 +337,7 @@ def fit_count_power_law(counts) -> PowerLawFit:
     came from the former estimator's KS, a supremum over all integers (Clauset's plfit) rather than powerlaw's.
     No x_min qualifies when the counts span less than a decade: gamma is NaN, xmin and n_tail 0.
     """
-    values, multiplicity = np.unique(_clean_counts(counts), return_counts=True)
+    values, multiplicity = np.unique(clean_counts(counts), return_counts=True)
     gamma, gamma_se, xmin, ks, n_tail = (r[0] for r in _fit_rows(*_rows(np.zeros_like(values), values,
                                                                         multiplicity, 1)))
     if not np.isfinite(gamma):
@@ -355,7 +354,7 @@ def power_law_p_value(counts, fit: PowerLawFit | None = None, n_bootstrap: int =
     fitted at once (see ``_synthetic_sets``; one vectorised fit of all rows), so 200 sets of 10^5 tokens take
     well under a second (``bench/zipf_fit.py``).
     """
-    counts = _clean_counts(counts)
+    counts = clean_counts(counts)
     fit = fit or fit_count_power_law(counts)
     if not np.isfinite(fit.gamma) or n_bootstrap < 1:
         return float("nan")
@@ -441,7 +440,7 @@ def _alternative_log_likelihoods(name: str, x: np.ndarray, weight: np.ndarray, x
 def compare_alternatives(counts, fit: PowerLawFit | None = None) -> tuple[Comparison, ...]:
     """Vuong tests of the count-distribution power law against lognormal, exponential and stretched exponential on
     the tail ≥ xmin, as ``powerlaw.Fit.distribution_compare(..., normalized_ratio=True)`` (non-nested)."""
-    counts = _clean_counts(counts)
+    counts = clean_counts(counts)
     fit = fit or fit_count_power_law(counts)
     if not np.isfinite(fit.gamma):
         return ()
@@ -481,7 +480,7 @@ def fit_zipf_mandelbrot(counts) -> ZipfMandelbrotFit:
     curve's tail (types seen once or twice, unseen types missing), which pulls alpha down slightly when most of the
     vocabulary is rare (about −0.03 for alpha = 1 with 10^5 tokens over 20 000 types; tested).
     """
-    frequencies = np.sort(_clean_counts(counts))[::-1].astype(float)
+    frequencies = np.sort(clean_counts(counts))[::-1].astype(float)
     vocab, n_tokens = frequencies.size, int(frequencies.sum())
     if vocab < 3:
         return ZipfMandelbrotFit(float("nan"), float("nan"), float("nan"), float("nan"), n_tokens, vocab)
@@ -522,7 +521,7 @@ def rank_frequency_slope(counts, rank_range: tuple[int, int] = (1, 100)) -> tupl
     ``hi`` is clipped to the vocabulary; returns (alpha_ls, (lo, hi_used)). This is the line the papers draw
     on their rank–frequency plots.
     """
-    frequencies = np.sort(_clean_counts(counts))[::-1]
+    frequencies = np.sort(clean_counts(counts))[::-1]
     lo, hi = int(rank_range[0]), min(int(rank_range[1]), frequencies.size)
     if lo < 1 or hi - lo < 1:
         return float("nan"), (lo, hi)
@@ -553,7 +552,7 @@ def expected_vocabulary_growth(counts, n_points: int = 50) -> tuple[np.ndarray, 
     E[V(n)] = Σ_types 1 − C(N − c, n) / C(N, n) for a type seen c times among N tokens: depends on counts only,
     so it is unchanged by how tokens were split across workers.
     """
-    counts = _clean_counts(counts)
+    counts = clean_counts(counts)
     total = int(counts.sum())
     if total == 0:
         raise ValueError("expected_vocabulary_growth needs at least one token")
@@ -633,7 +632,7 @@ def zipf_statistics(counts, rank_range: tuple[int, int] = (1, 100), heaps_points
                     n_bootstrap: int = 200, seed: int = 0) -> ZipfResult:
     """All statistics of one symbol stream from its per-type counts (order of types irrelevant); seeded, so equal
     counts give equal results on every DDP rank."""
-    counts = _clean_counts(counts)
+    counts = clean_counts(counts)
     if counts.size == 0:
         raise ValueError("zipf_statistics needs at least one token")
     zm = fit_zipf_mandelbrot(counts)
@@ -667,31 +666,3 @@ def zipf_tokens(alpha: float, n_tokens: int, vocab_size: int, seed: int = 0, q: 
     probabilities = np.exp(-alpha * np.log(np.arange(1, vocab_size + 1) + q))
     rng = np.random.default_rng(seed)
     return rng.choice(vocab_size, size=n_tokens, p=probabilities / probabilities.sum())
-
-
-def rank_frequency_plot(counts, fit: ZipfResult, title: str = "rank–frequency") -> Figure:
-    """Log-log rank–frequency plot with the Zipf–Mandelbrot fit, the count-tail power law (ranks 1..n_tail, through
-    (n_tail, xmin)) and the LS line, each labelled with its exponent, range and the tail's p-value."""
-    frequencies = np.sort(_clean_counts(counts))[::-1]
-    ranks = np.arange(1, frequencies.size + 1)
-    figure = Figure(figsize=(5, 4), layout="constrained")
-    axes = figure.add_subplot()
-    axes.loglog(ranks, frequencies, ".", markersize=3, color="0.3", label="symbols")
-    if np.isfinite(fit.alpha_zm):
-        log_model = -fit.alpha_zm * np.log(ranks + fit.q_zm)
-        expected = fit.n_tokens * np.exp(log_model - logsumexp(log_model))
-        axes.loglog(ranks, expected, "-", color="C0",
-                    label=f"ZM α={fit.alpha_zm:.3f}, q={fit.q_zm:.2f} (r≤{fit.vocab_size})")
-    if np.isfinite(fit.alpha_tail):
-        tail_ranks = np.arange(1, fit.n_tail + 1)
-        axes.loglog(tail_ranks, fit.xmin * (tail_ranks / fit.n_tail) ** -fit.alpha_tail, ":", color="C2",
-                    label=f"tail α={fit.alpha_tail:.3f} (r≤{fit.n_tail}), p={fit.p_value:.2f}, {fit.preferred}")
-    if np.isfinite(fit.alpha_ls):
-        lo, hi = fit.ls_rank_range
-        ls_ranks = np.arange(lo, hi + 1)
-        intercept = np.mean(np.log(frequencies[lo - 1 : hi]) + fit.alpha_ls * np.log(ls_ranks))
-        axes.loglog(ls_ranks, np.exp(intercept) * ls_ranks**-fit.alpha_ls, "--", color="C1",
-                    label=f"LS α={fit.alpha_ls:.3f} (r={lo}..{hi})")
-    axes.set(xlabel="rank", ylabel="frequency", title=title)
-    axes.legend(fontsize=7)
-    return figure

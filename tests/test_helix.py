@@ -11,16 +11,16 @@ from earlens.helix import (
     _double_centre,
     _octave_index,
     fit_helix,
-    fit_helix_optuna,
     fold_omega,
     helix_curve,
     helix_probe,
     helix_r2_profile,
     per_pitch_means,
     pitch_step,
-    plot_helix,
     smooth_surrogate_grams,
 )
+from bench.helix_optuna import fit_helix_optuna
+from earlens.plots import plot_helix
 from earlens.stimuli import render_stimuli
 
 P = 36

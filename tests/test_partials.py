@@ -6,8 +6,10 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score, roc_auc_score
 
-from earlens.partials import (auc, band_targets, code_stats, context_stimuli, log_bands, partials_probe,
-                              plot_partials, pure_tones, summary_rows, tuning_stats)
+from earlens.backbones import load_backbone
+from earlens.partials import (auc, band_targets, code_stats, context_stimuli, log_bands, partials_probe, pure_tones,
+                              summary_rows, tuning_stats)
+from earlens.plots import plot_partials
 
 SR = 8000
 EDGES = log_bands(100, 3200, 8)
@@ -207,6 +209,8 @@ def test_lyra_latents_are_what_its_quantiser_codes():
     latents = tokenizer.latents(wave)
     assert latents.shape == (10, 64) and np.isfinite(latents).all()
     np.testing.assert_array_equal(tokenizer.quantize(latents), tokenizer.encode(wave))
-    batch = load_bench().lyra_encode(k=2)(torch.as_tensor(np.stack([wave, wave[::-1].copy()]), dtype=torch.float32))
-    assert batch["latent"].shape == (2, 10, 64) and batch["rvq"].shape == (2, 10, 2)
-    np.testing.assert_allclose(batch["latent"][0], latents, atol=1e-5)
+    backbone = load_backbone("lyra", k=2)  # the probe backbone: a batch at once, latents and codes as layers
+    latent, rvq = backbone(torch.as_tensor(np.stack([wave, wave[::-1].copy()]), dtype=torch.float32))
+    assert latent.shape == (2, 10, 64) and rvq.shape == (2, 10, 2) and not rvq.is_floating_point()
+    np.testing.assert_allclose(latent[0], latents, atol=1e-5)
+    np.testing.assert_array_equal(rvq[0], tokenizer.encode(wave)[:, :2])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import zeta
 
+from earlens.plots import rank_frequency_plot
 from earlens.zipf import (
     MIN_SPAN,
     _fit_rows,
@@ -30,7 +31,6 @@ from earlens.zipf import (
     ngram_ids,
     power_law_p_value,
     preferred_model,
-    rank_frequency_plot,
     rank_frequency_slope,
     vocabulary_growth,
     zipf_statistics,
