@@ -9,19 +9,15 @@ whose path is printed last. Every option can be overridden on the command line (
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
-from scipy.stats import binomtest
 
 from earlens.backbones import Backbone, HookBackbone, load_backbone, random_init
 from earlens.features import check_disk_space, encode_span, plan_extraction
@@ -29,133 +25,14 @@ from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe
 from earlens.partials import partials_probe, summary_rows
 from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
-from earlens.probes import (FAST_WEIGHT_DECAYS, PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes,
-                            split_indices)
+from earlens.probes import PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes, split_indices
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
-from lightning_modules.cli import create_run_dir, expand_config_args, load_run, start_wandb_run, write_summary
+from lightning_modules.cli import create_run_dir, expand_config_args, load_run, write_summary
 from lightning_modules.extraction import cache_precision, extract_on_trainer
+from lightning_modules.probe_config import (BackboneOptions, HelixOptions, LinearProbeOptions, PartialsOptions,
+                                            ProbesOptions, build_parser)
+from lightning_modules.probe_outputs import layer_table, log_wandb, metric_table, probe_summary, write_tables
 from lightning_modules.probes import fit_streaming_probes
-
-
-@dataclass
-class StimuliOptions:
-    """Which SynTheory concept to render; `options` are fields of its config (e.g. `programs`, `midi_pitches`).
-
-    Your own recordings instead: `concept: manifest` with `options: {manifest: FILE.csv}` (a `path` column plus label
-    columns, e.g. `midi_pitch` for the helix), or `concept: folder` with `options: {root: DIR}` (audio files and
-    `DIR/labels.csv` listing them the same way); `clip_seconds` crops or pads them (default: the longest).
-    A task's clips: `concept: task` with `options: {data: {class_path: datamodules.FSDDSpeakerDataModule,
-    init_args: {...}}, split: test, max_items: N}` (labels in column `label`)."""
-
-    concept: str = "notes"
-    sample_rate: int = 16000
-    options: dict[str, Any] = field(default_factory=dict)
-    cache_dir: str | None = None
-
-
-@dataclass
-class BackboneOptions:
-    """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, lyra, audiocraft, handcrafted, a pretrained kind of
-    `earlens.pretrained`, or `run` (a model trained by train.py); `options` go to its loader (e.g. `hop_length` for
-    CREPE, `n_mfcc` for handcrafted)."""
-
-    kind: str = "crepe"
-    name_or_path: str | None = None
-    layers: list[str | int] | None = None
-    device: str = "cpu"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FeatureOptions:
-    batch_size: int = 8
-    cache_dir: str | None = None
-
-
-@dataclass
-class LinearProbeOptions:
-    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the protocol.
-
-    `protocol: fast`: linear probes solved full-batch by L-BFGS for every `weight_decay` of the list at once, each
-    layer keeping the one with the best validation score; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
-    `protocol: syntheory`: SynTheory's Jukemir grid search (`grid` overrides some of its entries); the other
-    settings are not used. `protocol: streaming`: the fast protocol's linear probes trained by Adam (`lr`,
-    `batch_size`, default 256, `max_epochs`) on mini-batches read from the memory-mapped cache, on the
-    `--trainer.*` devices (DDP): for features that do not fit in memory; classification targets only.
-    Hyper-parameters and the best layer are chosen on validation in all three.
-    """
-
-    targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
-    regression_targets: list[str] = field(default_factory=list)
-    protocol: str = "fast"
-    grid: dict[str, list] | None = None
-    model: str = "linear"
-    hidden_size: int = 512
-    dropout: float = 0.0
-    lr: float = 1e-2
-    weight_decay: float | list[float] = field(default_factory=lambda: list(FAST_WEIGHT_DECAYS))
-    max_epochs: int = 500
-    patience: int = 30
-    batch_size: int | None = None
-    seed: int = 0
-
-
-@dataclass
-class HelixOptions:
-    """Pitch helix on the `pitch_label` column (skipped when disabled or the stimuli have no such column).
-
-    Significance against `n_surrogates` smooth surrogates (`helix_beyond_smooth`: p_helix <= `alpha`); ω's interval
-    from `n_bootstrap` clip resamplings within pitch; `n_permutations` > 0 adds the shuffled-pitch null (for
-    comparison only). See `earlens.helix.helix_probe`.
-    """
-
-    enabled: bool = True
-    pitch_label: str = "midi_pitch"
-    n_components: int = 5
-    n_surrogates: int = 99
-    alpha: float = 0.01
-    n_bootstrap: int = 100
-    n_permutations: int = 0
-    select_by: str = "r2"
-    seed: int = 0
-
-
-@dataclass
-class PartialsOptions:
-    """With `--stimuli.concept partials` (stimuli with known partials, `earlens.partials`; `stimuli.options` go to
-    `partials_probe`: n_bands, n_per_context, n_tones, seconds, fmin, fmax, ...): `random_init` also probes the same
-    architecture at random initialisation (the null of a trained model; impossible for TFLite graphs)."""
-
-    random_init: bool = True
-    seed: int = 0
-
-
-@dataclass
-class ProbesOptions:
-    linear: LinearProbeOptions = field(default_factory=LinearProbeOptions)
-    helix: HelixOptions = field(default_factory=HelixOptions)
-    partials: PartialsOptions = field(default_factory=PartialsOptions)
-
-
-TRAINER_OWNED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "max_epochs", "min_epochs",
-                 "max_steps", "min_steps", "check_val_every_n_epoch", "val_check_interval", "enable_progress_bar",
-                 "enable_model_summary"}  # set by probe.py (`--progress`) or meaningless for extraction
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action=ActionConfigFile, help="configs/NAME.yaml or a path")
-    parser.add_argument("--stimuli", type=StimuliOptions, default=StimuliOptions())
-    parser.add_argument("--backbone", type=BackboneOptions, default=BackboneOptions())
-    parser.add_argument("--features", type=FeatureOptions, default=FeatureOptions())
-    parser.add_argument("--probes", type=ProbesOptions, default=ProbesOptions())
-    parser.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=TRAINER_OWNED)  # as in train.py
-    parser.set_defaults({"trainer.devices": 1, "trainer.accelerator": "auto"})
-    parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (default runs/<config>/<time>)")
-    parser.add_argument("--wandb_project", type=str, default="earlens")
-    parser.add_argument("--progress", type=bool, default=True, help="tqdm progress bars")
-    parser.add_argument("--threads", type=int | None, default=None, help="torch CPU threads (default: torch's)")
-    return parser
 
 
 def task_stimuli(sample_rate: int, data: dict, split: str = "test", max_items: int | None = None) -> StimulusSet:
@@ -304,97 +181,6 @@ def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) 
     return helix_probe(np.swapaxes(features, 0, 1), pitch, **settings)
 
 
-def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],
-                helix: HelixProbeResult | None) -> list[dict]:
-    """One row per layer: every target's metrics (prefixed by the target) and the helix columns."""
-    rows = [{"layer": index, "layer_name": name} for index, name in enumerate(layer_names)]
-    for target, result in probes.items():
-        for row, probe_row in zip(rows, result.rows()):
-            row.update({f"{target}/{key}": value for key, value in probe_row.items()
-                        if key not in ("layer", "layer_name")})
-    if helix is not None:
-        for index, row in enumerate(rows):  # every statistic of the helix probe (earlens.helix.layer_stats)
-            row.update({f"helix/{key}": float(values[index]) for key, values in helix.layer_stats().items()})
-            row["helix/best_triple"] = "-".join(str(int(pc)) for pc in helix.best_triple[index])
-            row["helix/paper_triple"] = "-".join(str(int(pc)) for pc in helix.paper_triple[index])
-    return rows
-
-
-def metric_table(rows: list[dict], probes: dict[str, ProbeResult]) -> list[dict]:
-    """The layer table in long form, (layer, metric, value, ci_low, ci_high): test accuracies with a 95 % Wilson
-    interval over the test clips, ω with its bootstrap interval, every other number without one."""
-    n_test = {target: len(result.split.test) for target, result in probes.items()}
-    long = []
-    for row in rows:
-        for key, value in row.items():
-            if key in ("layer", "layer_name") or not isinstance(value, (int, float)):
-                continue
-            low = high = float("nan")
-            target, _, stat = key.partition("/")
-            if stat == "test_accuracy" and target in n_test and np.isfinite(value):
-                interval = binomtest(round(value * n_test[target]), n_test[target]).proportion_ci(method="wilson")
-                low, high = interval.low, interval.high
-            elif key == "helix/omega_chroma":
-                low, high = row["helix/omega_ci_low"], row["helix/omega_ci_high"]
-            long.append({"layer": row["layer_name"], "metric": key, "value": float(value), "ci_low": float(low),
-                         "ci_high": float(high)})
-    return long
-
-
-def write_tables(run_dir: Path, rows: list[dict], long: list[dict]) -> dict[str, Path]:
-    """`layers.csv`/`layers.json` (a row per layer) and `layer_metrics.csv` (long form, with intervals)."""
-    paths = {"csv": run_dir / "layers.csv", "json": run_dir / "layers.json", "long": run_dir / "layer_metrics.csv"}
-    for path, table in ((paths["csv"], rows), (paths["long"], long)):
-        if not table:
-            continue
-        with open(path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
-    paths["json"].write_text(json.dumps(rows, indent=1) + "\n")
-    return paths
-
-
-def charted_metrics(columns: list[str]) -> list[str]:
-    """The columns worth a metric-against-layer chart: each target's test score and the helix's headline numbers."""
-    return [c for c in columns if c.endswith(("/test_accuracy", "/test_r2"))
-            or c in ("helix/r2", "helix/p_helix", "helix/octave_index", "helix/omega_chroma")]
-
-
-def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], long: list[dict],
-              plots: dict[str, Path], summary: dict) -> str:
-    """One W&B run: per-layer metrics as steps (step = layer), the layer table (wide and long, with intervals),
-    a line chart of each headline metric against layer, the plots and the summary."""
-    import wandb
-
-    run = start_wandb_run(project=project, name=name, dir=str(run_dir), config=config, job_type="probe",
-                          group=name.split("/")[0])
-    for step, row in enumerate(rows):  # step = the row's layer index
-        run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=step)
-    columns = list(rows[0])
-    layers = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
-    charts = {f"charts/{key}": wandb.plot.line(layers, "layer", key, title=f"{key} against layer")
-              for key in charted_metrics(columns)}
-    tables = {"layers": layers}
-    if long:
-        tables["tables/layer_metrics"] = wandb.Table(columns=list(long[0]), data=[list(r.values()) for r in long])
-    run.log({**tables, **charts, **{f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}})
-    run.summary.update(_flatten(summary))
-    run_path = run.dir
-    run.finish()
-    return str(Path(run_path).parent)
-
-
-def _flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float, str, bool)):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def main(argv: list[str] | None = None) -> Path:
     began = time.perf_counter()
     argv, config_name = expand_config_args(list(sys.argv[1:] if argv is None else argv))
@@ -476,7 +262,7 @@ def main(argv: list[str] | None = None) -> Path:
                     "n_silent_dropped": int((~audible).sum()), "table": str(stimuli.table_path)},
         "feature_cache": {"key": Path(cached.filename).parent.name,  # the cache folder is named by its key
                           "path": str(Path(cached.filename).parent), "shape": list(cached.shape)},
-        "probes": {target: _probe_summary(result, layer_names) for target, result in probes.items()},
+        "probes": {target: probe_summary(result, layer_names) for target, result in probes.items()},
         "helix": helix_summary,
         "tables": {key: str(path) for key, path in tables.items()},
         "plots": {key: str(path) for key, path in plots.items()},
@@ -490,19 +276,6 @@ def main(argv: list[str] | None = None) -> Path:
     return path
 
 
-def _probe_summary(result: ProbeResult, layer_names: list[str]) -> dict:
-    """Best layer and hyper-parameters (chosen on validation) and the test scores there."""
-    best = result.best_layer()
-    name = result.score_name
-    out = {"task": result.task, "protocol": result.protocol, "model": result.model, "best_layer": best,
-           "best_layer_name": layer_names[best], f"test_{name}": float(result.metrics[f"test_{name}"][best]),
-           f"val_{name}": float(result.metrics[f"val_{name}"][best]),
-           "hyperparameters": {key: float(values[best]) for key, values in result.hyperparameters.items()}}
-    if result.classes is not None:
-        out.update({"test_macro_f1": float(result.metrics["test_macro_f1"][best]), "n_classes": len(result.classes),
-                    "chance": 1 / len(result.classes)})
-    out["n_train_val_test"] = [len(result.split.train), len(result.split.val), len(result.split.test)]
-    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,133 @@
+"""`probe.py`'s options: one dataclass per section of a probe config (`configs/notes_*.yaml`, `partials_*.yaml`, ...)
+and the parser that reads them, with the Trainer's own options under `--trainer.*` as in `train.py`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from earlens.probes import FAST_WEIGHT_DECAYS
+
+
+@dataclass
+class StimuliOptions:
+    """Which SynTheory concept to render; `options` are fields of its config (e.g. `programs`, `midi_pitches`).
+
+    Your own recordings instead: `concept: manifest` with `options: {manifest: FILE.csv}` (a `path` column plus label
+    columns, e.g. `midi_pitch` for the helix), or `concept: folder` with `options: {root: DIR}` (audio files and
+    `DIR/labels.csv` listing them the same way); `clip_seconds` crops or pads them (default: the longest).
+    A task's clips: `concept: task` with `options: {data: {class_path: datamodules.FSDDSpeakerDataModule,
+    init_args: {...}}, split: test, max_items: N}` (labels in column `label`)."""
+
+    concept: str = "notes"
+    sample_rate: int = 16000
+    options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+
+@dataclass
+class BackboneOptions:
+    """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, lyra, audiocraft, handcrafted, a pretrained kind of
+    `earlens.pretrained`, or `run` (a model trained by train.py); `options` go to its loader (e.g. `hop_length` for
+    CREPE, `n_mfcc` for handcrafted)."""
+
+    kind: str = "crepe"
+    name_or_path: str | None = None
+    layers: list[str | int] | None = None
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FeatureOptions:
+    batch_size: int = 8
+    cache_dir: str | None = None
+
+
+@dataclass
+class LinearProbeOptions:
+    """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the protocol.
+
+    `protocol: fast`: linear probes solved full-batch by L-BFGS for every `weight_decay` of the list at once, each
+    layer keeping the one with the best validation score; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
+    `protocol: syntheory`: SynTheory's Jukemir grid search (`grid` overrides some of its entries); the other
+    settings are not used. `protocol: streaming`: the fast protocol's linear probes trained by Adam (`lr`,
+    `batch_size`, default 256, `max_epochs`) on mini-batches read from the memory-mapped cache, on the
+    `--trainer.*` devices (DDP): for features that do not fit in memory; classification targets only.
+    Hyper-parameters and the best layer are chosen on validation in all three.
+    """
+
+    targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
+    regression_targets: list[str] = field(default_factory=list)
+    protocol: str = "fast"
+    grid: dict[str, list] | None = None
+    model: str = "linear"
+    hidden_size: int = 512
+    dropout: float = 0.0
+    lr: float = 1e-2
+    weight_decay: float | list[float] = field(default_factory=lambda: list(FAST_WEIGHT_DECAYS))
+    max_epochs: int = 500
+    patience: int = 30
+    batch_size: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class HelixOptions:
+    """Pitch helix on the `pitch_label` column (skipped when disabled or the stimuli have no such column).
+
+    Significance against `n_surrogates` smooth surrogates (`helix_beyond_smooth`: p_helix <= `alpha`); ω's interval
+    from `n_bootstrap` clip resamplings within pitch; `n_permutations` > 0 adds the shuffled-pitch null (for
+    comparison only). See `earlens.helix.helix_probe`.
+    """
+
+    enabled: bool = True
+    pitch_label: str = "midi_pitch"
+    n_components: int = 5
+    n_surrogates: int = 99
+    alpha: float = 0.01
+    n_bootstrap: int = 100
+    n_permutations: int = 0
+    select_by: str = "r2"
+    seed: int = 0
+
+
+@dataclass
+class PartialsOptions:
+    """With `--stimuli.concept partials` (stimuli with known partials, `earlens.partials`; `stimuli.options` go to
+    `partials_probe`: n_bands, n_per_context, n_tones, seconds, fmin, fmax, ...): `random_init` also probes the same
+    architecture at random initialisation (the null of a trained model; impossible for TFLite graphs)."""
+
+    random_init: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ProbesOptions:
+    linear: LinearProbeOptions = field(default_factory=LinearProbeOptions)
+    helix: HelixOptions = field(default_factory=HelixOptions)
+    partials: PartialsOptions = field(default_factory=PartialsOptions)
+
+
+TRAINER_OWNED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "max_epochs", "min_epochs",
+                 "max_steps", "min_steps", "check_val_every_n_epoch", "val_check_interval", "enable_progress_bar",
+                 "enable_model_summary"}  # set by probe.py (`--progress`) or meaningless for extraction
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="configs/NAME.yaml or a path")
+    parser.add_argument("--stimuli", type=StimuliOptions, default=StimuliOptions())
+    parser.add_argument("--backbone", type=BackboneOptions, default=BackboneOptions())
+    parser.add_argument("--features", type=FeatureOptions, default=FeatureOptions())
+    parser.add_argument("--probes", type=ProbesOptions, default=ProbesOptions())
+    parser.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=TRAINER_OWNED)  # as in train.py
+    parser.set_defaults({"trainer.devices": 1, "trainer.accelerator": "auto"})
+    parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (default runs/<config>/<time>)")
+    parser.add_argument("--wandb_project", type=str, default="earlens")
+    parser.add_argument("--progress", type=bool, default=True, help="tqdm progress bars")
+    parser.add_argument("--threads", type=int | None, default=None, help="torch CPU threads (default: torch's)")
+    return parser
