@@ -2,7 +2,9 @@
 
 Columns: linear-probe test accuracy of each classification target, then the helix: R², its p-value against
 smoothness-preserving surrogates (`p_helix`), R² gained over the best smooth curve with as many parameters, ω with
-its bootstrap CI, and the octave-equivalence index.
+its bootstrap CI, and the octave-equivalence index. A partials run (`--config partials_*`): per latent layer the
+band-presence AUC, context invariance and share of single-band units, each beside its shuffled-label null and, where
+the run has one, the same architecture at random initialisation.
 """
 
 from __future__ import annotations
@@ -12,8 +14,26 @@ import sys
 from pathlib import Path
 
 
+def partials_table(rows: list[dict]) -> str:
+    init = "init/band_auc" in rows[0]
+    head = ["layer", "AUC", "AUC null", "invariance", "inv. null", "split-half", "units 1-band", "random dirs 1-band"]
+    keys = ["band_auc", "band_auc_null", "invariance", "invariance_null", "split_half", "unit_one_band_share",
+            "random_direction_one_band_share"]
+    if init:
+        head += ["AUC, random init", "invariance, random init", "units 1-band, random init"]
+        keys += ["init/band_auc", "init/invariance", "init/unit_one_band_share"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in rows:
+        if row.get("view"):  # code views: bench/partials.py prints them
+            continue
+        lines.append("| " + " | ".join([row["layer"], *(f"{float(row[k]):.3f}" for k in keys)]) + " |")
+    return "\n".join(lines)
+
+
 def table(run_dir: Path) -> str:
     rows = list(csv.DictReader(open(run_dir / "layers.csv", newline="")))
+    if "band_auc" in rows[0]:
+        return partials_table(rows)
     targets = [k.split("/")[0] for k in rows[0] if k.endswith("/test_accuracy")]
     helix = "helix/r2" in rows[0]
     head = ["layer", *[f"{t} test acc" for t in targets]]
