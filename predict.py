@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from earlens.audio import AudioError, find_audio, is_audio_name, load_audio
 from earlens.vad import score_annotations, speech_annotation, speech_regions
-from lightning_modules.checkpointing import CheckpointError
-from lightning_modules.cli import load_run
+from earlens.lightning_modules.checkpointing import CheckpointError
+from earlens.lightning_modules.cli import load_run
 
 
 def audio_inputs(items: list[str]) -> list[Path]:

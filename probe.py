@@ -27,12 +27,12 @@ from earlens.partials import partials_probe, summary_rows
 from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
 from earlens.probes import PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes, split_indices
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
-from lightning_modules.cli import create_run_dir, expand_config_args, load_run, write_summary
-from lightning_modules.extraction import cache_precision, extract_on_trainer
-from lightning_modules.probe_config import (BackboneOptions, HelixOptions, LinearProbeOptions, PartialsOptions,
+from earlens.lightning_modules.cli import create_run_dir, expand_config_args, load_run, write_summary
+from earlens.lightning_modules.extraction import cache_precision, extract_on_trainer
+from earlens.lightning_modules.probe_config import (BackboneOptions, HelixOptions, LinearProbeOptions, PartialsOptions,
                                             ProbesOptions, build_parser)
-from lightning_modules.probe_outputs import layer_table, log_wandb, metric_table, probe_summary, write_tables
-from lightning_modules.probes import fit_streaming_probes
+from earlens.lightning_modules.probe_outputs import layer_table, log_wandb, metric_table, probe_summary, write_tables
+from earlens.lightning_modules.probes import fit_streaming_probes
 
 
 def task_stimuli(sample_rate: int, data: dict, split: str = "test", max_items: int | None = None) -> StimulusSet:

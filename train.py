@@ -23,15 +23,15 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from earlens.audio import AudioError
-from lightning_modules.checkpointing import (
+from earlens.lightning_modules.checkpointing import (
     AtomicCheckpointIO,
     CheckpointError,
     RNGStateCallback,
     read_checkpoint,
     remove_stale_temporaries,
 )
-from lightning_modules.classifier import AudioClassifier
-from lightning_modules.cli import (
+from earlens.lightning_modules.classifier import AudioClassifier
+from earlens.lightning_modules.cli import (
     UsageError,
     create_run_dir,
     quiet_startup,

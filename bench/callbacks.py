@@ -28,9 +28,9 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
-from callbacks import FilterStatsCallback, HelicalityCallback, ZipfCallback  # noqa: E402
-from lightning_modules.classifier import AudioClassifier  # noqa: E402
-from lightning_modules.cli import resolve_config  # noqa: E402
+from earlens.callbacks import FilterStatsCallback, HelicalityCallback, ZipfCallback  # noqa: E402
+from earlens.lightning_modules.classifier import AudioClassifier  # noqa: E402
+from earlens.lightning_modules.cli import resolve_config  # noqa: E402
 from train import TrainCLI  # noqa: E402
 
 INTERP_CALLBACKS = (FilterStatsCallback, HelicalityCallback, ZipfCallback)

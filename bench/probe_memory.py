@@ -41,7 +41,7 @@ def measure(path: str, labels_path: str, protocol: str) -> dict:
     import torch
 
     from earlens.probes import fit_layer_probes, split_indices
-    from lightning_modules.probes import fit_streaming_probes
+    from earlens.lightning_modules.probes import fit_streaming_probes
 
     torch.set_num_threads(2)
     features = np.load(path, mmap_mode="r")

@@ -90,7 +90,7 @@ def main() -> None:
 
 def log_summary_run(results: dict[str, list[dict]], group: str) -> None:
     """One W&B run in the bench's group holding every run's headline metric as a table (offline unless credentials)."""
-    from lightning_modules.cli import start_wandb_run
+    from earlens.lightning_modules.cli import start_wandb_run
 
     run = start_wandb_run(project="earlens", name=group, group=group, job_type="bench-summary",
                           dir=str(REPO / "runs"))

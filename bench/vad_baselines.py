@@ -22,7 +22,7 @@ from earlens.audio import load_audio
 from earlens.paths import data_root
 from earlens.pretrained import load_silero_vad
 from earlens.vad import fold_uri, score_annotations, speech_annotation, speech_regions
-from lightning_modules.cli import load_run
+from earlens.lightning_modules.cli import load_run
 
 SILERO_SECONDS = 512 / 16000
 

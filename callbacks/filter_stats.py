@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import WandbLogger
 
-from callbacks.schedule import EveryNValidationEpochs
+from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.filters import (
     DEFAULT_QUANTILES,
     DEFAULT_REFERENCE_HZ,

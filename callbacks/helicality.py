@@ -14,9 +14,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from callbacks.capture import capture_layers, model_sample_rate
-from callbacks.media import figure_image, log_layer_table, read_layer_table, wandb_loggers
-from callbacks.schedule import EveryNValidationEpochs
+from earlens.callbacks.capture import capture_layers, model_sample_rate
+from earlens.callbacks.media import figure_image, log_layer_table, read_layer_table, wandb_loggers
+from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.helix import HelixProbeResult, helix_probe
 from earlens.plots import plot_epoch_layer_heatmap, plot_helix
 from earlens.stimuli import render_stimuli

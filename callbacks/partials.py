@@ -14,9 +14,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from callbacks.capture import capture_layers, model_sample_rate
-from callbacks.media import log_layer_table
-from callbacks.schedule import EveryNValidationEpochs
+from earlens.callbacks.capture import capture_layers, model_sample_rate
+from earlens.callbacks.media import log_layer_table
+from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_activations, pure_tones
 
 LOGGED = ("band_auc", "frame_auc", "invariance", "invariance_null", "split_half", "unit_one_band_share",

@@ -22,8 +22,8 @@ import pytorch_lightning as pl
 import soxr
 import torch
 
-from callbacks.media import figure_image, log_layer_table, wandb_loggers
-from callbacks.schedule import EveryNValidationEpochs
+from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
+from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.lengths import proportional_frames, time_mask
 from earlens.plots import rank_frequency_plot
 from earlens.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes

@@ -1,11 +1,11 @@
 """Lightning datamodules for the real datasets (batch contract in DEVELOPERS.md)."""
 
-from datamodules.birdcall import BengaleseFinchDataModule, SyllableDataModule
-from datamodules.folder import FolderDataModule
-from datamodules.manifest import ManifestDataModule
-from datamodules.scene import ESC10DataModule
-from datamodules.speaker import FSDDSpeakerDataModule
-from datamodules.vad import AMIVADDataModule
+from earlens.datamodules.birdcall import BengaleseFinchDataModule, SyllableDataModule
+from earlens.datamodules.folder import FolderDataModule
+from earlens.datamodules.manifest import ManifestDataModule
+from earlens.datamodules.scene import ESC10DataModule
+from earlens.datamodules.speaker import FSDDSpeakerDataModule
+from earlens.datamodules.vad import AMIVADDataModule
 
 __all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule",
            "FolderDataModule", "ManifestDataModule", "SyllableDataModule"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
-from datamodules.folder import group_split
+from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
+from earlens.datamodules.folder import group_split
 
 
 def read_syllables(annotation: Path, skip=None) -> list[tuple[str, int, int, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
 from earlens.audio import find_audio
 
 

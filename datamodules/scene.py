@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
 from earlens.audio import find_audio
 
 CLASS_FOLDER = re.compile(r"(\d{3}) - (.+)")

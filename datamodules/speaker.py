@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from datamodules.base import SPLITS, AudioDataModule, ClipDataset
+from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
 from earlens.audio import find_audio
 
 RECORDING_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)")  # file stem: {digit}_{speaker}_{take}

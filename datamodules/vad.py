@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
-from datamodules.base import AudioDataModule
+from earlens.datamodules.base import AudioDataModule
 from earlens.vad import fold_uri
 
 PROTOCOL_SPLITS = {"train": "train", "val": "development", "test": "test"}

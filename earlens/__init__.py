@@ -1,6 +1,16 @@
-"""earlens: framework-free science for looking inside what audio models hear."""
+"""earlens: framework-free science for looking inside what audio models hear.
+
+The Lightning glue lives beside this folder (`callbacks/`, `datamodules/`, `lightning_modules/`) and is imported as
+`earlens.callbacks`, `earlens.datamodules`, `earlens.lightning_modules`: installed there by pyproject's package-dir
+mapping, and found there in a source checkout through the folder added to `__path__` below.
+"""
 
 import sys
+from pathlib import Path
+
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+if (_SOURCE_ROOT / "lightning_modules" / "__init__.py").is_file():  # a source checkout, not an installed wheel
+    __path__.append(str(_SOURCE_ROOT))
 
 
 def _hide_unusable_torchaudio() -> None:

@@ -153,7 +153,7 @@ def _autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dt
 class ExtractionPlan:
     """One cache entry to fill: where it lives, the clips, and the shards `(start, stop)` still missing.
 
-    `extract_features` runs it in one process; `lightning_modules.extraction` runs the missing shards as
+    `extract_features` runs it in one process; `earlens.lightning_modules.extraction` runs the missing shards as
     `Trainer.predict` over any number of devices and nodes, each rank writing its own shards. Either way
     `assemble` then joins the shards into one array, only once all exist.
     """
@@ -294,7 +294,7 @@ def extract_features(backbone: Backbone, waves: np.ndarray, sample_rate: int, st
     `earlens.paths.cache_dir("features")`), keyed by the audio's content; `stimulus_key` is only a label recorded
     in the manifest. `lengths` (real samples per clip, padding after them) keeps padding out of the mean. A finished
     entry whose checksum still matches is returned without running the backbone. On GPU it runs under bf16 (or
-    fp16) autocast unless `dtype` says otherwise; many devices: `lightning_modules.extraction.extract_on_trainer`.
+    fp16) autocast unless `dtype` says otherwise. Many devices: `earlens.lightning_modules.extraction`.
     """
     if device is not None:
         backbone.to(device)

@@ -64,18 +64,31 @@ def short_help(usage: str, options: list[tuple[str, str]], prefixes: tuple[str, 
 
 
 def expand_config_args(argv: list[str]) -> tuple[list[str], str | None]:
-    """Rewrite every `--config NAME` / `--config=NAME` to a path; return the new argv and the first config's name."""
-    out, name = [], None
+    """Rewrite every `--config NAME` / `--config=NAME` to a path, a composed config (a YAML whose only key is
+    `compose: [task/vad, frontend/gabor]`) to one `--config` per part, in order (later parts override earlier ones);
+    return the new argv and the run's name (the config's name; several: their names joined by `+`)."""
+    out, names = [], []
     args = iter(argv)
     for arg in args:
         if arg == "--config" or arg.startswith("--config="):
             value = arg.split("=", 1)[1] if "=" in arg else next(args, "")
             path = resolve_config(value)
-            name = name or path.stem
-            out += ["--config", str(path)]
+            names.append(path.stem)
+            out += [item for part in composed_parts(path) for item in ("--config", str(part))]
         else:
             out.append(arg)
-    return out, name
+    return out, "+".join(names) if names else None
+
+
+def composed_parts(path: Path) -> list[Path]:
+    """The files a config stands for: itself, or the parts listed by its `compose:` key (resolved like `--config`)."""
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return [path]  # not ours to judge: the parser reports it with the file's name
+    if isinstance(content, dict) and set(content) == {"compose"}:
+        return [resolve_config(str(part)) for part in content["compose"]]
+    return [path]
 
 
 class UsageError(ValueError):
@@ -275,8 +288,8 @@ def load_run(run_dir: Path, checkpoint: str = "best"):
         path = run_dir / "checkpoints" / "last.ckpt"
     else:
         path = Path(checkpoint)
-    from lightning_modules.checkpointing import read_checkpoint
-    from lightning_modules.classifier import AudioClassifier
+    from earlens.lightning_modules.checkpointing import read_checkpoint
+    from earlens.lightning_modules.classifier import AudioClassifier
 
     checkpoint = read_checkpoint(path)  # one clear line for a missing or damaged file
     extra = {}

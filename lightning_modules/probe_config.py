@@ -19,7 +19,7 @@ class StimuliOptions:
     Your own recordings instead: `concept: manifest` with `options: {manifest: FILE.csv}` (a `path` column plus label
     columns, e.g. `midi_pitch` for the helix), or `concept: folder` with `options: {root: DIR}` (audio files and
     `DIR/labels.csv` listing them the same way); `clip_seconds` crops or pads them (default: the longest).
-    A task's clips: `concept: task` with `options: {data: {class_path: datamodules.FSDDSpeakerDataModule,
+    A task's clips: `concept: task` with `options: {data: {class_path: earlens.datamodules.FSDDSpeakerDataModule,
     init_args: {...}}, split: test, max_items: N}` (labels in column `label`)."""
 
     concept: str = "notes"

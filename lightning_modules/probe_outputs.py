@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from earlens.helix import HelixProbeResult
 from earlens.probes import ProbeResult
-from lightning_modules.cli import start_wandb_run
+from earlens.lightning_modules.cli import start_wandb_run
 
 
 def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],

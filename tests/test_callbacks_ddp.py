@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from earlens.paths import data_root
-from lightning_modules.cli import read_offline_wandb_history
+from earlens.lightning_modules.cli import read_offline_wandb_history
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_CLIP = "0_george_0.wav"

@@ -5,7 +5,7 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from earlens.frontends import SpectroTemporalFrontend, WaveformFrontend
-from lightning_modules.classifier import AudioClassifier, DetectionErrorRate
+from earlens.lightning_modules.classifier import AudioClassifier, DetectionErrorRate
 
 
 def test_detection_error_rate_counts_missed_and_false_alarm_speech():

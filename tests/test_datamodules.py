@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import earlens.paths
-from datamodules import AMIVADDataModule, BengaleseFinchDataModule, ESC10DataModule, FSDDSpeakerDataModule
-from datamodules.base import EpochSampler
-from datamodules.scene import fold_split
+from earlens.datamodules import AMIVADDataModule, BengaleseFinchDataModule, ESC10DataModule, FSDDSpeakerDataModule
+from earlens.datamodules.base import EpochSampler
+from earlens.datamodules.scene import fold_split
 from earlens.audio import AudioError
 from earlens.paths import data_root
 
@@ -359,7 +359,7 @@ def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
 
 
 def test_manifest_rows_segments_splits_and_bad_rows(tmp_path):
-    from datamodules import ManifestDataModule
+    from earlens.datamodules import ManifestDataModule
 
     recordings = data_root(dataset="fsdd") / "recordings"
     long = np.concatenate([sf.read(recordings / f"{d}_theo_0.wav")[0] for d in range(4)])
@@ -413,7 +413,7 @@ def test_lazy_manifest_trains_in_batch_sized_memory(tmp_path):
     clips peaks at a few MB, while decoding up front holds the whole corpus (the control); both give the same clip."""
     import tracemalloc
 
-    from datamodules import ManifestDataModule
+    from earlens.datamodules import ManifestDataModule
 
     rng = np.random.default_rng(0)
     lines = ["path,label,start,end"]
@@ -451,7 +451,7 @@ def _notmat(path: Path, labels: str, onsets_ms, offsets_ms, rate: int = 32000) -
 
 
 def test_notmat_syllables_with_string_labels_exclusions_and_bad_units(tmp_path):
-    from datamodules import SyllableDataModule
+    from earlens.datamodules import SyllableDataModule
 
     rng = np.random.default_rng(0)
     for song in range(10):
@@ -470,8 +470,8 @@ def test_notmat_syllables_with_string_labels_exclusions_and_bad_units(tmp_path):
 
 
 def test_koumura_xml_through_crowsetta_matches_our_reader():
-    from datamodules import SyllableDataModule
-    from datamodules.birdcall import read_syllables
+    from earlens.datamodules import SyllableDataModule
+    from earlens.datamodules.birdcall import read_syllables
 
     bird = data_root(dataset="bengalese_finch") / "Bird0"
     data = SyllableDataModule(str(bird / "Wave"), annotation_format="birdsong-recognition-dataset",

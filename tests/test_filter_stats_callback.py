@@ -11,7 +11,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from callbacks.filter_stats import FilterStatsCallback
+from earlens.callbacks.filter_stats import FilterStatsCallback
 from earlens.filters import MelGrid, conv_filter_stats, gabor_stats, quantile_summary
 from earlens.frontends import SpectroTemporalFrontend
 

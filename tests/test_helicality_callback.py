@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from callbacks.capture import model_sample_rate
+from earlens.callbacks.capture import model_sample_rate
 import pytorch_lightning as pl
 import torch
 import wandb
@@ -13,11 +13,11 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from callbacks.helicality import HelicalityCallback
+from earlens.callbacks.helicality import HelicalityCallback
 from earlens.report import read_layer_table
 from earlens.helix import helix_probe
 from earlens.stimuli import render_stimuli
-from lightning_modules.cli import read_offline_wandb_history
+from earlens.lightning_modules.cli import read_offline_wandb_history
 
 
 class TinyAudioModel(pl.LightningModule):

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from callbacks.capture import model_sample_rate
+from earlens.callbacks.capture import model_sample_rate
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from callbacks.partials import PartialsCallback
+from earlens.callbacks.partials import PartialsCallback
 from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_layers, pure_tones
 from tests.test_helicality_callback import TinyAudioModel
 

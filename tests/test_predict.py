@@ -17,7 +17,7 @@ from pyannote.metrics.detection import DetectionErrorRate as PyannoteDER
 
 from earlens.audio import load_audio
 from earlens.paths import data_root
-from lightning_modules.classifier import AudioClassifier, DetectionErrorRate
+from earlens.lightning_modules.classifier import AudioClassifier, DetectionErrorRate
 from earlens.vad import speech_regions
 
 REPO = Path(__file__).resolve().parent.parent

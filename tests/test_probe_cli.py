@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from earlens.paths import REPO_ROOT
-from lightning_modules.cli import read_offline_wandb_history
+from earlens.lightning_modules.cli import read_offline_wandb_history
 
 
 def run_probe(args: list[str], tmp_path: Path, **env) -> subprocess.CompletedProcess:

@@ -20,10 +20,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from datamodules import AMIVADDataModule, BengaleseFinchDataModule
-from datamodules.folder import FolderDataModule
-from lightning_modules.checkpointing import read_checkpoint
-from lightning_modules.cli import create_run_dir
+from earlens.datamodules import AMIVADDataModule, BengaleseFinchDataModule
+from earlens.datamodules.folder import FolderDataModule
+from earlens.lightning_modules.checkpointing import read_checkpoint
+from earlens.lightning_modules.cli import create_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
@@ -48,7 +48,7 @@ def summary_of(proc) -> dict:
 
 SAVE_FOREVER = """
 import sys, torch
-from lightning_modules.checkpointing import AtomicCheckpointIO
+from earlens.lightning_modules.checkpointing import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 for step in range(10**6):
     io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(step))}, "step": step}, path)

@@ -1,5 +1,5 @@
-"""Streaming linear probes (`lightning_modules.probes`): the in-memory fast protocol's choices from a memory map,
-in one process and under 2-process DDP."""
+"""Streaming linear probes (`earlens.lightning_modules.probes`): the in-memory fast protocol's choices from a memory
+map, in one process and under 2-process DDP."""
 
 import json
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 
 from earlens.paths import REPO_ROOT
 from earlens.probes import fit_layer_probes, split_indices
-from lightning_modules.probes import fit_streaming_probes, training_moments
+from earlens.lightning_modules.probes import fit_streaming_probes, training_moments
 
 
 def layered_problem(path, n=2400, dims=8, classes=4, seed=0):
@@ -57,7 +57,7 @@ def test_two_ddp_ranks_give_the_one_process_choices(tmp_path):
         import numpy as np
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from earlens.probes import split_indices
-        from lightning_modules.probes import fit_streaming_probes
+        from earlens.lightning_modules.probes import fit_streaming_probes
         features = np.load({str(tmp_path / "f.npy")!r}, mmap_mode="r")
         labels = np.load({str(tmp_path / "labels.npy")!r})
         result = fit_streaming_probes(features, labels, split_indices(labels, seed=0), max_epochs=20, batch_size=64,

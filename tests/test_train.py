@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.cli import (expand_config_args, offline_wandb_records, read_offline_wandb_history,
+from earlens.lightning_modules.cli import (expand_config_args, offline_wandb_records, read_offline_wandb_history,
                                    resolve_config)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,10 +42,15 @@ def csv_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def test_config_names_resolve_to_files():
+def test_config_names_resolve_to_files_and_compositions_to_their_parts():
     assert resolve_config("gabor_vad") == REPO / "configs" / "gabor_vad.yaml"
     argv, name = expand_config_args(["--config", "mel_scene", "--trainer.max_epochs=1"])
-    assert name == "mel_scene" and argv[1] == str(REPO / "configs" / "mel_scene.yaml")
+    parts = [str(REPO / "configs" / "task" / "scene.yaml"), str(REPO / "configs" / "frontend" / "mel.yaml")]
+    assert name == "mel_scene" and argv == ["--config", parts[0], "--config", parts[1], "--trainer.max_epochs=1"]
+    argv, name = expand_config_args(["--config", "task/scene", "--config=frontend/mel"])
+    assert name == "scene+mel" and argv == ["--config", parts[0], "--config", parts[1]]
+    argv, name = expand_config_args(["--config", "gabor_speaker_interp"])  # a whole config stays one file
+    assert argv == ["--config", str(REPO / "configs" / "gabor_speaker_interp.yaml")]
     with pytest.raises(FileNotFoundError, match="gabor_vad"):
         resolve_config("no_such_experiment")
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from callbacks.zipf import ORDER_PREFIX, PREFERRED_CODES, ZipfCallback
+from earlens.callbacks.zipf import ORDER_PREFIX, PREFERRED_CODES, ZipfCallback
 from earlens.audio import crop_or_pad, load_audio
 from earlens.paths import data_root
 from earlens.tokenizers import KMeansUnits, LyraTokenizer, match_centroids
@@ -210,7 +210,7 @@ def test_lyra_audio_statistics_skip_padding_and_wandb_plot(tmp_path, monkeypatch
     monkeypatch.setenv("WANDB_MODE", "offline")
     from pytorch_lightning.loggers import WandbLogger
 
-    from lightning_modules.cli import read_offline_wandb_history
+    from earlens.lightning_modules.cli import read_offline_wandb_history
 
     recordings = data_root(dataset="fsdd") / "recordings"
     waves = [load_audio(recordings / f"{d}_theo_0.wav", 8000)[:6000] for d in range(8)]  # FSDD clips, < 0.75 s
