@@ -21,10 +21,12 @@ from callbacks.schedule import EveryNValidationEpochs
 from earlens.filters import (
     DEFAULT_QUANTILES,
     DEFAULT_REFERENCE_HZ,
+    GABOR_PARAMETERS,
     MelGrid,
     conv_filter_stats,
     default_init_conv1d,
     frequency_response,
+    gabor_movement,
     gabor_mtf,
     gabor_stats,
     plot_conv_responses,
@@ -40,6 +42,11 @@ def _rgb(figure: Figure) -> np.ndarray:
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _bank_parameters(filterbank: GaborSTRF2d) -> dict[str, torch.Tensor]:
+    """The bank's constrained parameters per filter, detached float64 copies on CPU."""
+    return {name: getattr(filterbank, name).detach().to("cpu", torch.float64).clone() for name in GABOR_PARAMETERS}
 
 
 def gabor_filterbanks(module: torch.nn.Module) -> dict[str, tuple[GaborSTRF2d, MelGrid]]:
@@ -60,7 +67,10 @@ class FilterStatsCallback(EveryNValidationEpochs):
     """Log `filters/{module}/{stat}_q{10,50,90}` and, with a WandbLogger, histograms and images.
 
     Gabor filterbanks (found automatically, see `gabor_filterbanks`): `rate_hz`, `scale_cyc_per_oct`,
-    `sigma_t_ms`, `sigma_f_oct` (`earlens.filters.gabor_stats`); images: kernel grid and rate-scale MTF.
+    `sigma_t_ms`, `sigma_f_oct` (`earlens.filters.gabor_stats`); images: kernel grid and rate-scale MTF; and
+    how far the bank moved since the start of training, `filters/{module}/move/{p}_rel_change` per parameter
+    and `.../move/{stat}_w1_rel` per statistic (`earlens.filters.gabor_movement`; the initial bank is kept in
+    the callback's checkpoint state, so a resumed run still measures from the first start).
     `conv_modules`: names of Conv1d layers on raw audio at `sample_rate` (default: the datamodule's):
     `peak_hz`, `centroid_hz`, `bandwidth_hz`, `q`, `flatness` (`earlens.filters.conv_filter_stats`) and
     `narrowband_frac` (Q > `q_threshold`); image: sorted responses and peak histogram against the same
@@ -75,6 +85,7 @@ class FilterStatsCallback(EveryNValidationEpochs):
         self.quantiles, self.reference_hz, self.q_threshold = tuple(quantiles), reference_hz, q_threshold
         self.images, self.seed = images, seed
         self._init_peaks: dict[str, np.ndarray] = {}
+        self._initial_banks: dict[str, dict[str, torch.Tensor]] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for name in self.conv_modules:
@@ -86,6 +97,16 @@ class FilterStatsCallback(EveryNValidationEpochs):
         if not self.conv_modules and not gabor_filterbanks(pl_module):
             raise ValueError("FilterStatsCallback found no Gabor filterbank in the model and got no conv_modules")
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, (filterbank, _) in gabor_filterbanks(pl_module).items():
+            self._initial_banks.setdefault(name, _bank_parameters(filterbank))
+
+    def state_dict(self) -> dict:
+        return {"initial_banks": self._initial_banks}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._initial_banks = state_dict["initial_banks"]
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._is_due(trainer):
             return
@@ -95,6 +116,10 @@ class FilterStatsCallback(EveryNValidationEpochs):
             stats = gabor_stats(filterbank.omega_t, filterbank.omega_f, filterbank.sigma_t, filterbank.sigma_f,
                                 grid, self.reference_hz)
             self._log_scalars(pl_module, name, quantile_summary(stats, self.quantiles))
+            if name in self._initial_banks:
+                movement = gabor_movement(self._initial_banks[name], _bank_parameters(filterbank), grid,
+                                          self.reference_hz)
+                self._log_scalars(pl_module, name, {f"move/{k}": v for k, v in movement.items()})
             if wandb_loggers:
                 media |= self._histograms(name, stats)
                 if self.images:
