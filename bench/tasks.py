@@ -1,18 +1,25 @@
-"""Gabor STRF frontend vs the mel + Conv2d baseline on the four tasks, over seeds (CPU, each fit capped in time).
+"""Gabor STRF frontends vs the mel + Conv2d baseline on the four tasks, over seeds (CPU, each fit capped in time).
 
-    python bench/tasks.py                          # 3 seeds per task (ESC-10: 5-fold cross-validation), both frontends
+    python bench/tasks.py                          # 3 seeds per task (ESC-10: 5-fold cross-validation), gabor and mel
+    python bench/tasks.py --tasks vad --frontends gabor_paper gabor gabor_frozen mel
     python bench/tasks.py --tasks speaker --seeds 0 1 2 3 4
     python bench/tasks.py --summaries runs/bench_tasks.json   # re-print the table from a finished bench
 
-Runs `train.py --config {gabor,mel}_{task}` once per seed (`seed_everything` and the datamodule's split/crop seed);
-ESC-10 runs its 5 published folds instead (test fold k, validation fold k+1), so its figure is comparable with
-published 5-fold results. Prints, per task and frontend, the headline test metric as mean ± sd over the runs
-with every run's value, then macro F1, wall time and training samples/s (means).
+Frontends (`FRONTENDS`): `gabor` (16 Gabor filters of 9 x 25), `gabor_paper` (the paper's 64 of 9 x 111),
+`gabor_frozen` and `gabor_paper_frozen` (those banks never trained: does learning the filters help?) and `mel`
+(log-mel + a plain Conv2d of the `gabor` shape). Runs `train.py --config <config>` once per seed
+(`seed_everything` and the datamodule's split/crop seed); ESC-10 runs its 5 published folds instead (test fold k,
+validation fold k+1), so its figure is comparable with published 5-fold results. Prints, per task and frontend,
+the headline test metric as mean ± sd over the runs with every run's value, macro F1, wall time, seconds per
+epoch (fit time / epochs, validation included) and training samples/s (means), and for Gabor banks how far they
+moved from their initialisation at the last validation (`FilterStatsCallback`: median over the four parameters
+of the relative change, and the largest W1 shift of the rate / scale / sigma distributions, in initial means).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -23,6 +30,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 HEADLINE = {"vad": "test/frame_f1", "speaker": "test/acc", "birdcall": "test/acc", "scene": "test/acc"}
+FRONTENDS = {  # label: (config name pattern, overrides)
+    "gabor": ("gabor_{task}", []),
+    "gabor_paper": ("gabor_{task}_paper", []),
+    "gabor_frozen": ("gabor_{task}_frozen", []),
+    "gabor_paper_frozen": ("gabor_{task}_paper", ["--model.frontend.init_args.kind", "gabor_frozen"]),
+    "mel": ("mel_{task}", []),
+}
+MOVEMENT_PREFIX = "filters/frontend.filterbank/move/"
 TARGET = {"vad": 0.90, "speaker": 0.97, "birdcall": 0.95, "scene": 0.75}
 
 
@@ -33,7 +48,30 @@ def run(config: str, max_time: str, extra: list[str], group: str) -> dict:
     if proc.returncode != 0:
         print(proc.stderr[-4000:], file=sys.stderr)
         raise SystemExit(f"{config} failed ({' '.join(cmd)})")
-    return json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    summary["movement"] = last_movement(REPO / summary["run_dir"])  # run_dir may be relative to the repository
+    return summary
+
+
+def last_movement(run_dir: Path) -> dict[str, float]:
+    """The last logged `FilterStatsCallback` movement of the run's Gabor bank (empty for other frontends)."""
+    movement = {}
+    for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+        with path.open() as rows:
+            for row in csv.DictReader(rows):
+                movement |= {k[len(MOVEMENT_PREFIX):]: float(v) for k, v in row.items()
+                             if k.startswith(MOVEMENT_PREFIX) and v}
+    return movement
+
+
+def movement_cells(summaries: list[dict]) -> str:
+    """`median relative change | largest W1 shift` (means over runs), or dashes without a Gabor bank."""
+    moves = [s.get("movement") for s in summaries]
+    if not all(moves):
+        return "– | –"
+    change = np.mean([np.median([v for k, v in m.items() if k.endswith("_rel_change")]) for m in moves])
+    shift = np.mean([max(v for k, v in m.items() if k.endswith("_w1_rel")) for m in moves])
+    return f"{change:.3f} | {shift:.3f}"
 
 
 def variants(task: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
@@ -45,7 +83,8 @@ def variants(task: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
 
 def table(results: dict[str, list[dict]]) -> str:
     lines = ["| task | frontend | headline metric | mean ± sd | runs | each run | target | f1_macro | params "
-             "(frontend) | wall s | train samples/s |", "|---" * 11 + "|"]
+             "(frontend) | wall s | s/epoch | train samples/s | filters moved (median rel. change) | "
+             "distribution shift (max W1 rel.) |", "|---" * 14 + "|"]
     for key, summaries in results.items():
         task, frontend = key.split("/")
         values = np.array([s["test_metrics"][HEADLINE[task]] for s in summaries])
@@ -56,14 +95,15 @@ def table(results: dict[str, list[dict]]) -> str:
             f"{len(values)} ({'folds' if task == 'scene' else 'seeds'}) | {' '.join(f'{v:.3f}' for v in values)} | "
             f"{TARGET[task]:.2f} | {f1:.3f} | {params['total']:,} ({params['frontend']:,}) | "
             f"{np.mean([s['wall_time_s'] for s in summaries]):.0f} | "
-            f"{np.mean([s['train_samples_per_s'] for s in summaries]):.0f} |")
+            f"{np.mean([s['fit_time_s'] / max(s['epochs_run'], 1) for s in summaries]):.1f} | "
+            f"{np.mean([s['train_samples_per_s'] for s in summaries]):.0f} | {movement_cells(summaries)} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
-    parser.add_argument("--frontends", nargs="+", default=["gabor", "mel"], choices=["gabor", "mel"])
+    parser.add_argument("--frontends", nargs="+", default=["gabor", "mel"], choices=list(FRONTENDS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-time", default="00:00:09:00", help="per-fit cap (DD:HH:MM:SS)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_tasks.json")
@@ -79,7 +119,9 @@ def main() -> None:
     for task in args.tasks:
         for frontend in args.frontends:
             for label, overrides in variants(task, args.seeds):
-                summary = run(f"{frontend}_{task}", args.max_time, [*overrides, *args.extra], group)
+                config, frontend_overrides = FRONTENDS[frontend]
+                summary = run(config.format(task=task), args.max_time, [*frontend_overrides, *overrides, *args.extra],
+                              group)
                 results.setdefault(f"{task}/{frontend}", []).append(summary)
                 print(f"{task} {frontend} {label}: {summary['test_metrics'][HEADLINE[task]]:.4f}", flush=True)
                 args.out.write_text(json.dumps(results, indent=1))  # partial results survive an interruption

@@ -13,18 +13,19 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import wandb
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import WandbLogger
 
+from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.filters import (
     DEFAULT_QUANTILES,
     DEFAULT_REFERENCE_HZ,
+    GABOR_PARAMETERS,
     MelGrid,
     conv_filter_stats,
     default_init_conv1d,
     frequency_response,
+    gabor_movement,
     gabor_mtf,
     gabor_stats,
     plot_conv_responses,
@@ -36,10 +37,9 @@ from earlens.filters import (
 from earlens.gabor import GaborSTRF2d
 
 
-def _rgb(figure: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+def _bank_parameters(filterbank: GaborSTRF2d) -> dict[str, torch.Tensor]:
+    """The bank's constrained parameters per filter, detached float64 copies on CPU."""
+    return {name: getattr(filterbank, name).detach().to("cpu", torch.float64).clone() for name in GABOR_PARAMETERS}
 
 
 def gabor_filterbanks(module: torch.nn.Module) -> dict[str, tuple[GaborSTRF2d, MelGrid]]:
@@ -60,7 +60,10 @@ class FilterStatsCallback(EveryNValidationEpochs):
     """Log `filters/{module}/{stat}_q{10,50,90}` and, with a WandbLogger, histograms and images.
 
     Gabor filterbanks (found automatically, see `gabor_filterbanks`): `rate_hz`, `scale_cyc_per_oct`,
-    `sigma_t_ms`, `sigma_f_oct` (`earlens.filters.gabor_stats`); images: kernel grid and rate-scale MTF.
+    `sigma_t_ms`, `sigma_f_oct` (`earlens.filters.gabor_stats`); images: kernel grid and rate-scale MTF; and
+    how far the bank moved since the start of training, `filters/{module}/move/{p}_rel_change` per parameter
+    and `.../move/{stat}_w1_rel` per statistic (`earlens.filters.gabor_movement`; the initial bank is kept in
+    the callback's checkpoint state, so a resumed run still measures from the first start).
     `conv_modules`: names of Conv1d layers on raw audio at `sample_rate` (default: the datamodule's):
     `peak_hz`, `centroid_hz`, `bandwidth_hz`, `q`, `flatness` (`earlens.filters.conv_filter_stats`) and
     `narrowband_frac` (Q > `q_threshold`); image: sorted responses and peak histogram against the same
@@ -75,6 +78,8 @@ class FilterStatsCallback(EveryNValidationEpochs):
         self.quantiles, self.reference_hz, self.q_threshold = tuple(quantiles), reference_hz, q_threshold
         self.images, self.seed = images, seed
         self._init_peaks: dict[str, np.ndarray] = {}
+        self._initial_banks: dict[str, dict[str, torch.Tensor]] = {}
+        self._table: dict[str, dict[str, float]] = {}  # this epoch's {stat: {module: value}}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for name in self.conv_modules:
@@ -86,16 +91,30 @@ class FilterStatsCallback(EveryNValidationEpochs):
         if not self.conv_modules and not gabor_filterbanks(pl_module):
             raise ValueError("FilterStatsCallback found no Gabor filterbank in the model and got no conv_modules")
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, (filterbank, _) in gabor_filterbanks(pl_module).items():
+            self._initial_banks.setdefault(name, _bank_parameters(filterbank))
+
+    def state_dict(self) -> dict:
+        return {"initial_banks": self._initial_banks}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._initial_banks = state_dict["initial_banks"]
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._is_due(trainer):
             return
-        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)] if trainer.is_global_zero else []
-        media = {}
+        loggers = wandb_loggers(trainer)
+        media, self._table = {}, {}
         for name, (filterbank, grid) in gabor_filterbanks(pl_module).items():
             stats = gabor_stats(filterbank.omega_t, filterbank.omega_f, filterbank.sigma_t, filterbank.sigma_f,
                                 grid, self.reference_hz)
             self._log_scalars(pl_module, name, quantile_summary(stats, self.quantiles))
-            if wandb_loggers:
+            if name in self._initial_banks:
+                movement = gabor_movement(self._initial_banks[name], _bank_parameters(filterbank), grid,
+                                          self.reference_hz)
+                self._log_scalars(pl_module, name, {f"move/{k}": v for k, v in movement.items()})
+            if loggers:
                 media |= self._histograms(name, stats)
                 if self.images:
                     real, imag = filterbank.kernels()
@@ -112,7 +131,7 @@ class FilterStatsCallback(EveryNValidationEpochs):
             scalars = quantile_summary(stats, self.quantiles)
             scalars["narrowband_frac"] = float((stats["q"] > self.q_threshold).mean())
             self._log_scalars(pl_module, name, scalars)
-            if wandb_loggers:
+            if loggers:
                 media |= self._histograms(name, stats)
                 if self.images:
                     if name not in self._init_peaks:
@@ -121,14 +140,17 @@ class FilterStatsCallback(EveryNValidationEpochs):
                     media[f"filters/{name}/responses"] = plot_conv_responses(
                         *frequency_response(weight, sample_rate), stats["peak_hz"], self._init_peaks[name],
                         title=name)
+        log_layer_table(trainer, "filters", self._table)
         if media:
-            logged = {k: wandb.Image(_rgb(v)) if isinstance(v, Figure) else v for k, v in media.items()}
-            for logger in wandb_loggers:
+            logged = {k: wandb.Image(figure_image(v)) if isinstance(v, Figure) else v for k, v in media.items()}
+            for logger in loggers:
                 logger.log_metrics(logged, step=trainer.global_step)
 
     def _log_scalars(self, pl_module: pl.LightningModule, name: str, scalars: dict[str, float]) -> None:
+        """Log each scalar and keep it for this epoch's rows of `tables/filters.csv` (layer = module)."""
         for key, value in scalars.items():
             pl_module.log(f"filters/{name}/{key}", value)
+            self._table.setdefault(key, {})[name] = float(value)
 
     @staticmethod
     def _histograms(name: str, stats: dict[str, np.ndarray]) -> dict:

@@ -112,6 +112,38 @@ def gabor_stats(
     }
 
 
+GABOR_PARAMETERS = ("sigma_t", "sigma_f", "omega_t", "omega_f")
+
+
+def gabor_movement(
+    initial: dict[str, ArrayLike],
+    current: dict[str, ArrayLike],
+    grid: MelGrid,
+    reference_hz: float = DEFAULT_REFERENCE_HZ,
+) -> dict[str, float]:
+    """How far a Gabor bank has moved from its initial state (the critique that learnable frontends barely
+    leave their initialisation, Anderson, Kinnunen & Harte 2023).
+
+    `initial` and `current`: `{sigma_t, sigma_f, omega_t, omega_f}` per filter, same filters in the same order.
+    Returns, per parameter, `{p}_rel_change` = ||p - p0||_2 / ||p0||_2 (filter by filter: swapping two filters
+    counts as movement), and per `gabor_stats` quantity (rate, scale, sigmas in physical units),
+    `{stat}_w1_rel` = W1(current, initial) / mean |initial|, the 1-Wasserstein distance between the two
+    distributions over filters relative to the initial magnitude (order-free: how much the population moved).
+    Both are 0 for a bank that did not move and 0.1 for every sigma scaled by 1.1.
+    """
+    movement = {}
+    for name in GABOR_PARAMETERS:
+        before, after = _numpy(initial[name]), _numpy(current[name])
+        movement[f"{name}_rel_change"] = float(np.linalg.norm(after - before) / np.linalg.norm(before))
+    stats = [gabor_stats(*(state[name] for name in ("omega_t", "omega_f", "sigma_t", "sigma_f")), grid, reference_hz)
+             for state in (initial, current)]
+    for name, before in stats[0].items():
+        # W1 between two equal-size samples: the mean distance between their sorted values.
+        shift = np.mean(np.abs(np.sort(stats[1][name]) - np.sort(before)))
+        movement[f"{name}_w1_rel"] = float(shift / np.mean(np.abs(before)))
+    return movement
+
+
 def signed_rate_hz(omega_t: ArrayLike, omega_f: ArrayLike, grid: MelGrid) -> np.ndarray:
     """Rate in Hz where each filter sits on the folded rate-scale plane of `gabor_mtf` (scale >= 0): its
     sign is the sweep direction, sign(omega_t * omega_f) (sign(omega_t) when omega_f = 0, where the folded

@@ -17,7 +17,7 @@ class SpectroTemporalFrontend(nn.Module):
 
     `kind`: "gabor" (learnable `GaborSTRF2d`), "gabor_frozen" (the same bank fixed at init, a control) or
     "conv2d" (an unconstrained `nn.Conv2d` with the same kernel size and output channels, the other
-    control). `mode` and `init` are the Gabor options (`mode` also sets the conv2d channel count).
+    control). `mode`, `init` and `sigma_max` are the Gabor options (`mode` also sets the conv2d channel count).
     All arguments are plain values so a YAML config can set them.
     """
 
@@ -32,11 +32,12 @@ class SpectroTemporalFrontend(nn.Module):
         n_mels: int = 64,
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
+        sigma_max: float | None = None,
     ):
         super().__init__()
         self.init_args = {"kind": kind, "n_filters": n_filters, "kernel_size": list(kernel_size), "mode": mode,
                           "init": init, "sample_rate": sample_rate, "n_mels": n_mels, "win_ms": win_ms,
-                          "hop_ms": hop_ms}  # what a checkpoint needs to rebuild this frontend
+                          "hop_ms": hop_ms, "sigma_max": sigma_max}  # what a checkpoint needs to rebuild this frontend
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS} (got {kind!r})")
         if n_filters < 1:
@@ -48,7 +49,8 @@ class SpectroTemporalFrontend(nn.Module):
             self.out_channels = 2 * n_filters if mode == "concat" else n_filters
             self.filterbank = nn.Conv2d(1, self.out_channels, kernel_size, padding="same")
         else:
-            self.filterbank = GaborSTRF2d(n_filters, kernel_size, mode, init, freeze=kind == "gabor_frozen")
+            self.filterbank = GaborSTRF2d(n_filters, kernel_size, mode, init, freeze=kind == "gabor_frozen",
+                                          sigma_max=sigma_max)
             self.out_channels = self.filterbank.out_channels
         self.norm = nn.BatchNorm2d(self.out_channels)
 

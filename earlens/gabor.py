@@ -9,7 +9,7 @@ modulations omega_t (rad/frame) and omega_f (rad/bin):
 on integer offsets centred at 0. Filters are applied as cross-correlations (`F.conv2d`), "same" size.
 
 Parameterisation (raw tensors are unconstrained; every value they can take is a valid filter):
-    sigma = 0.5 + (k / 2 - 0.5) * sigmoid(raw_sigma)      along each axis, k = kernel size on that axis
+    sigma = 0.5 + (sigma_max - 0.5) * sigmoid(raw_sigma)  along each axis, sigma_max = k / 2 by default
     omega = 0.95 pi * tanh(raw_omega)                     each component, so |omega| < 0.95 pi
 Both maps have a nonzero derivative everywhere, sigma >= 0.5 keeps the envelope finite and nonzero,
 and no parameter ever produces NaN (they saturate at extreme raw values instead). The 5% margin below
@@ -19,11 +19,11 @@ part at omega_t = omega_f = 0 (raw 0), where the omega gradients are nonzero.
 
 Because the envelope is axis-aligned, cos(wt t + wf f) = cos cos - sin sin (and sin likewise) makes each
 kernel a sum of two rank-1 kernels, so the bank runs as 1-D filtering along time (all filters in one
-convolution, 1 -> 2n maps) followed by small blocked banded matmuls along frequency (`_FreqBlocking`);
-`dense=True` runs the same bank as a plain `conv2d` with the dense kernels instead (same output). The
-separable path wins for large kernels (1.7-2.9x at 25x25 and 9x111 in `bench/frontend.py`) and loses for
-small ones (about 2x slower at 9x25, where a dense conv2d is cheap), so by default kernels smaller than
-`SEPARABLE_MIN_AREA` taps run dense.
+matmul, 1 -> 2n maps) followed by small blocked banded matmuls along frequency (`_FreqBlocking`), over
+clips laid end to end (`_SeparableGabor`); `dense=True` runs the same bank as a plain `conv2d` with the
+dense kernels instead (same output). The separable path wins for large kernels (about 2x at 9x111 on CPU
+in `bench/frontend.py`) and loses for small ones (9x25, where a dense conv2d is cheap), so by default
+kernels smaller than `SEPARABLE_MIN_AREA` taps run dense.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class _FreqBlocking:
     bins from one small matmul with its filter's Toeplitz block; the windows overlap, so they are a strided
     view (no copy). Blocks past the last bin are computed and dropped. Work per output is width / k_f
     times the taps (1.8x for k_f = 9, 1.3x for 25; times rows / F for the padding), against F / k_f for
-    a full F x F banded matrix (7x for F = 64, k_f = 9).
+    a full F x F banded matrix (7x for F = 64, k_f = 9). Along time the columns are clips end to end
+    (`_clips_end_to_end`).
     """
 
     def __init__(self, n_filters: int, n_freq: int, k_f: int):
@@ -145,76 +146,122 @@ class _FreqBlocking:
         return padded.view(*lead, -1, self.n_blocks, r, width).sum(-3)
 
 
-class _SeparableGabor(torch.autograd.Function):
-    """Gabor bank as time filtering (one matmul per clip, 1 -> 2n maps) then blocked banded matmuls along
-    frequency (`_FreqBlocking`).
+CPU_GROUP_BYTES = 8 * 2**20  # time-filtered maps per group of clips on CPU: small enough to stay in cache
 
-    Runs one clip at a time so every intermediate (~7 MB) is reused from cache instead of allocating
-    batch-sized tensors (each costs ~100-250 ms of page faults here), and recomputes the time-filtered maps
-    in backward instead of storing them; gradients are written by hand so autograd keeps no per-clip maps.
-    The time step is an explicit im2col matmul (the input has one channel, so the columns are only k_t
-    copies of one clip): oneDNN's conv is slower for this shape and conv2d picks it by batch size.
+
+class _SeparableGabor(torch.autograd.Function):
+    """Gabor bank as time filtering (one matmul, 1 -> 2n maps) then blocked banded matmuls along frequency
+    (`_FreqBlocking`), on groups of clips laid end to end (`_clips_end_to_end`).
+
+    On a GPU the group is the whole batch (no loop over clips). On CPU a group holds as many clips as keep
+    the time-filtered maps within `CPU_GROUP_BYTES` (one clip of 64 filters x 64 mels x 200 frames): the
+    buffers are then reused from cache, where batch-sized ones cost ~100-250 ms each in page faults and
+    memory traffic (the whole batch at once ran 1.5-2x slower on a 2-core CPU). Backward recomputes the maps
+    instead of storing them, and gradients are written by hand so autograd keeps no per-group buffers and
+    never differentiates through the overlapping window views. The time step is an explicit im2col matmul
+    (the input has one channel, so the columns are only k_t copies of the clips): oneDNN's conv is slower.
     """
 
     @staticmethod
-    def forward(ctx, spec, time_taps, freq_blocks, layout: _FreqBlocking):
+    def forward(ctx, spec, time_taps, freq_blocks, layout: _FreqBlocking, group_size: int):
         """spec `(B, 1, F, T)`; time_taps `(2n, k_t)` (cos rows then sin rows); freq_blocks `(2, n, 8 P, width)`
-        mixing the cos / sin maps into rows (bin in block, part) -> `(B, P n, F, T)`, parts outermost."""
+        mixing the cos / sin maps into rows (bin in block, part); `group_size` clips at a time -> `(B, P n, F, T)`,
+        parts outermost."""
         batch, _, n_freq, n_time = spec.shape
-        n = time_taps.shape[0] // 2
+        n, k_t = time_taps.shape[0] // 2, time_taps.shape[1]
         n_parts = freq_blocks.shape[2] // FREQ_BLOCK
+        gap = 0 if group_size == 1 else k_t // 2  # one clip alone sees only the im2col's own zero padding
         window_blocks = layout.per_window(freq_blocks)
-        maps = spec.new_empty(2, n, layout.rows, n_time)
-        mixed = spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_time)
         out = spec.new_empty(batch, n_parts * n, n_freq, n_time)
-        for clip in range(batch):
-            torch.mm(time_taps, _time_columns(spec[clip], time_taps.shape[1], layout).T, out=maps.view(2 * n, -1))
+        buffers = {}  # per group width, reused: a fresh buffer per group costs its page faults again
+        for start in range(0, batch, group_size):
+            clips = spec[start : start + group_size]
+            n_columns = len(clips) * (n_time + gap)
+            if n_columns not in buffers:
+                buffers[n_columns] = (spec.new_empty(2, n, layout.rows, n_columns),
+                                      spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns))
+            maps, mixed = buffers[n_columns]  # mixed: the rows of windows past the last one stay unused
+            torch.mm(time_taps, _time_columns(clips, k_t, gap, layout).T, out=maps.view(2 * n, -1))
             torch.bmm(window_blocks[0], layout.windows(maps[0]), out=mixed[: layout.n_windows])
             mixed[: layout.n_windows].baddbmm_(window_blocks[1], layout.windows(maps[1]))
-            rows = mixed.view(n, layout.rows, n_parts, n_time)[:, :n_freq]
-            out[clip].view(n_parts, n, n_freq, n_time).copy_(rows.permute(2, 0, 1, 3))
+            # (filter, bin, part, clip, frame) -> (clip, part, filter, bin, frame), dropping padding and gaps.
+            rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time + gap)[:, :n_freq, ..., :n_time]
+            out[start : start + group_size].view(len(clips), n_parts, n, n_freq, n_time).copy_(
+                rows.permute(3, 2, 0, 1, 4))
         ctx.save_for_backward(spec, time_taps, window_blocks)
-        ctx.layout = layout
+        ctx.layout, ctx.group_size, ctx.gap = layout, group_size, gap
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        """Runs with autocast off (autograd replays the forward's autocast state, which would turn the matmuls
+        into low-precision ones writing into float32 buffers)."""
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _SeparableGabor._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         spec, time_taps, window_blocks = ctx.saved_tensors
-        layout = ctx.layout
+        layout, group_size, gap = ctx.layout, ctx.group_size, ctx.gap
         batch, _, n_freq, n_time = spec.shape
         n, k_t = time_taps.shape[0] // 2, time_taps.shape[1]
         n_parts = window_blocks.shape[2] // FREQ_BLOCK
         grad_time_taps = torch.zeros_like(time_taps)
         grad_window_blocks = torch.zeros_like(window_blocks)
         grad_spec = torch.empty_like(spec) if ctx.needs_input_grad[0] else None
-        maps = spec.new_empty(2, n, layout.rows, n_time)
-        # Output grads as blocks behind sub_blocks - 1 zero blocks; rows past the last bin stay zero.
-        grad_stack = spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_time)
-        grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, n_time)
-        grad_windows = grad_stack[layout.sub_blocks - 1 :][: layout.n_windows]
         # A block's grad comes from the windows over it; windows from the previous filter reaching into it
         # cover only its dropped blocks (zero grads), so each block can use its own filter's taps.
         adjoint_blocks = layout.transposed(window_blocks[:, :: layout.n_blocks]).repeat_interleave(layout.n_blocks, 1)
-        grad_maps = spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_time)
-        for clip in range(batch):
-            columns = _time_columns(spec[clip], k_t, layout)
+        buffers = {}  # per group width, reused as in forward
+        for start in range(0, batch, group_size):
+            clips, group = spec[start : start + group_size], slice(start, start + group_size)
+            n_columns = len(clips) * (n_time + gap)
+            if n_columns not in buffers:
+                # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows and gaps stay zero.
+                buffers[n_columns] = (
+                    spec.new_empty(2, n, layout.rows, n_columns),
+                    spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
+                    spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
+            maps, grad_stack, grad_maps = buffers[n_columns]
+            columns = _time_columns(clips, k_t, gap, layout)
             torch.mm(time_taps, columns.T, out=maps.view(2 * n, -1))
-            grad_rows[:, :n_freq].copy_(grad_out[clip].view(n_parts, n, n_freq, n_time).permute(1, 2, 0, 3))
+            grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time + gap)
+            grad_rows[:, :n_freq, ..., :n_time].copy_(
+                grad_out[group].view(len(clips), n_parts, n, n_freq, n_time).permute(2, 3, 1, 0, 4))
+            grad_windows = grad_stack[layout.sub_blocks - 1 :][: layout.n_windows]
             for cos_sin in range(2):
                 grad_window_blocks[cos_sin].baddbmm_(grad_windows, layout.windows(maps[cos_sin]).transpose(1, 2))
                 torch.bmm(adjoint_blocks[cos_sin], layout.grad_windows(grad_stack), out=grad_maps[cos_sin])
             grad_time_taps.addmm_(grad_maps.view(2 * n, -1), columns)
             if grad_spec is not None:
                 grad_columns = (time_taps.T @ grad_maps.view(2 * n, -1)).view(1, k_t, -1)
-                padded = F.fold(grad_columns, (layout.rows, n_time + k_t - 1), kernel_size=(1, k_t))[0, 0]
-                grad_spec[clip, 0] = padded[layout.pad_top : layout.pad_top + n_freq, k_t // 2 : k_t // 2 + n_time]
-        return grad_spec, grad_time_taps, layout.per_filter(grad_window_blocks), None
+                padded = F.fold(grad_columns, (layout.rows, n_columns + k_t - 1), kernel_size=(1, k_t))[0, 0]
+                frames = padded[:, k_t // 2 : k_t // 2 + n_columns].view(layout.rows, len(clips), -1)[..., :n_time]
+                grad_spec[group, 0] = frames[layout.pad_top : layout.pad_top + n_freq].transpose(0, 1)
+        return grad_spec, grad_time_taps, layout.per_filter(grad_window_blocks), None, None
 
 
-def _time_columns(clip: torch.Tensor, k_t: int, layout: _FreqBlocking) -> torch.Tensor:
-    """`(1, F, T)` clip -> `(rows * T, k_t)` im2col along time of the clip zero-padded on both axes."""
-    padded = F.pad(clip[0], (k_t // 2, k_t // 2, layout.pad_top, layout.rows - layout.n_freq - layout.pad_top))
+def _group_size(spec: torch.Tensor, n_filters: int, layout: _FreqBlocking) -> int:
+    """Clips processed together: all of them on a GPU, cache-sized groups on CPU."""
+    if spec.device.type != "cpu":
+        return spec.shape[0]
+    clip_bytes = 2 * n_filters * layout.rows * spec.shape[-1] * spec.element_size()
+    return max(1, CPU_GROUP_BYTES // clip_bytes)
+
+
+def _time_columns(clips: torch.Tensor, k_t: int, gap: int, layout: _FreqBlocking) -> torch.Tensor:
+    """`(c, 1, F, T)` clips -> `(rows * L, k_t)` im2col along time of the clips end to end, zero-padded on
+    both axes (L = c (T + gap) columns)."""
+    padded = F.pad(_clips_end_to_end(clips, gap)[0, 0],
+                   (k_t // 2, k_t // 2, layout.pad_top, layout.rows - layout.n_freq - layout.pad_top))
     return padded.unfold(1, k_t, 1).reshape(-1, k_t)
+
+
+def _clips_end_to_end(spec: torch.Tensor, gap: int) -> torch.Tensor:
+    """`(B, 1, F, T)` -> `(1, 1, F, B (T + gap))`: the clips side by side along time, each followed by `gap`
+    zero frames, so filtering along time that reaches at most `gap` frames sees each clip alone."""
+    batch, _, n_freq, n_time = spec.shape
+    return F.pad(spec, (0, gap)).permute(1, 2, 0, 3).reshape(1, 1, n_freq, batch * (n_time + gap))
 
 
 def _check_kernel_size(kernel_size) -> tuple[int, int]:
@@ -238,6 +285,9 @@ class GaborSTRF2d(nn.Module):
     orientation U(-pi, pi); sigmas beyond the allowed range are clipped into it) or "grid" (temporal
     rates log-spaced with both signs, spectral scales uniform, sigma = pi / |omega| clipped: about half a
     carrier period per envelope sigma). `freeze=True` keeps the initial bank fixed (a control).
+    `sigma_max`: upper bound of sigma_t and sigma_f (frames, bins); None: half the kernel on each axis, which
+    clips the paper init (up to 15.8) on short axes; 17 leaves it whole (the envelope is then truncated by
+    the kernel, as in the paper).
     `dense`: None picks the faster path for the kernel size (module docstring); True/False force it.
     """
 
@@ -249,6 +299,7 @@ class GaborSTRF2d(nn.Module):
         init: str = "paper",
         freeze: bool = False,
         dense: bool | None = None,
+        sigma_max: float | None = None,
     ):
         super().__init__()
         if n_filters < 1:
@@ -260,11 +311,14 @@ class GaborSTRF2d(nn.Module):
         self.n_filters = n_filters
         self.kernel_size = _check_kernel_size(kernel_size)
         self.mode = mode
+        if sigma_max is not None and sigma_max <= SIGMA_MIN:
+            raise ValueError(f"sigma_max must be > {SIGMA_MIN} (got {sigma_max})")
+        k_f, k_t = self.kernel_size
+        self.sigma_max_f, self.sigma_max_t = (k_f / 2, k_t / 2) if sigma_max is None else (sigma_max, sigma_max)
         self.dense = self.kernel_size[0] * self.kernel_size[1] < SEPARABLE_MIN_AREA if dense is None else dense
         sigma_t, sigma_f, omega_t, omega_f = (self._paper_init if init == "paper" else self._grid_init)()
-        k_f, k_t = self.kernel_size
-        self.raw_sigma_t = nn.Parameter(_logit_of_fraction((sigma_t - SIGMA_MIN) / (k_t / 2 - SIGMA_MIN)))
-        self.raw_sigma_f = nn.Parameter(_logit_of_fraction((sigma_f - SIGMA_MIN) / (k_f / 2 - SIGMA_MIN)))
+        self.raw_sigma_t = nn.Parameter(_logit_of_fraction((sigma_t - SIGMA_MIN) / (self.sigma_max_t - SIGMA_MIN)))
+        self.raw_sigma_f = nn.Parameter(_logit_of_fraction((sigma_f - SIGMA_MIN) / (self.sigma_max_f - SIGMA_MIN)))
         self.raw_omega_t = nn.Parameter(torch.atanh((omega_t / OMEGA_MAX).clamp(-0.98, 0.98)))
         self.raw_omega_f = nn.Parameter(torch.atanh((omega_f / OMEGA_MAX).clamp(-0.98, 0.98)))
         self.requires_grad_(not freeze)
@@ -293,13 +347,13 @@ class GaborSTRF2d(nn.Module):
 
     @property
     def sigma_t(self) -> torch.Tensor:
-        """Temporal envelope widths (frames), in [0.5, k_t / 2]."""
-        return SIGMA_MIN + (self.kernel_size[1] / 2 - SIGMA_MIN) * torch.sigmoid(self.raw_sigma_t)
+        """Temporal envelope widths (frames), in [0.5, sigma_max_t]."""
+        return SIGMA_MIN + (self.sigma_max_t - SIGMA_MIN) * torch.sigmoid(self.raw_sigma_t)
 
     @property
     def sigma_f(self) -> torch.Tensor:
-        """Spectral envelope widths (mel bins), in [0.5, k_f / 2]."""
-        return SIGMA_MIN + (self.kernel_size[0] / 2 - SIGMA_MIN) * torch.sigmoid(self.raw_sigma_f)
+        """Spectral envelope widths (mel bins), in [0.5, sigma_max_f]."""
+        return SIGMA_MIN + (self.sigma_max_f - SIGMA_MIN) * torch.sigmoid(self.raw_sigma_f)
 
     @property
     def omega_t(self) -> torch.Tensor:
@@ -342,7 +396,8 @@ class GaborSTRF2d(nn.Module):
         freq_taps = torch.stack([torch.stack([taps[part][cos_sin] for part in self._parts()], 1) for cos_sin in (0, 1)])
         # (cos|sin, filter, part, bin in block, width) -> rows ordered (bin in block, part).
         freq_blocks = _band_blocks(freq_taps, layout.width).transpose(2, 3).reshape(2, n, -1, layout.width)
-        return _SeparableGabor.apply(spec.contiguous(), torch.cat([cos_t, sin_t]), freq_blocks, layout)
+        group_size = _group_size(spec, n, layout)
+        return _SeparableGabor.apply(spec.contiguous(), torch.cat([cos_t, sin_t]), freq_blocks, layout, group_size)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         if spec.dim() == 3:

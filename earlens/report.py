@@ -23,7 +23,9 @@ from earlens.plots import plot_epoch_layer_heatmap
 
 TABLE_COLUMNS = ("epoch", "step", "layer", "metric", "value", "ci_low", "ci_high")  # of `tables/<callback>.csv`
 HEATMAPS = {"helix": [("r2", "p_helix", 0.01)], "partials": [("band_auc", None, None), ("invariance", None, None)],
-            "zipf": [("alpha_zm", None, None), ("alpha_tail", None, None)]}  # metric, marked where mark ≤ bound
+            "zipf": [("alpha_zm", None, None), ("alpha_tail", None, None)],
+            "filters": [("move/omega_t_rel_change", None, None), ("move/sigma_t_rel_change", None, None)]}
+# (metric, marked where `mark` ≤ bound) per callback table
 
 
 def _png(figure: Figure) -> str:

@@ -211,9 +211,10 @@ class AudioClassifier(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        """AdamW (the frontend may have its own `frontend_lr`) with a cosine decay over every optimiser step of the
-        run, so `max_epochs` and `max_steps` both give a schedule that ends at the end of training."""
-        frontend_lr = self.hparams.frontend_lr or self.hparams.lr
+        """AdamW (the frontend's trainable parameters, its batch norm included, may have their own `frontend_lr`;
+        0 keeps them at init) with a cosine decay over every optimiser step of the run, so `max_epochs` and
+        `max_steps` both give a schedule that ends at the end of training."""
+        frontend_lr = self.hparams.lr if self.hparams.frontend_lr is None else self.hparams.frontend_lr
         groups = [{"params": [p for p in self.frontend.parameters() if p.requires_grad], "lr": frontend_lr},
                   {"params": [*self.encoder.parameters(), *self.head.parameters()]}]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -85,3 +85,22 @@ def test_waveform_frontend_hop_and_frame_counts():
         assert out.shape == (1, 8, 1, length // 27) == (1, 8, 1, int(front.frame_lengths(torch.tensor(length))))
     with pytest.raises(ValueError, match="channels"):
         WaveformFrontend(channels=[])
+
+
+@pytest.mark.parametrize(("kind", "frontend_lr", "expected_lr"), [
+    ("gabor", None, 2e-3), ("gabor", 1e-4, 1e-4), ("gabor", 0.0, 0.0), ("gabor_frozen", 1e-4, 1e-4)])
+def test_frontend_gets_its_own_learning_rate(kind, frontend_lr, expected_lr):
+    """The frontend's trainable parameters (the 4 Gabor tensors, none when frozen, and its batch norm) form the
+    first AdamW group at `frontend_lr` (0 included: a bank that must not move), the encoder and head the second
+    group at `lr`."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = AudioClassifier(SpectroTemporalFrontend(kind=kind, n_filters=4), lr=2e-3, frontend_lr=frontend_lr)
+    model.trainer = SimpleNamespace(estimated_stepping_batches=10)
+    frontend_group, rest = model.configure_optimizers()["optimizer"].param_groups
+    assert frontend_group["lr"] == expected_lr and rest["lr"] == 2e-3
+    bank = [*model.frontend.filterbank.parameters()] if kind == "gabor" else []
+    expected = {id(p) for p in [*bank, *model.frontend.norm.parameters()]}
+    assert {id(p) for p in frontend_group["params"]} == expected
+    assert {id(p) for p in rest["params"]} == {id(p) for p in [*model.encoder.parameters(), *model.head.parameters()]}

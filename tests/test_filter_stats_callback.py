@@ -12,10 +12,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from earlens.callbacks.filter_stats import FilterStatsCallback
-from earlens.filters import MelGrid, conv_filter_stats, gabor_stats, quantile_summary
+from earlens.filters import MelGrid, conv_filter_stats, gabor_movement, gabor_stats, quantile_summary
 from earlens.frontends import SpectroTemporalFrontend
+from earlens.report import read_layer_table
 
 SAMPLE_RATE = 8000
+
+
+@pytest.fixture(autouse=True)
+def _run_folder(tmp_path, monkeypatch):
+    """Trainers here keep Lightning's default run folder (the working directory): make it a temporary one."""
+    monkeypatch.chdir(tmp_path)
 
 
 class NoiseClips(Dataset):
@@ -34,9 +41,9 @@ class NoiseClips(Dataset):
 class TwoFrontendModel(pl.LightningModule):
     """Gabor STRF frontend on log-mel and a Conv1d on raw audio -> pooled energies -> logits."""
 
-    def __init__(self):
+    def __init__(self, kind="gabor"):
         super().__init__()
-        self.frontend = SpectroTemporalFrontend(n_filters=6, kernel_size=(5, 9), mode="magnitude",
+        self.frontend = SpectroTemporalFrontend(kind=kind, n_filters=6, kernel_size=(5, 9), mode="magnitude",
                                                 sample_rate=SAMPLE_RATE, n_mels=24)
         self.wave_conv = nn.Conv1d(1, 16, 64, stride=8)
         self.head = nn.Linear(6 + 16, 2)
@@ -61,8 +68,8 @@ def fit(tmp_path, callback, loggers):
     model = TwoFrontendModel()
     initial = [p.detach().clone() for p in (model.wave_conv.weight, model.frontend.filterbank.omega_t)]
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=loggers, callbacks=[callback],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=1, log_every_n_steps=1)
+                         default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=1, log_every_n_steps=1)
     loader = DataLoader(NoiseClips(), batch_size=8)
     trainer.fit(model, loader, loader)
     for before, after in zip(initial, (model.wave_conv.weight, model.frontend.filterbank.omega_t)):
@@ -88,6 +95,10 @@ def test_logged_quantiles_equal_direct_computation(tmp_path):
     assert len(expected) == 5 * 3 + 1 + 4 * 3
     for key, value in expected.items():
         assert float(logged[0][f"filters/{key}"]) == pytest.approx(value, rel=1e-6, abs=1e-6), key
+    table = {(row["layer"], row["metric"]): float(row["value"])  # the same numbers as rows (layer = module)
+             for row in read_layer_table(tmp_path / "tables" / "filters.csv")}
+    for key, value in expected.items():
+        assert table[tuple(key.split("/"))] == pytest.approx(value, rel=1e-6, abs=1e-6), key
 
 
 def test_wandb_gets_histograms_and_images(tmp_path):
@@ -111,3 +122,29 @@ def test_rejects_models_without_filters(tmp_path):
     trainer = pl.Trainer(max_epochs=1, logger=False, callbacks=[FilterStatsCallback()], enable_progress_bar=False)
     with pytest.raises(ValueError, match="no Gabor filterbank"):
         trainer.fit(model, DataLoader(NoiseClips(), batch_size=8))
+
+
+@pytest.mark.parametrize("kind", ["gabor", "gabor_frozen"])
+def test_movement_from_the_initial_bank(tmp_path, kind):
+    """`move/*` equals `gabor_movement` between the bank before fit and after it; a frozen bank logs exactly 0,
+    a trained one more than 0 on every parameter."""
+    torch.manual_seed(0)
+    model = TwoFrontendModel(kind)
+    bank, grid = model.frontend.filterbank, MelGrid(SAMPLE_RATE, model.frontend.hop_length, 24)
+    names = ("sigma_t", "sigma_f", "omega_t", "omega_f")
+    initial = {name: getattr(bank, name).detach().double().clone() for name in names}
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=CSVLogger(tmp_path, name="csv"),
+                         callbacks=[FilterStatsCallback(images=False)], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
+    loader = DataLoader(NoiseClips(), batch_size=8)
+    trainer.fit(model, loader, loader)
+    rows = [r for r in csv.DictReader(open(next(tmp_path.glob("csv/*/metrics.csv")))) if r.get("epoch") == "1"]
+    logged = {k.split("/move/")[1]: float(v) for r in rows for k, v in r.items() if "/move/" in k and v}
+    expected = gabor_movement(initial, {name: getattr(bank, name).detach() for name in names}, grid)
+    assert logged.keys() == expected.keys() and len(logged) == 8
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    if kind == "gabor_frozen":
+        assert all(v == 0 for v in logged.values())
+    else:
+        assert all(logged[f"{p}_rel_change"] > 0 for p in names) and max(logged.values()) > 1e-3

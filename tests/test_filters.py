@@ -15,6 +15,7 @@ from earlens.filters import (
     conv_filter_stats,
     default_init_conv1d,
     frequency_response,
+    gabor_movement,
     gabor_mtf,
     gabor_stats,
     plot_conv_responses,
@@ -207,3 +208,42 @@ def test_plot_conv_responses_sorts_by_peak():
     image = np.asarray(fig.axes[0].images[0].get_array())
     np.testing.assert_allclose(freqs[image.argmax(-1)], np.sort(f0), atol=freqs[1])
     np.testing.assert_allclose(image.max(-1), 0.0, atol=1e-6)
+
+
+def _bank_state(seed, n=64):
+    torch.manual_seed(seed)
+    bank = GaborSTRF2d(n, (9, 111), sigma_max=17.0)
+    with torch.no_grad():
+        return {"sigma_t": bank.sigma_t, "sigma_f": bank.sigma_f, "omega_t": bank.omega_t, "omega_f": bank.omega_f}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gabor_movement_controls(seed):
+    """No movement gives exactly 0; every sigma scaled by 1.1 gives 0.1 on both measures for the sigmas and 0
+    for the carriers; a permutation of the filters (the same population) or flipped carrier signs (the same
+    rates and scales) move the parameters but not the distributions; a fresh bank moves both. W1 against scipy."""
+    from scipy.stats import wasserstein_distance
+
+    state = _bank_state(seed)
+    assert all(v == 0 for v in gabor_movement(state, state, GRID).values())
+    scaled = gabor_movement(state, state | {k: 1.1 * state[k] for k in ("sigma_t", "sigma_f")}, GRID)
+    for key in ("sigma_t_rel_change", "sigma_f_rel_change", "sigma_t_ms_w1_rel", "sigma_f_oct_w1_rel"):
+        assert scaled[key] == pytest.approx(0.1, rel=1e-6), key
+    for key in ("omega_t_rel_change", "omega_f_rel_change", "rate_hz_w1_rel", "scale_cyc_per_oct_w1_rel"):
+        assert scaled[key] == 0, key
+
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(seed))
+    permuted = gabor_movement(state, {k: v[order] for k, v in state.items()}, GRID)
+    assert all(permuted[f"{p}_rel_change"] > 0.1 for p in ("sigma_t", "sigma_f", "omega_t", "omega_f"))
+    assert all(permuted[k] < 1e-12 for k in permuted if k.endswith("_w1_rel"))
+    flipped = gabor_movement(state, state | {"omega_t": -state["omega_t"]}, GRID)
+    assert flipped["omega_t_rel_change"] == pytest.approx(2.0) and flipped["rate_hz_w1_rel"] < 1e-12
+
+    other = _bank_state(seed + 100)
+    moved = gabor_movement(state, other, GRID)
+    assert all(v > 0.01 for v in moved.values())
+    before, after = gabor_stats(*(state[k] for k in ("omega_t", "omega_f", "sigma_t", "sigma_f")), GRID), \
+        gabor_stats(*(other[k] for k in ("omega_t", "omega_f", "sigma_t", "sigma_f")), GRID)
+    for name in before:
+        expected = wasserstein_distance(after[name], before[name]) / np.abs(before[name]).mean()
+        assert moved[f"{name}_w1_rel"] == pytest.approx(expected, rel=1e-9)

@@ -237,3 +237,43 @@ def test_bank_runs_under_autocast_close_to_float32(dense, dtype):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bank.parameters())
     error = (low.float() - reference).abs().max() / reference.abs().max()
     assert error < 2e-2
+
+
+def test_sigma_max_leaves_the_paper_init_unclipped():
+    """With the default bound (half the kernel) a 9-bin axis clips most paper-init sigma_f at 4.5; with
+    sigma_max = 17 the paper's 2 * 1.41^U(0, 6) (at most 15.8) comes through whole on both axes."""
+    clipped = _bank(n_filters=2000, kernel_size=(9, 111))
+    assert (clipped.sigma_f > 4.4).float().mean() > 0.5
+    bank = _bank(n_filters=2000, kernel_size=(9, 111), sigma_max=17.0)
+    with torch.no_grad():
+        exponent = torch.log(torch.cat([bank.sigma_t, bank.sigma_f]) / 2) / math.log(1.41)
+    assert exponent.min() > -1e-3 and exponent.max() < 6 + 1e-3
+    assert abs(exponent.mean().item() - 3) < 0.1 and abs(exponent.std().item() - 6 / math.sqrt(12)) < 0.1
+    with torch.no_grad():
+        for parameter in bank.parameters():
+            parameter.fill_(1e3)
+    assert bank.sigma_t.max() == bank.sigma_f.max() == 17.0
+    with pytest.raises(ValueError, match="sigma_max"):
+        GaborSTRF2d(4, (9, 25), sigma_max=0.5)
+
+
+@pytest.mark.parametrize("clips_per_group", [1, 2, 5])
+def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
+    """On CPU the separable path runs cache-sized groups of clips laid end to end (a GPU runs the whole batch
+    as one group): one clip per group, groups that split the batch unevenly and one group for all must give
+    the dense values and gradients, so no clip's filtering reaches into its neighbour."""
+    import earlens.gabor as gabor
+
+    bank = _bank(n_filters=3, kernel_size=(9, 25), mode="concat").double()
+    spec = torch.randn(5, 1, 12, 30, dtype=torch.float64, requires_grad=True)
+    layout = gabor._FreqBlocking(3, 12, 9)
+    monkeypatch.setattr(gabor, "CPU_GROUP_BYTES", clips_per_group * 2 * 3 * layout.rows * 30 * 8)
+    assert gabor._group_size(spec, 3, layout) == clips_per_group
+    grads = {}
+    for dense in (False, True):
+        bank.dense = dense
+        out = bank(spec)
+        weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
+    for separable, dense in zip(grads[False], grads[True]):
+        torch.testing.assert_close(separable, dense, rtol=1e-9, atol=1e-12)
