@@ -77,8 +77,8 @@ def test_fit_test_summary_and_logs(tmp_path):
     assert summary["best_score"] == pytest.approx(max(csv_val))
 
     # the best checkpoint, config and summary are one W&B model artifact, recorded offline for `wandb sync`
-    artifacts = [sorted(m.path for m in record.artifact.manifest.contents)
-                 for record in offline_wandb_records(run_dir) if record.WhichOneof("record_type") == "artifact"]
+    artifacts = [sorted(m.path for m in record.artifact.manifest.contents) for record in offline_wandb_records(run_dir)
+                 if record.WhichOneof("record_type") == "artifact" and record.artifact.type == "model"]
     assert artifacts == [sorted([Path(summary["best_checkpoint"]).name, "config.yaml", "summary.json"])]
 
 
