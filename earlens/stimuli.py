@@ -581,7 +581,8 @@ def _write_table(path: Path, labels: dict[str, np.ndarray]) -> None:
             writer.writerow([i, *(v.item() if hasattr(v, "item") else v for v in row)])
 
 
-def _read_table(path: Path) -> dict[str, np.ndarray]:
+def read_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A rendered set's labels.csv as columns (integers, floats, booleans, strings)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns = {name: [row[name] for row in rows] for name in rows[0] if name != "index"}
@@ -632,7 +633,7 @@ def render_stimuli(
     return StimulusSet(
         waves=np.load(target / "waves.npy", mmap_mode="r"),
         sample_rate=sample_rate,
-        labels=_read_table(target / "labels.csv"),
+        labels=read_labels(target / "labels.csv"),
         table_path=target / "labels.csv",
         key=key,
     )
