@@ -3,9 +3,10 @@
 from datamodules.birdcall import BengaleseFinchDataModule, SyllableDataModule
 from datamodules.folder import FolderDataModule
 from datamodules.manifest import ManifestDataModule
+from datamodules.notes import RenderedNotesDataModule
 from datamodules.scene import ESC10DataModule
 from datamodules.speaker import FSDDSpeakerDataModule
 from datamodules.vad import AMIVADDataModule
 
 __all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule",
-           "FolderDataModule", "ManifestDataModule", "SyllableDataModule"]
+           "FolderDataModule", "ManifestDataModule", "RenderedNotesDataModule", "SyllableDataModule"]

@@ -872,3 +872,23 @@ def plot_helicality_vs_layer(result: HelixProbeResult, layer_names=None, title: 
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_helicality_over_training(epochs: np.ndarray, r2: np.ndarray, p_helix: np.ndarray, layer_names,
+                                  alpha: float = 0.01, title: str = "helicality during training"):
+    """Helix R² (left) and p_helix against smooth surrogates (right, log scale, `alpha` dashed) per layer against
+    epoch: `r2`, `p_helix` `(E, L)` at `epochs` `(E,)`, as `HelicalityCallback` logs them."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for layer, name in enumerate(layer_names):
+        left.plot(epochs, r2[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
+        right.plot(epochs, p_helix[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
+    right.axhline(alpha, color="0.3", ls="--", lw=1, label=f"α = {alpha}")
+    right.set_yscale("log")
+    left.set(xlabel="epoch", ylabel="helix R²", title=title)
+    right.set(xlabel="epoch", ylabel="p_helix (smooth-surrogate null)")
+    right.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
