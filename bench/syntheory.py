@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from earlens.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
 from earlens.paths import cache_dir  # noqa: E402
-from earlens.probes import fit_layer_probes  # noqa: E402
+from earlens.probes import extrapolation_split, fit_layer_probes, split_indices  # noqa: E402
 from earlens.stimuli import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, read_labels, render_stimuli,  # noqa: E402
                              stimulus_key, syntheory_options)  # noqa: E402
 
@@ -73,14 +73,19 @@ def concept_features(concept: str, subset: int | None, seed: int, batch: int = 2
 
 
 def probe_scores(features: dict[str, np.ndarray], labels: dict, concept: str, protocol: str, grid: str,
-                 seed: int) -> dict[str, float]:
-    """Test score (accuracy, or R² for tempos) of each feature's probe of the concept's primary label."""
+                 model: str, seed: int) -> dict[str, float]:
+    """Test score (accuracy, or R² for tempos) of each feature's probe of the concept's primary label, on
+    SynTheory's split: a random 70/15/15 split, for tempos the extrapolation split (`extrapolation_split`)."""
     n_classes, name = CONCEPT_LABELS[concept][0]
     task = "regression" if n_classes is None else "classification"
     targets = labels[name].astype(np.float64) if task == "regression" else labels[name]
-    options = {"protocol": protocol, "seed": seed, "progress": False}
+    split = extrapolation_split(targets, seed=seed) if task == "regression" else \
+        split_indices(targets, seed=seed, stratify=False)
+    options = {"protocol": protocol, "seed": seed, "split": split, "progress": False}
     if protocol == "syntheory" and grid == "linear":
         options["grid"] = {"hidden_layer_sizes": [[]]}
+    if protocol == "fast":
+        options["model"] = model
     scores = {}
     for feature in SYNTHEORY_FEATURES:
         result = fit_layer_probes(features[feature][:, None], targets, task=task, **options)
@@ -104,7 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--subset", type=int, default=None, help="clips per concept (default: all, or --quick's)")
     parser.add_argument("--concepts", nargs="+", default=list(PAPER_ORDER), choices=CONCEPTS)
     parser.add_argument("--protocol", default="syntheory", choices=("syntheory", "fast"))
-    parser.add_argument("--grid", default="linear", choices=("linear", "full"))
+    parser.add_argument("--grid", default="linear", choices=("linear", "full"), help="syntheory protocol's grid")
+    parser.add_argument("--model", default="linear", choices=("linear", "mlp"), help="fast protocol's probe")
     parser.add_argument("--seed", type=int, default=0, help="subset and split seed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--drop-audio", action="store_true", help="delete each concept's audio once its features "
@@ -118,7 +124,7 @@ def main(argv=None) -> None:
         size = None if subset is None else min(subset, SYNTHEORY_SIZES[concept])
         features, labels, rendered, extracted = concept_features(concept, size, args.seed, drop_audio=args.drop_audio)
         began = time.perf_counter()
-        scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.seed)
+        scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.model, args.seed)
         probed = time.perf_counter() - began
         column = PAPER_ORDER.index(concept)
         for name, score in scores.items():
@@ -127,7 +133,7 @@ def main(argv=None) -> None:
         print(f"{concept}: {len(labels['row'])} clips, render {rendered:.0f} s, features {extracted:.0f} s, "
               f"probe {probed:.0f} s: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
     print(f"\nOurs ({'all clips' if subset is None else f'≤ {subset} clips per concept'}, seed {args.seed}, "
-          f"protocol {args.protocol}{', ' + args.grid + ' grid' if args.protocol == 'syntheory' else ''}):\n")
+          f"protocol {args.protocol}, {args.grid + ' grid' if args.protocol == 'syntheory' else args.model}):\n")
     print(table(ours, PAPER_ORDER))
     print("\nWei et al. 2024 (SynTheory):\n")
     print(table({name: list(PAPER[name]) for name in SYNTHEORY_FEATURES}, PAPER_ORDER))
