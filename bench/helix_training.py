@@ -26,8 +26,9 @@ def helicality_log(run_dir: Path) -> tuple[np.ndarray, list[str], dict[str, np.n
     for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
         with open(path, newline="") as file:
             rows += list(csv.DictReader(file))
-    layers = list(dict.fromkeys(key[len("helix/"):-len("/r2")] for row in rows for key in row
-                                if key.startswith("helix/") and key.endswith("/r2")))  # in logging order
+    logged = {key[len("helix/"):-len("/r2")] for row in rows for key in row
+              if key.startswith("helix/") and key.endswith("/r2")}
+    layers = [layer for layer in _callback_layers(run_dir) if layer in logged] or sorted(logged)
     by_epoch = {int(float(row["epoch"])): row for row in rows if layers and row.get(f"helix/{layers[0]}/r2")}
     if not by_epoch:
         raise FileNotFoundError(f"{run_dir}: no helix/<layer>/r2 values in csv/version_*/metrics.csv (was the run "
@@ -36,6 +37,17 @@ def helicality_log(run_dir: Path) -> tuple[np.ndarray, list[str], dict[str, np.n
     stats = {stat: np.array([[float(by_epoch[e][f"helix/{layer}/{stat}"] or "nan") for layer in layers]
                              for e in epochs]) for stat in ("r2", "p_helix", "omega_chroma")}
     return epochs, layers, stats
+
+
+def _callback_layers(run_dir: Path) -> list[str]:
+    """The HelicalityCallback's layers in the run's config.yaml (model order; the CSV sorts them by name)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    return next((c.get("init_args", {}).get("layers", []) for c in callbacks
+                 if str(c.get("class_path", "")).endswith("HelicalityCallback")), [])
 
 
 def main(argv=None) -> None:
