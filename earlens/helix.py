@@ -889,6 +889,7 @@ def plot_helicality_over_training(epochs: np.ndarray, r2: np.ndarray, p_helix: n
     right.set_yscale("log")
     left.set(xlabel="epoch", ylabel="helix R²", title=title)
     right.set(xlabel="epoch", ylabel="p_helix (smooth-surrogate null)")
-    right.legend(fontsize=7, loc="upper right")
+    left.legend(fontsize=7, loc="best")
+    right.legend(handles=right.get_lines()[-1:], fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
