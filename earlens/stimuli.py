@@ -496,11 +496,12 @@ def _check_config(concept: str, config) -> None:
 
 
 class _Renderer:
-    """One FluidSynth instance re-used for every clip; reverb/chorus off so each clip starts from silence.
+    """One FluidSynth instance re-used for clips; reverb/chorus off so each clip starts from silence.
 
-    Every clip starts on a FluidSynth block boundary, so it sounds the same whatever was rendered before it.
-    With `reverb` the reverb unit is on (sends set per clip by CC 91) and, since FluidSynth keeps its reverb
-    state across a reset, every clip gets a fresh synthesizer (~50 ms) so clips stay deterministic.
+    Every clip starts on a FluidSynth block boundary (events apply at block starts), but a used synthesizer still
+    alters a few samples of later attacks, so callers `restart` it wherever clips must not depend on their
+    predecessors (`_render_to`: every chunk). With `reverb` the reverb unit is on (sends set per clip by CC 91)
+    and, since FluidSynth keeps its reverb state across a reset, every clip gets a fresh synthesizer (~50 ms).
     """
 
     def __init__(self, sample_rate: int, reverb: bool = False):
