@@ -64,3 +64,59 @@ class HandcraftedBackbone(Backbone):
                         n_bins=CQT_BINS)))}
         return [torch.from_numpy(np.ascontiguousarray(features[name]().transpose(0, 2, 1), dtype=np.float32))
                 for name in self.layer_names]
+
+
+SYNTHEORY_FEATURES = ("mel", "mfcc", "chroma", "aggregate")
+SYNTHEORY_SAMPLE_RATE = 22050  # brown-palm/syntheory embeddings/models.py SAMPLE_RATE_FEATS
+SYNTHEORY_SECONDS = 4.0  # DURATION_IN_SEC: every clip is cut to its first 4 s
+TUNING_STEP = 0.05  # chroma tuning (fractions of a 1/3-semitone bin) rounded to 1.7 cents, so clips batch by tuning
+CHROMA_BINS_PER_OCTAVE = 36  # librosa chroma_cqt's default 3 × n_chroma, at which it estimates the tuning
+
+
+def summary_statistics(frames: np.ndarray) -> np.ndarray:
+    """SynTheory's `concat_features`: mean and standard deviation over time of `frames` `(N, D, T)` and of their
+    first and second differences, `(N, 6·D)` as [mean, std, Δmean, Δstd, Δ²mean, Δ²std]."""
+    moments = []
+    for order in range(3):
+        delta = np.diff(frames, n=order, axis=-1)
+        moments += [delta.mean(-1), delta.std(-1)]
+    return np.concatenate(moments, axis=-1)
+
+
+def chroma_tuning(power: np.ndarray, sample_rate: int) -> np.ndarray:
+    """librosa `estimate_tuning(y, bins_per_octave=36)` of every clip at once, from its power STFT `(N, F, T)`:
+    what `chroma_cqt(y)` (tuning=None) uses for a single clip; a batch would get one tuning for all clips."""
+    pitch, magnitude = librosa.piptrack(S=np.sqrt(power), sr=sample_rate)
+    tunings = np.zeros(len(power))
+    for index, (p, m) in enumerate(zip(pitch, magnitude)):  # per-clip median threshold, as estimate_tuning
+        voiced = p > 0
+        threshold = np.median(m[voiced]) if voiced.any() else 0.0
+        tunings[index] = librosa.pitch_tuning(p[(m >= threshold) & voiced], bins_per_octave=CHROMA_BINS_PER_OCTAVE)
+    return tunings
+
+
+def syntheory_features(waves: np.ndarray, sample_rate: int = SYNTHEORY_SAMPLE_RATE) -> dict[str, np.ndarray]:
+    """SynTheory's handcrafted embeddings (brown-palm/syntheory embeddings/models.py) of clips `(N, T)`: each clip
+    cut to 4 s and peak-normalised; `summary_statistics` of the power mel spectrogram (128 bands), the 20 MFCCs
+    (log-mel clipped 80 dB below the clip's peak) and CQT chroma (each clip's own estimated tuning, to
+    `TUNING_STEP`), all with librosa's defaults (n_fft 2048, hop 512); `aggregate` is mel, chroma, MFCC
+    concatenated (960 dimensions)."""
+    if sample_rate != SYNTHEORY_SAMPLE_RATE:
+        raise ValueError(f"SynTheory's handcrafted features are defined at {SYNTHEORY_SAMPLE_RATE} Hz, "
+                         f"got sample_rate={sample_rate}")
+    y = np.asarray(waves[:, :round(SYNTHEORY_SECONDS * sample_rate)], dtype=np.float32)
+    peak = np.abs(y).max(axis=1, keepdims=True)
+    y = y / np.where(peak > 0, peak, 1.0)
+    power = np.abs(librosa.stft(y, n_fft=2048, hop_length=512)) ** 2
+    mel = librosa.feature.melspectrogram(S=power, sr=sample_rate)
+    log_mel = librosa.power_to_db(mel, ref=1.0, top_db=None)
+    log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - TOP_DB)
+    mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=20)
+    tunings = np.round(chroma_tuning(power, sample_rate) / TUNING_STEP) * TUNING_STEP
+    chroma = np.empty((len(y), 12, mel.shape[-1]), dtype=np.float32)
+    for tuning in np.unique(tunings):
+        same = tunings == tuning
+        chroma[same] = librosa.feature.chroma_cqt(y=y[same], sr=sample_rate, tuning=tuning)
+    stats = {"mel": summary_statistics(mel), "chroma": summary_statistics(chroma), "mfcc": summary_statistics(mfcc)}
+    stats["aggregate"] = np.concatenate([stats["mel"], stats["chroma"], stats["mfcc"]], axis=-1)
+    return {name: stats[name].astype(np.float32) for name in SYNTHEORY_FEATURES}

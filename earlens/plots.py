@@ -192,3 +192,22 @@ def plot_scores_vs_layer(layer_names: list[str], probes: dict[str, ProbeResult])
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_helicality_over_training(epochs: np.ndarray, r2: np.ndarray, p_helix: np.ndarray, layer_names,
+                                  alpha: float = 0.01, title: str = "helicality during training"):
+    """Helix R² (left) and p_helix against smooth surrogates (right, log scale, `alpha` dashed) per layer against
+    epoch: `r2`, `p_helix` `(E, L)` at `epochs` `(E,)`, as `HelicalityCallback` logs them."""
+    fig = Figure(figsize=(10, 3.8))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for layer, name in enumerate(layer_names):
+        left.plot(epochs, r2[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
+        right.plot(epochs, p_helix[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
+    right.axhline(alpha, color="0.3", ls="--", lw=1, label=f"α = {alpha}")
+    right.set_yscale("log")
+    left.set(xlabel="epoch", ylabel="helix R²", title=title)
+    right.set(xlabel="epoch", ylabel="p_helix (smooth-surrogate null)")
+    left.legend(fontsize=7, loc="best")
+    right.legend(handles=right.get_lines()[-1:], fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig

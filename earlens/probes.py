@@ -142,6 +142,18 @@ def split_indices(targets, fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify:
     return split
 
 
+def extrapolation_split(values, ends: float = 0.15, seed: int = 0) -> ProbeSplit:
+    """SynTheory's tempo split (brown-palm/syntheory probe/probes.py): train on the middle `1 − 2·ends` of the
+    samples sorted by `values`, validate and test on a seeded random half each of the lowest and highest `ends`,
+    so the probe must extrapolate beyond the training range."""
+    values = np.asarray(values)
+    order = np.argsort(values, kind="stable")
+    low, high = int(len(values) * ends), int(len(values) * (1 - ends))
+    held_out = np.random.default_rng(seed).permutation(np.concatenate([order[:low], order[high:]]))
+    half = len(held_out) // 2
+    return ProbeSplit(np.sort(order[low:high]), np.sort(held_out[half:]), np.sort(held_out[:half]))
+
+
 def fit_layer_probes(features, targets, *, task: str = "classification", protocol: str = "fast",
                      model: str = "linear", hidden_size: int = 512, dropout: float = 0.0, lr: float = 1e-2,
                      weight_decay: float | list[float] = FAST_WEIGHT_DECAYS, max_epochs: int = 500,

@@ -236,3 +236,16 @@ def test_handcrafted_features_match_librosa_per_clip():
                                                      fmin=librosa.note_to_hz("C2"), n_bins=72)))
     np.testing.assert_allclose(log_cqt[1].numpy(), expected_cqt.T, atol=1e-4)
     assert log_cqt.mean(1).argmax(-1).tolist() == [24, 33]  # semitones above C2: C4 and A4
+
+
+def test_extrapolation_split_holds_out_both_ends():
+    from earlens.probes import extrapolation_split
+
+    bpm = np.repeat(np.arange(50, 211), 25)[np.random.default_rng(0).permutation(161 * 25)]
+    split = extrapolation_split(bpm, seed=1)
+    assert len(split.train) == int(0.85 * len(bpm)) - int(0.15 * len(bpm))
+    assert abs(len(split.val) - len(split.test)) <= 1
+    train, held = bpm[split.train], bpm[np.concatenate([split.val, split.test])]
+    assert ((held <= train.min()) | (held >= train.max())).all()  # never inside the training range
+    assert (bpm[split.test] < 100).any() and (bpm[split.test] > 160).any()  # both ends in the test set
+    assert len(np.unique(np.concatenate([split.train, split.val, split.test]))) == len(bpm)

@@ -80,4 +80,4 @@ def test_bad_options_are_rejected(cache):
     with pytest.raises(TypeError, match="no option"):
         render_stimuli("notes", cache_dir=cache, pitch=[60])
     with pytest.raises(ValueError, match="unknown concept"):
-        render_stimuli("scales", cache_dir=cache)
+        render_stimuli("melodies", cache_dir=cache)

@@ -1,0 +1,169 @@
+"""SynTheory's handcrafted-feature table (Wei et al. 2024, Table 2's mel / MFCC / chroma / aggregate rows)
+recomputed end to end offline: render the seven concepts (earlens.stimuli, TimGM6mb + FluidSynth), extract
+SynTheory's handcrafted embeddings (earlens.handcrafted.syntheory_features), probe the primary label of each
+concept (tempo: R² of bpm) on a 70/15/15 split, and print our table, the paper's and the difference per cell.
+
+    python bench/syntheory.py --quick            # a seeded 1000-clip subset per concept
+    python bench/syntheory.py                    # SynTheory's full sets (~105k clips; audio cache ~37 GB)
+    python bench/syntheory.py --protocol fast --model mlp --drop-audio   # what fits on CPU
+
+`--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probes) over its whole grid (216
+configurations); `--grid linear` runs its linear half only, which cannot separate the relational concepts
+(chord quality, interval, mode, progression are not linear in these features). On CPU the grid's MLP half is
+out of reach for the full sets: `--protocol fast --model mlp` (earlens's batched MLP probe, weight decay chosen
+on validation) is the practical stand-in, `--model linear` its linear probe. Rendered audio and features are
+cached (a re-run only probes); per-concept wall times are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from earlens.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
+from earlens.paths import cache_dir  # noqa: E402
+from earlens.probes import extrapolation_split, fit_layer_probes, split_indices  # noqa: E402
+from earlens.stimuli import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, read_labels, render_stimuli,  # noqa: E402
+                             stimulus_key, syntheory_options)  # noqa: E402
+
+CONCEPTS = tuple(CONFIGS)
+# Wei et al. 2024 (SynTheory), handcrafted rows: test accuracy of the primary label, tempos R²
+PAPER = {
+    "mel": (0.712, 0.995, 0.897, 0.988, 0.723, 0.785, 0.827),
+    "mfcc": (0.467, 0.822, 0.370, 0.863, 0.872, 0.923, 0.688),
+    "chroma": (0.954, 0.820, 0.989, 0.994, 0.869, 0.847, 0.672),
+    "aggregate": (0.941, 0.997, 0.972, 0.992, 0.868, 0.947, 0.833),
+}
+PAPER_ORDER = ("notes", "intervals", "scales", "chords", "chord_progressions", "tempos", "time_signatures")
+FEATURE_VERSION = 1  # bump when syntheory_features changes
+QUICK_SUBSET = 1000
+
+
+def concept_features(concept: str, subset: int | None, seed: int, batch: int = 256, drop_audio: bool = False):
+    """(features {name: (N, D)}, labels, seconds to render, seconds to extract; 0 when cached)."""
+    options = syntheory_options(concept)
+    key = stimulus_key(concept, CONFIGS[concept](**options), SYNTHEORY_SAMPLE_RATE,
+                       None if subset is None else (subset, seed))
+    path = cache_dir("syntheory_features") / f"{key}-v{FEATURE_VERSION}.npz"
+    table_path = cache_dir("stimuli") / key / "labels.csv"
+    rendered = extracted = 0.0
+    if not (path.is_file() and table_path.is_file()):
+        began = time.perf_counter()
+        stimuli = render_stimuli(concept, None, SYNTHEORY_SAMPLE_RATE, subset=subset, subset_seed=seed, **options)
+        rendered = time.perf_counter() - began
+        began = time.perf_counter()
+        parts = [syntheory_features(np.asarray(stimuli.waves[start:start + batch]))
+                 for start in tqdm(range(0, len(stimuli), batch), desc=f"features {concept}", leave=False)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path.with_suffix(".tmp.npz"),
+                 **{name: np.concatenate([part[name] for part in parts]) for name in SYNTHEORY_FEATURES})
+        path.with_suffix(".tmp.npz").rename(path)
+        extracted = time.perf_counter() - began
+        if drop_audio:  # the labels stay; features and labels are all a re-run needs
+            (table_path.parent / "waves.npy").unlink()
+    features = dict(np.load(path))
+    labels = read_labels(table_path)
+    return features, labels, rendered, extracted
+
+
+def probe_scores(features: dict[str, np.ndarray], labels: dict, concept: str, protocol: str, grid: str,
+                 model: str, seed: int) -> dict[str, float]:
+    """Test score (accuracy, or R² for tempos) of each feature's probe of the concept's primary label, on
+    SynTheory's split: a random 70/15/15 split, for tempos the extrapolation split (`extrapolation_split`)."""
+    n_classes, name = CONCEPT_LABELS[concept][0]
+    task = "regression" if n_classes is None else "classification"
+    targets = labels[name].astype(np.float64) if task == "regression" else labels[name]
+    split = extrapolation_split(targets, seed=seed) if task == "regression" else \
+        split_indices(targets, seed=seed, stratify=False)
+    options = {"protocol": protocol, "seed": seed, "split": split, "progress": False}
+    if protocol == "syntheory" and grid == "linear":
+        options["grid"] = {"hidden_layer_sizes": [[]]}
+    if protocol == "fast":
+        options["model"] = model
+    scores = {}
+    for feature in SYNTHEORY_FEATURES:
+        result = fit_layer_probes(features[feature][:, None], targets, task=task, **options)
+        scores[feature] = float(result.metrics[f"test_{'r2' if task == 'regression' else 'accuracy'}"][0])
+    return scores
+
+
+def table(rows: dict[str, list], concepts, digits: int = 3, signed: bool = False) -> str:
+    names = {"chord_progressions": "chord prog.", "time_signatures": "time sig."}
+    lines = ["| features | " + " | ".join(names.get(c, c) for c in concepts) + " |",
+             "|---" * (len(concepts) + 1) + "|"]
+    for row, values in rows.items():
+        cells = ["—" if v is None else (f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}") for v in values]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"a seeded {QUICK_SUBSET}-clip subset per concept")
+    parser.add_argument("--subset", type=int, default=None, help="clips per concept (default: all, or --quick's)")
+    parser.add_argument("--concepts", nargs="+", default=list(PAPER_ORDER), choices=CONCEPTS)
+    parser.add_argument("--protocol", default="syntheory", choices=("syntheory", "fast"))
+    parser.add_argument("--grid", default="full", choices=("linear", "full"), help="syntheory protocol's grid")
+    parser.add_argument("--model", default="linear", choices=("linear", "mlp"), help="fast protocol's probe")
+    parser.add_argument("--seed", type=int, default=0, help="subset and split seed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--drop-audio", action="store_true", help="delete each concept's audio once its features "
+                        "are cached (the full sets take ~37 GB)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    subset = args.subset or (QUICK_SUBSET if args.quick else None)
+    ours = {name: [None] * len(PAPER_ORDER) for name in SYNTHEORY_FEATURES}
+    timing = []
+    for concept in args.concepts:
+        size = None if subset is None else min(subset, SYNTHEORY_SIZES[concept])
+        features, labels, rendered, extracted = concept_features(concept, size, args.seed, drop_audio=args.drop_audio)
+        began = time.perf_counter()
+        scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.model, args.seed)
+        probed = time.perf_counter() - began
+        column = PAPER_ORDER.index(concept)
+        for name, score in scores.items():
+            ours[name][column] = score
+        timing.append((concept, len(labels["row"]), rendered, extracted, probed))
+        print(f"{concept}: {len(labels['row'])} clips, render {rendered:.0f} s, features {extracted:.0f} s, "
+              f"probe {probed:.0f} s: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+    print(f"\nOurs ({'all clips' if subset is None else f'≤ {subset} clips per concept'}, seed {args.seed}, "
+          f"protocol {args.protocol}, {args.grid + ' grid' if args.protocol == 'syntheory' else args.model}):\n")
+    print(table(ours, PAPER_ORDER))
+    print("\nWei et al. 2024 (SynTheory):\n")
+    print(table({name: list(PAPER[name]) for name in SYNTHEORY_FEATURES}, PAPER_ORDER))
+    print("\nOurs − paper:\n")
+    print(table({name: [None if v is None else v - p for v, p in zip(ours[name], PAPER[name])]
+                 for name in SYNTHEORY_FEATURES}, PAPER_ORDER, signed=True))
+    print("\n| concept | clips | render s | features s | probe s |\n|---|---|---|---|---|")
+    for concept, n, rendered, extracted, probed in timing:
+        print(f"| {concept} | {n} | {rendered:.0f} | {extracted:.0f} | {probed:.0f} |")
+    total = sum(sum(t[2:]) for t in timing)
+    print(f"| total | {sum(t[1] for t in timing)} | | | {total:.0f} s |")
+    log_summary_run(ours, f"bench-syntheory-{time.strftime('%Y%m%d-%H%M%S')}", vars(args))
+
+
+def log_summary_run(ours: dict[str, list], group: str, settings: dict) -> None:
+    """One W&B summary run (offline unless credentials) holding ours, the paper's and the difference per cell."""
+    import wandb
+
+    from earlens.lightning_modules.cli import start_wandb_run
+
+    run = start_wandb_run(project="earlens", name=group, group=group, job_type="bench-summary", config=settings,
+                          dir=str(Path(__file__).resolve().parent.parent / "runs"))
+    rows = [[name, concept, ours[name][i], PAPER[name][i],
+             None if ours[name][i] is None else ours[name][i] - PAPER[name][i]]
+            for name in SYNTHEORY_FEATURES for i, concept in enumerate(PAPER_ORDER)]
+    run.log({"syntheory": wandb.Table(columns=["features", "concept", "ours", "paper", "difference"], data=rows)})
+    run.finish()
+
+
+if __name__ == "__main__":
+    main()
