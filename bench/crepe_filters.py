@@ -29,8 +29,8 @@ from earlens.filters import (
     conv_filter_stats,
     default_init_conv1d,
     frequency_response,
-    plot_conv_responses,
 )
+from earlens.plots import plot_conv_responses
 
 SAMPLE_RATE = 16000
 CREPE_F0_RANGE_HZ = (32.70, 1975.53)  # C1 .. B7, the 360 pitch bins

@@ -28,12 +28,10 @@ from earlens.filters import (
     gabor_movement,
     gabor_mtf,
     gabor_stats,
-    plot_conv_responses,
-    plot_kernel_grid,
-    plot_rate_scale,
     quantile_summary,
     signed_rate_hz,
 )
+from earlens.plots import plot_conv_responses, plot_kernel_grid, plot_rate_scale
 from earlens.gabor import GaborSTRF2d
 
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 DEFAULT_REFERENCE_HZ = 2000.0
@@ -192,44 +191,6 @@ def tile_kernels(kernels: ArrayLike, n_cols: int | None = None) -> np.ndarray:
     return padded.reshape(n_rows, n_cols, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(n_rows * (h + 1), -1)
 
 
-def plot_kernel_grid(real: ArrayLike, title: str = "Gabor kernels (real part)") -> Figure:
-    """Grid of kernels (frequency up, time right; filter 0 bottom left), each on its own colour scale."""
-    image = tile_kernels(real)
-    fig = Figure(figsize=(6, 6 * image.shape[0] / max(image.shape[1], 1) + 0.6))
-    ax = fig.subplots()
-    ax.imshow(image, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
-    ax.set(title=title, xticks=[], yticks=[])
-    fig.tight_layout()
-    return fig
-
-
-def plot_rate_scale(
-    rate_hz: np.ndarray,
-    scale_cyc_per_oct: np.ndarray,
-    mtf: np.ndarray,
-    centres: tuple[np.ndarray, np.ndarray] | None = None,
-    title: str = "Gabor filterbank MTF",
-) -> Figure:
-    """Sum over filters of each filter's MTF scaled to peak 1 (so every filter counts once) on the
-    rate (Hz) x scale (cyc/oct) plane; `centres` = (rate_hz, scale) per filter marked with dots."""
-    density = (mtf / np.maximum(mtf.max(axis=(1, 2), keepdims=True), 1e-12)).sum(0)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    mesh = ax.pcolormesh(rate_hz, scale_cyc_per_oct, density, shading="nearest", cmap="magma")
-    if centres is not None:
-        ax.scatter(*centres, s=8, c="cyan", label="filter carrier")
-        ax.legend(loc="upper right", fontsize=7)
-    fig.colorbar(mesh, ax=ax, label="summed normalised |MTF|")
-    ax.set(xlabel="rate (Hz)", ylabel="scale (cycles/octave)", title=title)
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------------------------------
-# Waveform conv filters
-# --------------------------------------------------------------------------------------------------
-
-
 def compose_conv1d(
     weights: Sequence[ArrayLike], strides: Sequence[int], dilations: Sequence[int] | None = None
 ) -> tuple[torch.Tensor, int]:
@@ -312,30 +273,3 @@ def conv_filter_stats(kernels: ArrayLike, sample_rate: float, n_fft: int | None 
         "q": peak_hz / bandwidth,
         "flatness": np.exp(np.log(power + floor).mean(axis=-1)) / np.maximum(power.mean(axis=-1), 1e-300),
     }
-
-
-def plot_conv_responses(
-    freqs_hz: np.ndarray,
-    power: np.ndarray,
-    peak_hz: np.ndarray,
-    baseline_peak_hz: np.ndarray | None = None,
-    title: str = "conv filters",
-) -> Figure:
-    """Left: responses in dB (each filter's peak = 0 dB), filters sorted by peak frequency. Right: histogram
-    of peak frequencies, against `baseline_peak_hz` (e.g. the same layer at random init) when given."""
-    order = np.argsort(peak_hz, kind="stable")
-    db = 10 * np.log10(power[order] / np.maximum(power.max(axis=-1, keepdims=True)[order], 1e-300) + 1e-12)
-    fig = Figure(figsize=(11, 4))
-    ax_img, ax_hist = fig.subplots(1, 2)
-    image = ax_img.imshow(db, aspect="auto", origin="lower", cmap="viridis", vmin=-40, vmax=0,
-                          extent=(freqs_hz[0], freqs_hz[-1], 0, len(order)), interpolation="nearest")
-    fig.colorbar(image, ax=ax_img, label="dB re peak")
-    ax_img.set(xlabel="frequency (Hz)", ylabel="filter (sorted by peak)", title=f"{title}: responses")
-    bins = np.linspace(0, freqs_hz[-1], 65)
-    ax_hist.hist(peak_hz, bins=bins, alpha=0.7, label="trained")
-    if baseline_peak_hz is not None:
-        ax_hist.hist(baseline_peak_hz, bins=bins, alpha=0.5, label="random init")
-        ax_hist.legend()
-    ax_hist.set(xlabel="peak frequency (Hz)", ylabel="filters", title=f"{title}: peak frequencies")
-    fig.tight_layout()
-    return fig

@@ -1,7 +1,7 @@
 """Every figure earlens draws from its results (matplotlib `Figure`s, no pyplot state: safe in callbacks and workers).
 
 The science modules compute; this module draws: metrics over epoch × layer, the pitch helix, rank–frequency
-curves, partials. (The learned-filter figures live in `earlens.filters` for now.)
+curves, partials, learned filters (kernel grids, rate-scale transfer functions, waveform filter responses).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.special import logsumexp
 
+from earlens.filters import ArrayLike, tile_kernels
 from earlens.zipf import ZipfResult, clean_counts
 
 if TYPE_CHECKING:
@@ -209,5 +210,67 @@ def plot_helicality_over_training(epochs: np.ndarray, r2: np.ndarray, p_helix: n
     right.set(xlabel="epoch", ylabel="p_helix (smooth-surrogate null)")
     left.legend(fontsize=7, loc="best")
     right.legend(handles=right.get_lines()[-1:], fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_kernel_grid(real: ArrayLike, title: str = "Gabor kernels (real part)") -> Figure:
+    """Grid of kernels (frequency up, time right; filter 0 bottom left), each on its own colour scale."""
+    image = tile_kernels(real)
+    fig = Figure(figsize=(6, 6 * image.shape[0] / max(image.shape[1], 1) + 0.6))
+    ax = fig.subplots()
+    ax.imshow(image, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+    ax.set(title=title, xticks=[], yticks=[])
+    fig.tight_layout()
+    return fig
+
+
+
+def plot_rate_scale(
+    rate_hz: np.ndarray,
+    scale_cyc_per_oct: np.ndarray,
+    mtf: np.ndarray,
+    centres: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "Gabor filterbank MTF",
+) -> Figure:
+    """Sum over filters of each filter's MTF scaled to peak 1 (so every filter counts once) on the
+    rate (Hz) x scale (cyc/oct) plane; `centres` = (rate_hz, scale) per filter marked with dots."""
+    density = (mtf / np.maximum(mtf.max(axis=(1, 2), keepdims=True), 1e-12)).sum(0)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    mesh = ax.pcolormesh(rate_hz, scale_cyc_per_oct, density, shading="nearest", cmap="magma")
+    if centres is not None:
+        ax.scatter(*centres, s=8, c="cyan", label="filter carrier")
+        ax.legend(loc="upper right", fontsize=7)
+    fig.colorbar(mesh, ax=ax, label="summed normalised |MTF|")
+    ax.set(xlabel="rate (Hz)", ylabel="scale (cycles/octave)", title=title)
+    fig.tight_layout()
+    return fig
+
+
+
+def plot_conv_responses(
+    freqs_hz: np.ndarray,
+    power: np.ndarray,
+    peak_hz: np.ndarray,
+    baseline_peak_hz: np.ndarray | None = None,
+    title: str = "conv filters",
+) -> Figure:
+    """Left: responses in dB (each filter's peak = 0 dB), filters sorted by peak frequency. Right: histogram
+    of peak frequencies, against `baseline_peak_hz` (e.g. the same layer at random init) when given."""
+    order = np.argsort(peak_hz, kind="stable")
+    db = 10 * np.log10(power[order] / np.maximum(power.max(axis=-1, keepdims=True)[order], 1e-300) + 1e-12)
+    fig = Figure(figsize=(11, 4))
+    ax_img, ax_hist = fig.subplots(1, 2)
+    image = ax_img.imshow(db, aspect="auto", origin="lower", cmap="viridis", vmin=-40, vmax=0,
+                          extent=(freqs_hz[0], freqs_hz[-1], 0, len(order)), interpolation="nearest")
+    fig.colorbar(image, ax=ax_img, label="dB re peak")
+    ax_img.set(xlabel="frequency (Hz)", ylabel="filter (sorted by peak)", title=f"{title}: responses")
+    bins = np.linspace(0, freqs_hz[-1], 65)
+    ax_hist.hist(peak_hz, bins=bins, alpha=0.7, label="trained")
+    if baseline_peak_hz is not None:
+        ax_hist.hist(baseline_peak_hz, bins=bins, alpha=0.5, label="random init")
+        ax_hist.legend()
+    ax_hist.set(xlabel="peak frequency (Hz)", ylabel="filters", title=f"{title}: peak frequencies")
     fig.tight_layout()
     return fig

@@ -18,13 +18,11 @@ from earlens.filters import (
     gabor_movement,
     gabor_mtf,
     gabor_stats,
-    plot_conv_responses,
-    plot_kernel_grid,
-    plot_rate_scale,
     quantile_summary,
     signed_rate_hz,
     tile_kernels,
 )
+from earlens.plots import plot_conv_responses, plot_kernel_grid, plot_rate_scale
 
 GRID = MelGrid(sample_rate=16000, hop_length=160, n_mels=64, fmin=0.0, fmax=8000.0)
 
