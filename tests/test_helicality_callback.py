@@ -1,6 +1,7 @@
 """HelicalityCallback logs exactly what `helix_probe` gives on the same activations (DDP: test_callbacks_ddp.py)."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -17,7 +18,6 @@ from earlens.callbacks.helicality import HelicalityCallback
 from earlens.report import read_layer_table
 from earlens.helix import helix_probe
 from earlens.stimuli import render_stimuli
-from earlens.lightning_modules.cli import read_offline_wandb_history
 
 
 class TinyAudioModel(pl.LightningModule):
@@ -87,10 +87,10 @@ def test_logged_values_equal_a_direct_helix_probe(tmp_path):
                 (stats["omega_ci_low"][i], stats["omega_ci_high"][i]), rel=1e-4)
     assert {row["metric"] for row in table} == set(stats) and len(table) == 2 * len(stats)
     wandb.finish()
-    history = read_offline_wandb_history(tmp_path)
-    logged_tables = [row for row in history if row.get("tables/helix/_type") == "table-file"]
-    images = [row for row in history if row.get("helix/r2_epoch_layer/_type") == "images/separated"]
-    assert len(logged_tables) == 1 and logged_tables[0]["tables/helix/nrows"] == len(table) and len(images) == 1
+    (run,) = tmp_path.glob("wandb/offline-run-*")  # the W&B table and the heatmap, as the offline run stores them
+    (logged_table,) = run.glob("files/media/table/tables/helix_*.table.json")
+    assert len(json.loads(logged_table.read_text())["data"]) == len(table)
+    assert len(list(run.glob("files/media/images/helix/r2_epoch_layer_*.png"))) == 1
 
 
 def test_unknown_layer_and_missing_sample_rate_are_reported():
