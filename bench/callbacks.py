@@ -30,8 +30,8 @@ from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
 from earlens.callbacks import FilterStatsCallback, HelicalityCallback, ZipfCallback  # noqa: E402
 from earlens.lightning_modules.classifier import AudioClassifier  # noqa: E402
-from earlens.lightning_modules.cli import resolve_config  # noqa: E402
-from train import TrainCLI  # noqa: E402
+from earlens.lightning_modules.cli import expand_config_args  # noqa: E402
+from train import RunPlan, TrainCLI  # noqa: E402
 
 INTERP_CALLBACKS = (FilterStatsCallback, HelicalityCallback, ZipfCallback)
 HOOKS = ("setup", "on_validation_epoch_start", "on_validation_batch_end", "on_validation_epoch_end")
@@ -71,9 +71,10 @@ def time_hooks(callback: pl.Callback, seconds: dict[int, float], trainer_epoch) 
 def build(config: str, log_dir: str) -> tuple[TrainCLI, list[pl.Callback]]:
     """The config's seeded model, datamodule and interpretability callbacks (fresh instances), as `train.py` builds
     them."""
-    cli = TrainCLI(Path(log_dir), config, model_class=AudioClassifier, datamodule_class=pl.LightningDataModule,
-                   subclass_mode_data=True, run=False, parser_kwargs={"default_env": False},
-                   args=["--config", str(resolve_config(config)), "--trainer.logger", "false"],
+    argv, name = expand_config_args(["--config", config])  # a composed config gives one --config per part
+    cli = TrainCLI(RunPlan(argv, name, Path(log_dir)), model_class=AudioClassifier,
+                   datamodule_class=pl.LightningDataModule, subclass_mode_data=True, run=False,
+                   parser_kwargs={"default_env": False}, args=[*argv, "--trainer.logger", "false"],
                    save_config_callback=None)
     return cli, [c for c in cli.trainer.callbacks if isinstance(c, INTERP_CALLBACKS)]
 
