@@ -89,7 +89,7 @@ def fit(config: str, epochs: int, limit_train_batches: float, with_callbacks: bo
     for callback in callbacks:
         time_hooks(callback, hook_seconds[type(callback).__name__], lambda: trainer.current_epoch)
     logger = WandbLogger(save_dir=log_dir, project="bench-callbacks", offline=True) if with_callbacks else False
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger,
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger, default_root_dir=log_dir,
                          callbacks=[*callbacks, timer], limit_train_batches=limit_train_batches,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0)
