@@ -111,7 +111,7 @@ def probe_partials(backbone: Backbone, stimulus_options: dict, options: Partials
     summary = {"config": config_name, "backbone": {"name": backbone.name, "weights_id": backbone.weights_id,
                                                    "layers": list(backbone.layer_names)},
                "stimuli": {"concept": "partials", "bands_hz": [float(e) for e in result["bands"]],
-                           **{key: value for key, value in stimulus_options.items()}},
+                           **stimulus_options},
                "random_init_null": init is not None,
                "partials": {"/".join(filter(None, (row["layer"], row.get("view")))):
                             {key: float(value) for key, value in row.items()

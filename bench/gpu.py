@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def extraction_rows(device: torch.device, clips: int, seconds: float, batch_size
     rows = []
     for name, backbone in backbones.items():
         backbone.to(device)
-        plan = plan_extraction(backbone, waves, rate, batch_size=batch_size, cache_dir="/nonexistent-not-written")
+        plan = plan_extraction(backbone, waves, rate, batch_size=batch_size, cache_dir=tempfile.mkdtemp())  # unwritten
         for precision, dtype in (("float32", None), ("bf16 autocast", torch.bfloat16)):
             def run(plan=plan, backbone=backbone, dtype=dtype):
                 for start, stop in plan.spans:

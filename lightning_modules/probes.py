@@ -41,9 +41,6 @@ class RowReader:
     def __getstate__(self) -> dict:  # DataLoader workers and spawned ranks reopen the file themselves
         return {**self.__dict__, "_file": None}
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """`(len(rows), L, D)` float32; sorted `rows` are read as one span (contiguous on disk)."""
         rows = np.asarray(rows)
