@@ -25,7 +25,8 @@ from earlens.handcrafted import HandcraftedBackbone
 from earlens.helix import HelixProbeResult, helix_probe
 from earlens.partials import partials_probe, summary_rows
 from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
-from earlens.probes import PROTOCOLS, ProbeResult, ProbeSplit, fit_layer_probes, split_indices
+from earlens.probes import PROTOCOLS, fit_layer_probes
+from earlens.probes_common import ProbeResult, ProbeSplit, split_indices
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from earlens.lightning_modules.cli import create_run_dir, expand_config_args, load_run, write_summary
 from earlens.lightning_modules.extraction import cache_precision, extract_on_trainer

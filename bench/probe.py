@@ -32,8 +32,9 @@ from earlens.backbones import load_backbone  # noqa: E402
 from bench.backbones import bench_extraction  # noqa: E402
 from bench.helix_optuna import benchmark_fitters  # noqa: E402
 from earlens.helix import helix_probe  # noqa: E402
-from earlens import probes  # noqa: E402
-from earlens.probes import fit_layer_probes, fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
+from earlens import probes_syntheory  # noqa: E402
+from earlens.probes import fit_layer_probes  # noqa: E402
+from earlens.probes_syntheory import fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
 
 
 def helix_features(n_layers: int, dim: int, n_programs: int, noise: float = 0.5, seed: int = 0):
@@ -73,12 +74,12 @@ def selected(result) -> tuple[int, float]:
 
 def short_run(epochs: int, fn, *args, **kwargs):
     """`fn` with SynTheory's 100-epoch cap lowered to `epochs`: (result, wall s)."""
-    cap = probes.SYNTHEORY_MAX_EPOCHS
-    probes.SYNTHEORY_MAX_EPOCHS = epochs
+    cap = probes_syntheory.SYNTHEORY_MAX_EPOCHS
+    probes_syntheory.SYNTHEORY_MAX_EPOCHS = epochs
     try:
         return timed(fn, *args, **kwargs)
     finally:
-        probes.SYNTHEORY_MAX_EPOCHS = cap
+        probes_syntheory.SYNTHEORY_MAX_EPOCHS = cap
 
 
 def select_over(results) -> tuple[int, float]:
@@ -95,9 +96,9 @@ def select_over(results) -> tuple[int, float]:
 def bench_linear(features, labels, timing_epochs: int, mlp_layers: int) -> None:
     n, n_layers, dim = features.shape
     configs = syntheory_configs()
-    scale = probes.SYNTHEORY_MAX_EPOCHS / timing_epochs
+    scale = probes_syntheory.SYNTHEORY_MAX_EPOCHS / timing_epochs
     fast, fast_s = timed(fit_layer_probes, features, labels, progress=False)
-    warm_up = {key: [values[0]] for key, values in probes.SYNTHEORY_GRID.items()}
+    warm_up = {key: [values[0]] for key, values in probes_syntheory.SYNTHEORY_GRID.items()}
     short_run(1, fit_probe_per_layer_sequential, features, labels, grid=warm_up, layers=[0], progress=False)
     rows, linear_runs, check = [], [], []
     for hidden in ([], [512]):

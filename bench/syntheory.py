@@ -7,7 +7,7 @@ concept (tempo: R² of bpm) on a 70/15/15 split, and print our table, the paper'
     python bench/syntheory.py                    # SynTheory's full sets (~105k clips; audio cache ~37 GB)
     python bench/syntheory.py --protocol fast --model mlp --drop-audio   # what fits on CPU
 
-`--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probes) over its whole grid (216
+`--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probes_syntheory) over its whole grid (216
 configurations); `--grid linear` runs its linear half only, which cannot separate the relational concepts
 (chord quality, interval, mode, progression are not linear in these features). On CPU the grid's MLP half is
 out of reach for the full sets: `--protocol fast --model mlp` (earlens's batched MLP probe, weight decay chosen
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from earlens.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
 from earlens.paths import cache_dir  # noqa: E402
-from earlens.probes import extrapolation_split, fit_layer_probes, split_indices  # noqa: E402
+from earlens.probes import fit_layer_probes  # noqa: E402
+from earlens.probes_common import extrapolation_split, split_indices  # noqa: E402
 from earlens.stimuli import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, read_labels, render_stimuli,  # noqa: E402
                              stimulus_key, syntheory_options)  # noqa: E402
 

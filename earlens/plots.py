@@ -17,7 +17,7 @@ from earlens.zipf import ZipfResult, clean_counts
 
 if TYPE_CHECKING:
     from earlens.helix import HelixProbeResult
-    from earlens.probes import ProbeResult
+    from earlens.probes_common import ProbeResult
 
 
 def plot_epoch_layer_heatmap(rows: list[dict], metric: str, mark_metric: str | None = None,

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from earlens.helix import HelixProbeResult
-from earlens.probes import ProbeResult
+from earlens.probes_common import ProbeResult
 from earlens.lightning_modules.cli import start_wandb_run
 
 

@@ -8,16 +8,11 @@ import torch
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import f1_score
 
-from earlens import probes
+from earlens import probes_syntheory
 from earlens.handcrafted import HandcraftedBackbone
-from earlens.probes import (
-    SYNTHEORY_GRID,
-    classification_scores,
-    fit_layer_probes,
-    fit_probe_per_layer_sequential,
-    split_indices,
-    syntheory_configs,
-)
+from earlens.probes import fit_layer_probes
+from earlens.probes_common import classification_scores, split_indices
+from earlens.probes_syntheory import SYNTHEORY_GRID, fit_probe_per_layer_sequential, syntheory_configs
 
 
 @pytest.fixture(autouse=True)
@@ -81,11 +76,11 @@ def test_informative_layer_is_found_and_noise_layers_stay_at_chance():
     assert [row["layer_name"] for row in rows] == list("abcde") and rows[2]["test_accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("boredom", [probes.SYNTHEORY_BOREDOM, 3])
+@pytest.mark.parametrize("boredom", [probes_syntheory.SYNTHEORY_BOREDOM, 3])
 def test_syntheory_grid_batched_equals_one_probe_per_config_and_layer(boredom, monkeypatch):
     """All configurations x layers as one batched model give what SynTheory's one-run-per-probe loop gives, with
     early stopping too (boredom 3: most probes stop before the 100-epoch cap)."""
-    monkeypatch.setattr(probes, "SYNTHEORY_BOREDOM", boredom)
+    monkeypatch.setattr(probes_syntheory, "SYNTHEORY_BOREDOM", boredom)
     features, labels = layered_features(n=300, n_layers=2, dim=8, signal=[0.7, 2.0], seed=1)
     grid = dict(data_standardization=[False, True], hidden_layer_sizes=[[], [16]], batch_size=[64],
                 learning_rate=[1e-2], dropout_p=[0.25, 0.5], l2_weight_decay=[1e-3])
@@ -239,7 +234,7 @@ def test_handcrafted_features_match_librosa_per_clip():
 
 
 def test_extrapolation_split_holds_out_both_ends():
-    from earlens.probes import extrapolation_split
+    from earlens.probes_common import extrapolation_split
 
     bpm = np.repeat(np.arange(50, 211), 25)[np.random.default_rng(0).permutation(161 * 25)]
     split = extrapolation_split(bpm, seed=1)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from earlens.paths import REPO_ROOT
-from earlens.probes import fit_layer_probes, split_indices
+from earlens.probes import fit_layer_probes
+from earlens.probes_common import split_indices
 from earlens.lightning_modules.probes import fit_streaming_probes, training_moments
 
 
@@ -56,7 +57,7 @@ def test_two_ddp_ranks_give_the_one_process_choices(tmp_path):
         import json, sys
         import numpy as np
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from earlens.probes import split_indices
+        from earlens.probes_common import split_indices
         from earlens.lightning_modules.probes import fit_streaming_probes
         features = np.load({str(tmp_path / "f.npy")!r}, mmap_mode="r")
         labels = np.load({str(tmp_path / "labels.npy")!r})
