@@ -32,8 +32,8 @@ from earlens.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, synth
 from earlens.paths import cache_dir  # noqa: E402
 from earlens.probes import fit_layer_probes  # noqa: E402
 from earlens.probes_common import extrapolation_split, split_indices  # noqa: E402
-from earlens.stimuli import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, read_labels, render_stimuli,  # noqa: E402
-                             stimulus_key, syntheory_options)  # noqa: E402
+from earlens.stimuli import read_labels, render_stimuli, stimulus_key  # noqa: E402
+from earlens.syntheory_concepts import CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, syntheory_options  # noqa: E402
 
 CONCEPTS = tuple(CONFIGS)
 # Wei et al. 2024 (SynTheory), handcrafted rows: test accuracy of the primary label, tempos R²

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, natural_key
 from earlens.paths import cache_dir
-from earlens.stimuli import SYNTHEORY_PROGRAMS, render_stimuli
+from earlens.stimuli import render_stimuli
+from earlens.syntheory_concepts import SYNTHEORY_PROGRAMS
 
 TARGETS = ("pitch_class", "octave", "family")
 GM_FAMILIES = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",

@@ -4,7 +4,9 @@ import librosa
 import numpy as np
 import pytest
 
-from earlens.stimuli import SYNTHEORY_PROGRAMS, chord_pitches, render_stimuli
+from earlens.stimuli import render_stimuli
+from earlens.syntheory_concepts import SYNTHEORY_PROGRAMS
+from earlens.syntheory_events import chord_pitches
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from earlens import stimuli
-from earlens.stimuli import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, chord_pitches, progression_pitches,
-                             render_stimuli, stimulus_events, syntheory_options)
+from earlens.stimuli import render_stimuli
+from earlens.syntheory_concepts import (CONCEPT_LABELS, CONFIGS, PROGRESSION_NAMES, SYNTHEORY_PROGRAMS, SYNTHEORY_SIZES,
+                                        syntheory_options)
+from earlens.syntheory_events import chord_pitches, progression_pitches, stimulus_events
 
 SR = 22050
 
@@ -25,7 +27,7 @@ def test_full_sets_have_syntheorys_sizes_and_label_classes(concept):
     for n_classes, name in CONCEPT_LABELS[concept]:
         assert len(np.unique(labels[name])) == (161 if n_classes is None else n_classes)
     if concept not in ("tempos", "time_signatures"):
-        assert set(labels["program"]) == set(stimuli.SYNTHEORY_PROGRAMS)
+        assert set(labels["program"]) == set(SYNTHEORY_PROGRAMS)
         # every label combination once per program: a balanced design
         assert len(set(np.unique(labels["program"], return_counts=True)[1])) == 1
 
@@ -40,9 +42,9 @@ def test_scales_play_the_mode_up_and_down_from_the_tonic_nearest_middle_c():
 
 
 def test_progressions_stack_thirds_of_the_mode_in_every_key():
-    index = stimuli.PROGRESSION_NAMES.index("ionian-1-4-5-1")
+    index = PROGRESSION_NAMES.index("ionian-1-4-5-1")
     assert progression_pitches(0, index) == [(60, 64, 67), (65, 69, 60), (67, 71, 62), (60, 64, 67)]
-    minor = stimuli.PROGRESSION_NAMES.index("aeolian-1-6-7-1")
+    minor = PROGRESSION_NAMES.index("aeolian-1-6-7-1")
     assert [sorted(p % 12 for p in chord) for chord in progression_pitches(9, minor)] == \
         [[0, 4, 9], [0, 5, 9], [2, 7, 11], [0, 4, 9]]  # Am F G Am
     transposed = np.array(progression_pitches(2, index)) - np.array(progression_pitches(0, index))
@@ -80,7 +82,7 @@ def test_rendered_scale_and_progression_sound_their_pitches(cache):
                                     sr=SR)[0]) for k in range(8)]
     expected = librosa.midi_to_hz(np.array([55, 57, 59, 60, 62, 64, 65, 67]))
     assert f0 == pytest.approx(expected, rel=0.01)
-    index = stimuli.PROGRESSION_NAMES.index("ionian-1-6-4-5")
+    index = PROGRESSION_NAMES.index("ionian-1-6-4-5")
     progression = render_stimuli("chord_progressions", cache, SR, progressions=[index], keys=[0])
     chroma = librosa.feature.chroma_cqt(y=np.asarray(progression.waves[0]), sr=SR, tuning=0.0)  # (12, frames)
     per_chord = chroma[:, :172].reshape(12, 4, 43)[:, :, 5:38].mean(-1)  # 4 × 1 s, skipping the transitions
