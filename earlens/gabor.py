@@ -155,8 +155,8 @@ class _SeparableGabor(torch.autograd.Function):
 
     On a GPU the group is the whole batch (no loop over clips). On CPU a group holds as many clips as keep
     the time-filtered maps within `CPU_GROUP_BYTES` (one clip of 64 filters x 64 mels x 200 frames): the
-    buffers are then reused from cache, where batch-sized ones cost ~100-250 ms each in page faults and
-    memory traffic (the whole batch at once ran 1.5-2x slower on a 2-core CPU). Backward recomputes the maps
+    buffers are then reused from cache, where batch-sized ones cost page faults and memory traffic
+    (the whole batch at once was the slower choice on a 2-core CPU). Backward recomputes the maps
     instead of storing them, and gradients are written by hand so autograd keeps no per-group buffers and
     never differentiates through the overlapping window views. The time step is an explicit im2col matmul
     (the input has one channel, so the columns are only k_t copies of the clips): oneDNN's conv is slower.
