@@ -22,7 +22,7 @@ import torch
 from earlens.backbones import Backbone, HookBackbone, load_backbone, random_init
 from earlens.features import check_disk_space, encode_span, plan_extraction
 from earlens.handcrafted import HandcraftedBackbone
-from earlens.helix import HelixProbeResult, helix_probe
+from earlens.helicality import HelixProbeResult, helix_probe
 from earlens.partials import partials_probe, summary_rows
 from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
 from earlens.probes import PROTOCOLS, fit_layer_probes

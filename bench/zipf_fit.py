@@ -15,14 +15,8 @@ import time
 
 import numpy as np
 
-from earlens.zipf import (
-    compare_alternatives,
-    fit_count_power_law,
-    fit_zipf_mandelbrot,
-    power_law_p_value,
-    zipf_statistics,
-    zipf_tokens,
-)
+from earlens.power_law import compare_alternatives, fit_count_power_law, power_law_p_value
+from earlens.zipf import fit_zipf_mandelbrot, zipf_statistics, zipf_tokens
 
 
 def median_seconds(repeats: int, function, *args, **kwargs) -> float:

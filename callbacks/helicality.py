@@ -1,7 +1,7 @@
 """HelicalityCallback: every N validation epochs, how helical is each chosen layer's pitch representation?
 
 Rendered (cached) piano notes go through the model under training; forward hooks capture the chosen layers, each
-output is averaged over time into one vector per note, and `earlens.helix.helix_probe` (the same function
+output is averaged over time into one vector per note, and `earlens.helicality.helix_probe` (the same function
 `probe.py` uses) fits the helix. Under DDP every rank embeds an equal shard of the notes, the activations are
 all-gathered, and every rank fits the identical helix, so every rank logs the same values and nobody waits on
 anyone; rank 0 writes the per-layer table (`tables/helix.csv`, W&B `tables/helix`) and sends the plots
@@ -17,7 +17,7 @@ import torch
 from earlens.callbacks.capture import capture_layers, model_sample_rate
 from earlens.callbacks.media import figure_image, log_layer_table, read_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
-from earlens.helix import HelixProbeResult, helix_probe
+from earlens.helicality import HelixProbeResult, helix_probe
 from earlens.plots import plot_epoch_layer_heatmap, plot_helix
 from earlens.stimuli import render_stimuli
 
@@ -37,7 +37,7 @@ class HelicalityCallback(EveryNValidationEpochs):
       `pl_module.frontend.sample_rate`, then the datamodule's.
     midi_pitches / programs: the notes rendered (default piano C3–B5, the helix paper's set); with two or more
       programs every pitch has several clips and ω gets a bootstrap interval.
-    n_surrogates / alpha / n_bootstrap / n_permutations / seed: as in `earlens.helix.helix_probe`; the seed makes
+    n_surrogates / alpha / n_bootstrap / n_permutations / seed: as in `earlens.helicality.helix_probe`; the seed makes
       every rank draw the same surrogates.
     """
 

@@ -17,7 +17,8 @@ import torch
 from earlens.callbacks.capture import capture_layers, model_sample_rate
 from earlens.callbacks.media import log_layer_table
 from earlens.callbacks.schedule import EveryNValidationEpochs
-from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_activations, pure_tones
+from earlens.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
+from earlens.partials import probe_activations
 
 LOGGED = ("band_auc", "frame_auc", "invariance", "invariance_null", "split_half", "unit_one_band_share",
           "random_direction_one_band_share", "band_direction_peak_in_band")

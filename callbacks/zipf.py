@@ -27,8 +27,8 @@ from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.lengths import proportional_frames, time_mask
 from earlens.plots import rank_frequency_plot
 from earlens.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes
+from earlens.power_law import ALTERNATIVES
 from earlens.zipf import (
-    ALTERNATIVES,
     collapse_repeats,
     count_ids,
     merge_counts,

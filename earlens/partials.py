@@ -10,132 +10,31 @@ and whether the code→band map learnt on pure tones still names a present band 
 Every measure comes with a null: the same measure on band labels shuffled across items (and, when the caller
 supplies one, on the same architecture at random initialisation: ``partials_probe(init_encode=...)``). Ridge fits
 use the linear kernel (N x N), so a layer of any width costs the same and all bands, shuffles and ridge penalties
-are solved together; the penalty is picked per band by leave-one-out error inside the training fold.
+are solved together; the penalty is picked per band by leave-one-out error inside the training fold. The stimuli
+are `earlens.partial_stimuli`, the code statistics `earlens.partial_codes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 
-CONTEXTS = ("clean", "noise", "level", "onset", "harmonic")
+from earlens.partial_codes import codes_layer
+from earlens.partial_stimuli import (
+    CONTEXTS,
+    PartialStimuli,
+    band_targets,
+    context_stimuli,
+    frame_times,
+    log_bands,
+    pure_tones,
+    shuffled_labels,
+)
+
 RIDGE_PENALTIES = np.logspace(-3, 3, 7)  # relative to the mean kernel eigenvalue
-LEVEL_FLOOR_DB = -60.0
-
-
-@dataclass
-class PartialStimuli:
-    """Waves (N, T) at ``sample_rate``, each with its partials: rows (frequency Hz, amplitude, onset s, offset s)."""
-
-    waves: np.ndarray
-    partials: list[np.ndarray]
-    context: np.ndarray
-    sample_rate: int
-
-    def __len__(self) -> int:
-        return len(self.waves)
-
-
-def log_bands(fmin: float, fmax: float, n_bands: int) -> np.ndarray:
-    """(n_bands + 1,) band edges equally spaced in log frequency."""
-    if not 0 < fmin < fmax:
-        raise ValueError(f"bands need 0 < fmin < fmax, got {fmin}, {fmax}")
-    return np.geomspace(fmin, fmax, n_bands + 1)
-
-
-def _render(partials: list[np.ndarray], n_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Sum of sinusoids (random phase) switched on/off with 5 ms raised-cosine ramps."""
-    t = np.arange(n_samples) / sample_rate
-    waves = np.zeros((len(partials), n_samples))
-    ramp = 0.005
-    for index, rows in enumerate(partials):
-        for frequency, amplitude, onset, offset in rows:
-            gate = np.clip(np.minimum(t - onset, offset - t) / ramp, 0, 1)
-            waves[index] += amplitude * np.sin(np.pi / 2 * gate) ** 2 * np.sin(
-                2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi))
-    return waves
-
-
-def pure_tones(sample_rate: int, fmin: float, fmax: float, n_tones: int = 48, seconds: float = 0.5,
-               amplitude: float = 0.3, seed: int = 0) -> PartialStimuli:
-    """Pure tones on a log-frequency grid (context ``tone``): the tuning-curve and code-map stimuli."""
-    if fmax >= sample_rate / 2:
-        raise ValueError(f"fmax {fmax} must lie below Nyquist ({sample_rate / 2})")
-    n_samples = int(seconds * sample_rate)
-    partials = [np.array([[f, amplitude, 0.0, seconds]]) for f in np.geomspace(fmin, fmax, n_tones)]
-    waves = _render(partials, n_samples, sample_rate, np.random.default_rng(seed))
-    return PartialStimuli(waves.astype(np.float32), partials, np.full(n_tones, "tone"), sample_rate)
-
-
-def harmonic_complex(f0: float, slope_db_per_octave: float, fmax: float, amplitude: float = 0.3,
-                     seconds: float = 0.5) -> np.ndarray:
-    """Partials of a harmonic complex: harmonics k·f0 < fmax at amplitude ∝ k^(slope/6.02) (dB per octave)."""
-    harmonics = np.arange(1, int(fmax // f0) + 1)
-    gains = 10 ** (slope_db_per_octave * np.log2(harmonics) / 20)
-    rows = np.zeros((len(harmonics), 4))
-    rows[:, 0], rows[:, 1], rows[:, 3] = harmonics * f0, amplitude * gains / gains.sum() ** 0.5, seconds
-    return rows
-
-
-def context_stimuli(sample_rate: int, edges: np.ndarray, n_per_context: int = 100, seconds: float = 0.5,
-                    contexts: Sequence[str] = CONTEXTS, p_present: float = 0.35, seed: int = 0) -> PartialStimuli:
-    """The same band targets in different contexts; every item lists its partials.
-
-    ``clean``: inharmonic mixtures, each band holding a partial (log-uniform inside its inner half, -20..0 dB) with
-    probability ``p_present``; ``noise``: the same plus white noise at 0 dB SNR; ``level``: 24 dB quieter;
-    ``onset``: each partial starts at a random time in the first half; ``harmonic``: harmonic complexes (f0
-    log-uniform over the lowest two bands, spectral slope -12..0 dB/octave).
-    """
-    unknown = sorted(set(contexts) - set(CONTEXTS))
-    if unknown:
-        raise ValueError(f"unknown contexts {unknown}; choose from {CONTEXTS}")
-    if edges[-1] >= sample_rate / 2:
-        raise ValueError(f"top band edge {edges[-1]} must lie below Nyquist ({sample_rate / 2})")
-    rng = np.random.default_rng(seed)
-    n_bands, n_samples = len(edges) - 1, int(seconds * sample_rate)
-    log_lo, log_hi = np.log(edges[:-1]), np.log(edges[1:])
-    inner_lo, inner_hi = log_lo + (log_hi - log_lo) / 4, log_hi - (log_hi - log_lo) / 4
-    partials, labels = [], []
-    for context in contexts:
-        for _ in range(n_per_context):
-            if context == "harmonic":
-                f0 = np.exp(rng.uniform(np.log(edges[0]), np.log(edges[2])))
-                rows = harmonic_complex(f0, rng.uniform(-12, 0), edges[-1], seconds=seconds)
-                rows = rows[rows[:, 0] >= edges[0]]
-            else:
-                present = np.flatnonzero(rng.random(n_bands) < p_present)
-                rows = np.zeros((len(present), 4))
-                rows[:, 0] = np.exp(rng.uniform(inner_lo[present], inner_hi[present]))
-                rows[:, 1] = 0.3 * 10 ** (rng.uniform(-20, 0, len(present)) / 20) / max(len(present), 1) ** 0.5
-                rows[:, 3] = seconds
-                if context == "level":
-                    rows[:, 1] *= 10 ** (-24 / 20)
-                if context == "onset":
-                    rows[:, 2] = rng.uniform(0, seconds / 2, len(present))
-            partials.append(rows)
-            labels.append(context)
-    waves = _render(partials, n_samples, sample_rate, rng)
-    noisy = np.asarray(labels) == "noise"
-    signal_rms = np.sqrt((waves[noisy] ** 2).mean(axis=1, keepdims=True)).clip(1e-3)
-    waves[noisy] += signal_rms * rng.standard_normal((noisy.sum(), n_samples))
-    return PartialStimuli(waves.astype(np.float32), partials, np.asarray(labels), sample_rate)
-
-
-def band_targets(stimuli: PartialStimuli, edges: np.ndarray, frame_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per item, frame and band: presence (N, F, B) of an active partial, and band level in dB (floored at -60)."""
-    n_bands = len(edges) - 1
-    level = np.zeros((len(stimuli), len(frame_times), n_bands))
-    for index, rows in enumerate(stimuli.partials):
-        band = np.searchsorted(edges, rows[:, 0]) - 1
-        inside = (band >= 0) & (band < n_bands)
-        active = (frame_times[None, :] >= rows[inside, 2:3]) & (frame_times[None, :] < rows[inside, 3:4])
-        np.add.at(level[index].T, band[inside], active * rows[inside, 1:2] ** 2)
-    presence = level > 0
-    return presence, np.maximum(10 * np.log10(np.maximum(level, 1e-30)), LEVEL_FLOOR_DB)
 
 
 # ------------------------------------------------------------------------------------------------ encoders
@@ -156,11 +55,6 @@ def run_encoder(encode: Callable, waves: np.ndarray, batch_size: int = 32) -> di
                 raise ValueError(f"encode must return (B, frames, D) per layer; {name} has shape {value.shape}")
             chunks.setdefault(name, []).append(value)
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
-
-
-def frame_times(n_frames: int, n_samples: int, sample_rate: int) -> np.ndarray:
-    """Frame centres (s), assuming the frames tile the clip evenly."""
-    return (np.arange(n_frames) + 0.5) * n_samples / n_frames / sample_rate
 
 
 # ------------------------------------------------------------------------------------------- ridge algebra
@@ -221,11 +115,6 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.where((positives > 0) & (negatives > 0), value, np.nan)
 
 
-def _shuffled(targets: np.ndarray, n_shuffles: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_shuffles, N, ...) copies of ``targets`` with rows (items) permuted: the shuffled-label null."""
-    return np.stack([targets[rng.permutation(len(targets))] for _ in range(n_shuffles)])
-
-
 # ------------------------------------------------------------------------------------------- tuning curves
 def tuning_stats(curves: np.ndarray, tone_hz: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
     """Per curve (C, n_tones) on a log-frequency tone grid: peak Hz, half-max bandwidth (octaves, the contiguous
@@ -284,7 +173,7 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
 
     # decodability: presence AUC and level R², time-pooled and per frame, real and shuffled columns together
     truth = np.concatenate([presence, level], axis=1).astype(float)
-    shuffled = _shuffled(truth, n_shuffles, rng)
+    shuffled = shuffled_labels(truth, n_shuffles, rng)
     predicted = _cv_predictions(x, np.concatenate([truth, *shuffled], axis=1), np.arange(len(x)), n_folds, seed)
     predicted = predicted.reshape(len(x), n_shuffles + 1, 2 * n_bands).transpose(1, 0, 2)
     all_truth = np.concatenate([truth[None], shuffled])
@@ -303,7 +192,7 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     # directions per context (and split halves of each context for the within-context ceiling)
     contexts = list(dict.fromkeys(context))
     labels = presence.astype(float)
-    null_labels = _shuffled(labels, 1, rng)[0]
+    null_labels = shuffled_labels(labels, 1, rng)[0]
     directions, null_directions, halves = [], [], []
     for name in contexts:
         members = np.flatnonzero(context == name)
@@ -369,71 +258,6 @@ def _mean_pairwise_cosine(directions: np.ndarray) -> np.ndarray:
     return np.nanmean(_cosine(directions[first], directions[second]), axis=0)
 
 
-# ------------------------------------------------------------------------------------------ code statistics
-def _entropy_mm(counts: np.ndarray) -> np.ndarray:
-    """Miller-Madow corrected plug-in entropy (bits) of count vectors along the last axis."""
-    total = counts.sum(-1, keepdims=True)
-    p = counts / np.maximum(total, 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plug_in = -np.where(p > 0, p * np.log2(p), 0).sum(-1)
-    return plug_in + ((counts > 0).sum(-1) - 1) / (2 * np.maximum(total[..., 0], 1) * np.log(2))
-
-
-def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles: int = 100,
-               seed: int = 0) -> dict[str, float]:
-    """MI (bits, Miller-Madow) between code symbol and band, normalised by H(band); purity (share of a code's
-    frames in its modal band) and bands spanned (2^H(band | code): the effective number of bands), frame-weighted.
-    Nulls: the same on band labels permuted across items, all shuffles in one array."""
-    rng = np.random.default_rng(seed)
-    items, n_frames = symbols.shape
-    _, codes = np.unique(symbols, return_inverse=True)
-    codes = codes.reshape(items, n_frames)
-    n_codes = codes.max() + 1
-    label_sets = np.concatenate([bands[None], _shuffled(bands, n_shuffles, rng)])  # (S+1, items)
-    joint_index = codes[None] * n_bands + label_sets[:, :, None]  # (S+1, items, frames)
-    offsets = np.arange(len(label_sets))[:, None, None] * n_codes * n_bands
-    joint = np.bincount((joint_index + offsets).ravel(), minlength=len(label_sets) * n_codes * n_bands)
-    joint = joint.reshape(len(label_sets), n_codes, n_bands).astype(float)
-    h_band = _entropy_mm(joint.sum(1))
-    mi = h_band + _entropy_mm(joint.sum(2)) - _entropy_mm(joint.reshape(len(label_sets), -1))
-    per_code = joint.sum(2)
-    purity = (joint.max(2)).sum(1) / per_code.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = joint / per_code[..., None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        entropy = -np.where(share > 0, share * np.log2(share), 0).sum(2)
-    spanned = (2**entropy * per_code).sum(1) / per_code.sum(1)  # effective number of bands, frame-weighted
-    norm = np.maximum(h_band, 1e-12)
-    return {"mi_bits": float(mi[0]), "mi_norm": float(mi[0] / norm[0]),
-            "mi_norm_null": float(np.mean(mi[1:] / norm[1:])),
-            "mi_norm_null_p95": float(np.quantile(mi[1:] / norm[1:], 0.95)),
-            "purity": float(purity[0]), "purity_null": float(purity[1:].mean()),
-            "bands_spanned": float(spanned[0]), "bands_spanned_null": float(spanned[1:].mean()),
-            "n_codes": int(n_codes)}
-
-
-def code_map_survival(tone_symbols: np.ndarray, tone_bands: np.ndarray, context_symbols: np.ndarray,
-                      context_presence: np.ndarray, n_bands: int, n_shuffles: int = 100, seed: int = 0) -> dict:
-    """Fit code → modal band on pure tones; in other contexts, the share of frames (with a known code) whose
-    mapped band holds an active partial. Null: the same with the code → band map permuted over codes."""
-    rng = np.random.default_rng(seed)
-    vocabulary, inverse = np.unique(np.concatenate([tone_symbols.ravel(), context_symbols.ravel()]),
-                                    return_inverse=True)
-    tone_codes = inverse[: tone_symbols.size].reshape(tone_symbols.shape)
-    context_codes = inverse[tone_symbols.size:].reshape(context_symbols.shape)
-    counts = np.zeros((len(vocabulary), n_bands))
-    np.add.at(counts, (tone_codes, np.broadcast_to(tone_bands[:, None], tone_codes.shape)), 1)
-    known = counts.sum(1) > 0
-    mapping = counts.argmax(1)
-    maps = np.concatenate([mapping[None], np.stack([mapping[rng.permutation(len(mapping))]
-                                                    for _ in range(n_shuffles)])])
-    covered = known[context_codes]  # (N, F)
-    hit = np.take_along_axis(context_presence[None], maps[:, context_codes][..., None], axis=-1)[..., 0]
-    rates = (hit & covered[None]).sum((1, 2)) / max(covered.sum(), 1)
-    return {"hit_rate": float(rates[0]), "hit_rate_null": float(rates[1:].mean()),
-            "coverage": float(covered.mean())}
-
-
 # --------------------------------------------------------------------------------------------- the probe
 def partials_probe(encode: Callable, sample_rate: int, fmin: float | None = None, fmax: float | None = None,
                    n_bands: int = 12, n_per_context: int = 100, n_tones: int = 48, seconds: float = 0.5,
@@ -484,7 +308,7 @@ def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.nd
         times = frame_times(n_frames, n_samples, items.sample_rate)
         frame_presence, frame_level = band_targets(items, edges, times)
         if not np.issubdtype(activations.dtype, np.floating):
-            layers[name] = _codes_layer(tone_out[name], tone_bands, activations, frame_presence, n_bands,
+            layers[name] = codes_layer(tone_out[name], tone_bands, activations, frame_presence, n_bands,
                                         max_codebooks, seed)
             continue
         # time-pooled labels: a band counts as present if a partial is active in any frame
@@ -499,29 +323,6 @@ def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.nd
                                     tone_out[name].mean(1).astype(np.float64), tone_hz, edges, n_folds,
                                     n_shuffles, seed)
     return layers
-
-
-def _codes_layer(tone_codes: np.ndarray, tone_bands: np.ndarray, item_codes: np.ndarray,
-                 frame_presence: np.ndarray, n_bands: int, max_codebooks: int, seed: int) -> dict:
-    """Code statistics per codebook and per code tuple (codebooks 0..j), on frames of pure tones."""
-    stats = {}
-    n_codebooks = min(tone_codes.shape[2], max_codebooks)
-    views = [(f"codebook_{j}", [j]) for j in range(n_codebooks)]
-    views += [(f"tuple_0-{j}", list(range(j + 1))) for j in range(1, n_codebooks)]
-    radix = int(max(tone_codes.max(), item_codes.max())) + 1
-    for view, columns in views:
-        tone_symbols = _tuple_symbols(tone_codes[..., columns], radix)
-        item_symbols = _tuple_symbols(item_codes[..., columns], radix)
-        stats[view] = {**code_stats(tone_symbols, tone_bands, n_bands, seed=seed),
-                       **code_map_survival(tone_symbols, tone_bands, item_symbols, frame_presence, n_bands,
-                                           seed=seed)}
-    return {"codes": stats}
-
-
-def _tuple_symbols(codes: np.ndarray, radix: int) -> np.ndarray:
-    """One integer per frame for a tuple of codebooks (codes in [0, radix), codebook 0 least significant)."""
-    codes = codes.astype(np.int64)
-    return codes @ (np.int64(radix) ** np.arange(codes.shape[-1], dtype=np.int64))
 
 
 LATENT_COLUMNS = ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null", "band_r2", "band_r2_null",

@@ -13,10 +13,11 @@ from matplotlib.figure import Figure
 from scipy.special import logsumexp
 
 from earlens.filters import ArrayLike, tile_kernels
-from earlens.zipf import ZipfResult, clean_counts
+from earlens.power_law import clean_counts
+from earlens.zipf import ZipfResult
 
 if TYPE_CHECKING:
-    from earlens.helix import HelixProbeResult
+    from earlens.helicality import HelixProbeResult
     from earlens.probes_common import ProbeResult
 
 

@@ -81,7 +81,7 @@ class HelixOptions:
 
     Significance against `n_surrogates` smooth surrogates (`helix_beyond_smooth`: p_helix <= `alpha`); ω's interval
     from `n_bootstrap` clip resamplings within pitch; `n_permutations` > 0 adds the shuffled-pitch null (for
-    comparison only). See `earlens.helix.helix_probe`.
+    comparison only). See `earlens.helicality.helix_probe`.
     """
 
     enabled: bool = True

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-from earlens.helix import HelixProbeResult
+from earlens.helicality import HelixProbeResult
 from earlens.probes_common import ProbeResult
 from earlens.lightning_modules.cli import start_wandb_run
 
@@ -24,7 +24,7 @@ def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],
             row.update({f"{target}/{key}": value for key, value in probe_row.items()
                         if key not in ("layer", "layer_name")})
     if helix is not None:
-        for index, row in enumerate(rows):  # every statistic of the helix probe (earlens.helix.layer_stats)
+        for index, row in enumerate(rows):  # every statistic of the helix probe (HelixProbeResult.layer_stats)
             row.update({f"helix/{key}": float(values[index]) for key, values in helix.layer_stats().items()})
             row["helix/best_triple"] = "-".join(str(int(pc)) for pc in helix.best_triple[index])
             row["helix/paper_triple"] = "-".join(str(int(pc)) for pc in helix.paper_triple[index])

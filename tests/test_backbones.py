@@ -11,15 +11,12 @@ import transformers
 from torch import nn
 
 from earlens.backbones import (
-    CREPE_LAYERS,
     HookBackbone,
-    crepe_frames,
-    crepe_pitch_hz,
-    crepe_weights_path,
     load_backbone,
     musicgen_delay_pattern,
     random_init,
 )
+from earlens.crepe import CREPE_LAYERS, crepe_frames, crepe_pitch_hz, crepe_weights_path
 
 
 @pytest.fixture(autouse=True)

@@ -86,8 +86,8 @@ def test_separable_gradients_equal_dense_gradients(mode, shape, kernel_size):
         out = bank(spec)
         weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         grads[dense] = torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()])
-    for separable, dense in zip(grads[False], grads[True]):
-        torch.testing.assert_close(separable, dense, rtol=1e-9, atol=1e-12)
+    for fast, dense in zip(grads[False], grads[True]):
+        torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
 
 
 def test_concat_is_real_then_imag_and_magnitude_is_their_modulus():
@@ -262,18 +262,18 @@ def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
     """On CPU the separable path runs cache-sized groups of clips laid end to end (a GPU runs the whole batch
     as one group): one clip per group, groups that split the batch unevenly and one group for all must give
     the dense values and gradients, so no clip's filtering reaches into its neighbour."""
-    import earlens.gabor as gabor
+    import earlens.gabor_separable as separable
 
     bank = _bank(n_filters=3, kernel_size=(9, 25), mode="concat").double()
     spec = torch.randn(5, 1, 12, 30, dtype=torch.float64, requires_grad=True)
-    layout = gabor._FreqBlocking(3, 12, 9)
-    monkeypatch.setattr(gabor, "CPU_GROUP_BYTES", clips_per_group * 2 * 3 * layout.rows * 30 * 8)
-    assert gabor._group_size(spec, 3, layout) == clips_per_group
+    layout = separable.FreqBlocking(3, 12, 9)
+    monkeypatch.setattr(separable, "CPU_GROUP_BYTES", clips_per_group * 2 * 3 * layout.rows * 30 * 8)
+    assert separable.group_size(spec, 3, layout) == clips_per_group
     grads = {}
     for dense in (False, True):
         bank.dense = dense
         out = bank(spec)
         weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
-    for separable, dense in zip(grads[False], grads[True]):
-        torch.testing.assert_close(separable, dense, rtol=1e-9, atol=1e-12)
+    for fast, dense in zip(grads[False], grads[True]):
+        torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from earlens.callbacks.helicality import HelicalityCallback
 from earlens.report import read_layer_table
-from earlens.helix import helix_probe
+from earlens.helicality import helix_probe
 from earlens.stimuli import render_stimuli
 
 

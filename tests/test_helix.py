@@ -7,18 +7,9 @@ import librosa
 import numpy as np
 import pytest
 
-from earlens.helix import (
-    _double_centre,
-    _octave_index,
-    fit_helix,
-    fold_omega,
-    helix_curve,
-    helix_probe,
-    helix_r2_profile,
-    per_pitch_means,
-    pitch_step,
-    smooth_surrogate_grams,
-)
+from earlens.helicality import _octave_index, helix_probe, per_pitch_means
+from earlens.helix import fit_helix, fold_omega, helix_curve, helix_r2_profile, pitch_step
+from earlens.helix_nulls import double_centre, smooth_surrogate_grams
 from bench.helix_optuna import fit_helix_optuna
 from earlens.plots import plot_helix
 from earlens.stimuli import render_stimuli
@@ -139,7 +130,7 @@ def test_surrogates_keep_each_coordinates_smoothness_and_drop_periodicity():
             - 2 * np.diagonal(gram, offset=1, axis1=-2, axis2=-1)
         return steps.mean(-1) / np.trace(gram, axis1=-2, axis2=-1) * P
 
-    data_gram = _double_centre(means @ means.swapaxes(1, 2))
+    data_gram = double_centre(means @ means.swapaxes(1, 2))
     np.testing.assert_allclose(roughness(grams).mean(0)[:2], roughness(data_gram)[:2], rtol=0.2)
     data_octave = helix_probe(means, n_surrogates=0, n_components=4).octave_index
     assert data_octave[2] > 0.08

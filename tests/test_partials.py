@@ -7,8 +7,9 @@ import torch
 from sklearn.metrics import mutual_info_score, roc_auc_score
 
 from earlens.backbones import load_backbone
-from earlens.partials import (auc, band_targets, code_stats, context_stimuli, log_bands, partials_probe, pure_tones,
-                              summary_rows, tuning_stats)
+from earlens.partial_codes import code_stats
+from earlens.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
+from earlens.partials import auc, partials_probe, summary_rows, tuning_stats
 from earlens.plots import plot_partials
 
 SR = 8000

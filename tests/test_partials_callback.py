@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from earlens.callbacks.partials import PartialsCallback
-from earlens.partials import CONTEXTS, context_stimuli, log_bands, probe_layers, pure_tones
+from earlens.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
+from earlens.partials import probe_layers
 from tests.test_helicality_callback import TinyAudioModel
 
 

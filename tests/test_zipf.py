@@ -14,23 +14,25 @@ import pytest
 from scipy.special import zeta
 
 from earlens.plots import rank_frequency_plot
-from earlens.zipf import (
+from earlens.power_law import (
     MIN_SPAN,
     _fit_rows,
     _rows,
     _scaled_zeta,
     _synthetic_sets,
-    collapse_repeats,
     compare_alternatives,
+    fit_count_power_law,
+    power_law_p_value,
+    preferred_model,
+)
+from earlens.zipf import (
+    collapse_repeats,
     count_ids,
     expected_vocabulary_growth,
-    fit_count_power_law,
     fit_zipf_mandelbrot,
     heaps_exponent,
     merge_counts,
     ngram_ids,
-    power_law_p_value,
-    preferred_model,
     rank_frequency_slope,
     vocabulary_growth,
     zipf_statistics,
@@ -268,7 +270,7 @@ def test_degenerate_streams_give_nan_not_errors():
 
 
 def test_preferred_model_rules():
-    from earlens.zipf import Comparison
+    from earlens.power_law import Comparison
 
     neutral = (Comparison("lognormal", -0.5, 0.6), Comparison("exponential", 3.0, 0.001))
     assert preferred_model(0.5, neutral) == "power_law" and preferred_model(0.05, neutral) == "none"

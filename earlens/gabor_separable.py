@@ -1,0 +1,207 @@
+"""The Gabor bank's fast path: each kernel is a sum of two rank-1 (frequency x time) kernels, so the bank runs as 1-D
+filtering along time (all filters in one matmul, 1 -> 2n maps) followed by small blocked banded matmuls along
+frequency (`FreqBlocking`), over clips laid end to end (`separable_responses`). Same output as the dense `conv2d`
+of `earlens.gabor.GaborSTRF2d` (tested in float64, values and gradients); faster for large kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FREQ_BLOCK = 8  # output mel bins per block of the frequency step
+
+
+def _band_blocks(taps: torch.Tensor, width: int) -> torch.Tensor:
+    """`(..., k)` taps -> `(..., FREQ_BLOCK, width)` Toeplitz blocks B with B[r, w] = taps[w - r] (zero
+    outside): FREQ_BLOCK consecutive outputs of a "valid" cross-correlation over `width` inputs."""
+    k = taps.shape[-1]
+    tap = torch.arange(width, device=taps.device)[None, :] - torch.arange(FREQ_BLOCK, device=taps.device)[:, None]
+    inside = (tap >= 0) & (tap < k)
+    return taps[..., tap.clamp(0, k - 1)] * inside
+
+
+class FreqBlocking:
+    """Layout of the frequency step for `n_freq` bins and `k_f` taps.
+
+    Every time-filtered map is zero-padded along frequency to `rows` = n_blocks * FREQ_BLOCK rows
+    (k_f // 2 zeros on top, at least as many below), and the maps of all filters lie end to end. Window
+    m = (filter, block) covers rows m * FREQ_BLOCK + [0, width) of that stack and yields FREQ_BLOCK output
+    bins from one small matmul with its filter's Toeplitz block; the windows overlap, so they are a strided
+    view (no copy). Blocks past the last bin are computed and dropped. Work per output is width / k_f
+    times the taps (1.8x for k_f = 9, 1.3x for 25; times rows / F for the padding), against F / k_f for
+    a full F x F banded matrix (7x for F = 64, k_f = 9). Along time the columns are clips end to end
+    (`_clips_end_to_end`).
+    """
+
+    def __init__(self, n_filters: int, n_freq: int, k_f: int):
+        self.n_freq, self.pad_top = n_freq, k_f // 2
+        self.sub_blocks = 1 + -(-(k_f - 1) // FREQ_BLOCK)
+        self.width = self.sub_blocks * FREQ_BLOCK
+        self.valid_blocks = -(-n_freq // FREQ_BLOCK)
+        self.n_blocks = self.valid_blocks + self.sub_blocks - 1
+        self.rows = self.n_blocks * FREQ_BLOCK
+        self.n_windows = (n_filters - 1) * self.n_blocks + self.valid_blocks  # the last stays in bounds
+
+    def windows(self, maps: torch.Tensor) -> torch.Tensor:
+        """`(n, rows, T)` contiguous maps -> overlapping `(n_windows, width, T)` view."""
+        n_time = maps.shape[-1]
+        return maps.as_strided((self.n_windows, self.width, n_time), (FREQ_BLOCK * n_time, n_time, 1))
+
+    def per_window(self, blocks: torch.Tensor) -> torch.Tensor:
+        """`(..., n, r, width)` per-filter blocks -> `(..., n_windows, r, width)`, one per window."""
+        return blocks.repeat_interleave(self.n_blocks, dim=-3)[..., : self.n_windows, :, :]
+
+    def grad_windows(self, grad_stack: torch.Tensor) -> torch.Tensor:
+        """`(sub_blocks - 1 + n * n_blocks, r, T)` output-grad blocks (leading ones zero) -> overlapping
+        `(n * n_blocks, sub_blocks * r, T)` view: window k holds the grads of the windows that read block k."""
+        _, r, n_time = grad_stack.shape
+        n_windows = grad_stack.shape[0] - self.sub_blocks + 1
+        return grad_stack.as_strided((n_windows, self.sub_blocks * r, n_time), (r * n_time, n_time, 1))
+
+    def transposed(self, blocks: torch.Tensor) -> torch.Tensor:
+        """`(..., n, r, width)` blocks -> `(..., n, FREQ_BLOCK, sub_blocks * r)`, the adjoint read by
+        `grad_windows`: column (q', row) is sub-block sub_blocks - 1 - q' of that row, transposed."""
+        *lead, n, r, _ = blocks.shape
+        sub = blocks.view(*lead, n, r, self.sub_blocks, FREQ_BLOCK).flip(-2)
+        return sub.permute(*range(len(lead)), -4, -1, -2, -3).reshape(*lead, n, FREQ_BLOCK, self.sub_blocks * r)
+
+    def per_filter(self, window_grads: torch.Tensor) -> torch.Tensor:
+        """Adjoint of `per_window`: `(..., n_windows, r, width)` -> `(..., n, r, width)` summed per filter."""
+        *lead, _, r, width = window_grads.shape
+        missing = self.n_blocks - self.valid_blocks
+        padded = F.pad(window_grads, (0, 0, 0, 0, 0, missing))
+        return padded.view(*lead, -1, self.n_blocks, r, width).sum(-3)
+
+
+CPU_GROUP_BYTES = 8 * 2**20  # time-filtered maps per group of clips on CPU: small enough to stay in cache
+
+
+class _SeparableGabor(torch.autograd.Function):
+    """Gabor bank as time filtering (one matmul, 1 -> 2n maps) then blocked banded matmuls along frequency
+    (`FreqBlocking`), on groups of clips laid end to end (`_clips_end_to_end`).
+
+    On a GPU the group is the whole batch (no loop over clips). On CPU a group holds as many clips as keep
+    the time-filtered maps within `CPU_GROUP_BYTES` (one clip of 64 filters x 64 mels x 200 frames): the
+    buffers are then reused from cache, where batch-sized ones cost page faults and memory traffic
+    (the whole batch at once was the slower choice on a 2-core CPU). Backward recomputes the maps
+    instead of storing them, and gradients are written by hand so autograd keeps no per-group buffers and
+    never differentiates through the overlapping window views. The time step is an explicit im2col matmul
+    (the input has one channel, so the columns are only k_t copies of the clips): oneDNN's conv is slower.
+    """
+
+    @staticmethod
+    def forward(ctx, spec, time_taps, freq_blocks, layout: FreqBlocking, group_size: int):
+        """spec `(B, 1, F, T)`; time_taps `(2n, k_t)` (cos rows then sin rows); freq_blocks `(2, n, 8 P, width)`
+        mixing the cos / sin maps into rows (bin in block, part); `group_size` clips at a time -> `(B, P n, F, T)`,
+        parts outermost."""
+        batch, _, n_freq, n_time = spec.shape
+        n, k_t = time_taps.shape[0] // 2, time_taps.shape[1]
+        n_parts = freq_blocks.shape[2] // FREQ_BLOCK
+        gap = 0 if group_size == 1 else k_t // 2  # one clip alone sees only the im2col's own zero padding
+        window_blocks = layout.per_window(freq_blocks)
+        out = spec.new_empty(batch, n_parts * n, n_freq, n_time)
+        buffers = {}  # per group width, reused: a fresh buffer per group costs its page faults again
+        for start in range(0, batch, group_size):
+            clips = spec[start : start + group_size]
+            n_columns = len(clips) * (n_time + gap)
+            if n_columns not in buffers:
+                buffers[n_columns] = (spec.new_empty(2, n, layout.rows, n_columns),
+                                      spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns))
+            maps, mixed = buffers[n_columns]  # mixed: the rows of windows past the last one stay unused
+            torch.mm(time_taps, _time_columns(clips, k_t, gap, layout).T, out=maps.view(2 * n, -1))
+            torch.bmm(window_blocks[0], layout.windows(maps[0]), out=mixed[: layout.n_windows])
+            mixed[: layout.n_windows].baddbmm_(window_blocks[1], layout.windows(maps[1]))
+            # (filter, bin, part, clip, frame) -> (clip, part, filter, bin, frame), dropping padding and gaps.
+            rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time + gap)[:, :n_freq, ..., :n_time]
+            out[start : start + group_size].view(len(clips), n_parts, n, n_freq, n_time).copy_(
+                rows.permute(3, 2, 0, 1, 4))
+        ctx.save_for_backward(spec, time_taps, window_blocks)
+        ctx.layout, ctx.group_size, ctx.gap = layout, group_size, gap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        """Runs with autocast off (autograd replays the forward's autocast state, which would turn the matmuls
+        into low-precision ones writing into float32 buffers)."""
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):
+            return _SeparableGabor._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
+        spec, time_taps, window_blocks = ctx.saved_tensors
+        layout, group_size, gap = ctx.layout, ctx.group_size, ctx.gap
+        batch, _, n_freq, n_time = spec.shape
+        n, k_t = time_taps.shape[0] // 2, time_taps.shape[1]
+        n_parts = window_blocks.shape[2] // FREQ_BLOCK
+        grad_time_taps = torch.zeros_like(time_taps)
+        grad_window_blocks = torch.zeros_like(window_blocks)
+        grad_spec = torch.empty_like(spec) if ctx.needs_input_grad[0] else None
+        # A block's grad comes from the windows over it; windows from the previous filter reaching into it
+        # cover only its dropped blocks (zero grads), so each block can use its own filter's taps.
+        adjoint_blocks = layout.transposed(window_blocks[:, :: layout.n_blocks]).repeat_interleave(layout.n_blocks, 1)
+        buffers = {}  # per group width, reused as in forward
+        for start in range(0, batch, group_size):
+            clips, group = spec[start : start + group_size], slice(start, start + group_size)
+            n_columns = len(clips) * (n_time + gap)
+            if n_columns not in buffers:
+                # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows and gaps stay zero.
+                buffers[n_columns] = (
+                    spec.new_empty(2, n, layout.rows, n_columns),
+                    spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
+                    spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
+            maps, grad_stack, grad_maps = buffers[n_columns]
+            columns = _time_columns(clips, k_t, gap, layout)
+            torch.mm(time_taps, columns.T, out=maps.view(2 * n, -1))
+            grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time + gap)
+            grad_rows[:, :n_freq, ..., :n_time].copy_(
+                grad_out[group].view(len(clips), n_parts, n, n_freq, n_time).permute(2, 3, 1, 0, 4))
+            grad_windows = grad_stack[layout.sub_blocks - 1 :][: layout.n_windows]
+            for cos_sin in range(2):
+                grad_window_blocks[cos_sin].baddbmm_(grad_windows, layout.windows(maps[cos_sin]).transpose(1, 2))
+                torch.bmm(adjoint_blocks[cos_sin], layout.grad_windows(grad_stack), out=grad_maps[cos_sin])
+            grad_time_taps.addmm_(grad_maps.view(2 * n, -1), columns)
+            if grad_spec is not None:
+                grad_columns = (time_taps.T @ grad_maps.view(2 * n, -1)).view(1, k_t, -1)
+                padded = F.fold(grad_columns, (layout.rows, n_columns + k_t - 1), kernel_size=(1, k_t))[0, 0]
+                frames = padded[:, k_t // 2 : k_t // 2 + n_columns].view(layout.rows, len(clips), -1)[..., :n_time]
+                grad_spec[group, 0] = frames[layout.pad_top : layout.pad_top + n_freq].transpose(0, 1)
+        return grad_spec, grad_time_taps, layout.per_filter(grad_window_blocks), None, None
+
+
+def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
+    """Clips processed together: all of them on a GPU, cache-sized groups on CPU."""
+    if spec.device.type != "cpu":
+        return spec.shape[0]
+    clip_bytes = 2 * n_filters * layout.rows * spec.shape[-1] * spec.element_size()
+    return max(1, CPU_GROUP_BYTES // clip_bytes)
+
+
+def _time_columns(clips: torch.Tensor, k_t: int, gap: int, layout: FreqBlocking) -> torch.Tensor:
+    """`(c, 1, F, T)` clips -> `(rows * L, k_t)` im2col along time of the clips end to end, zero-padded on
+    both axes (L = c (T + gap) columns)."""
+    padded = F.pad(_clips_end_to_end(clips, gap)[0, 0],
+                   (k_t // 2, k_t // 2, layout.pad_top, layout.rows - layout.n_freq - layout.pad_top))
+    return padded.unfold(1, k_t, 1).reshape(-1, k_t)
+
+
+def _clips_end_to_end(spec: torch.Tensor, gap: int) -> torch.Tensor:
+    """`(B, 1, F, T)` -> `(1, 1, F, B (T + gap))`: the clips side by side along time, each followed by `gap`
+    zero frames, so filtering along time that reaches at most `gap` frames sees each clip alone."""
+    batch, _, n_freq, n_time = spec.shape
+    return F.pad(spec, (0, gap)).permute(1, 2, 0, 3).reshape(1, 1, n_freq, batch * (n_time + gap))
+
+
+def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: tuple[str, ...]) -> torch.Tensor:
+    """Responses `(B, len(parts) n, F, T)` of the bank with 1-D factors `(cos_f, sin_f)` `(n, k_f)` and
+    `(cos_t, sin_t)` `(n, k_t)` (`earlens.gabor._separable_factors`) for `parts` ("real", "imag") in order."""
+    (cos_f, sin_f), (cos_t, sin_t) = freq_factors, time_factors
+    n, k_f = cos_f.shape
+    layout = FreqBlocking(n, spec.shape[-2], k_f)
+    # real = C_f * (x*C_t) - S_f * (x*S_t), imag = S_f * (x*C_t) + C_f * (x*S_t): taps per (cos|sin map, part).
+    taps = {"real": (cos_f, -sin_f), "imag": (sin_f, cos_f)}
+    freq_taps = torch.stack([torch.stack([taps[part][cos_sin] for part in parts], 1) for cos_sin in (0, 1)])
+    # (cos|sin, filter, part, bin in block, width) -> rows ordered (bin in block, part).
+    freq_blocks = _band_blocks(freq_taps, layout.width).transpose(2, 3).reshape(2, n, -1, layout.width)
+    return _SeparableGabor.apply(spec.contiguous(), torch.cat([cos_t, sin_t]), freq_blocks, layout,
+                                 group_size(spec, n, layout))

@@ -1,0 +1,346 @@
+"""Helicality of every layer (Yagi & Takamichi 2025): per-pitch means → PCA → a helix fit (`earlens.helix`) per
+triple of the top PCs → the best triple, with its significance against smooth surrogates (`earlens.helix_nulls`),
+chroma diagnostics (R² over ω, octave equivalence), a clip bootstrap for ω and ω's aliasing on gapped pitch sets.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from earlens.helix import OMEGA_MIN, HelixFit, fit_helix, fold_omega, helix_r2_profile, pitch_step
+from earlens.helix_nulls import averaging_weights, bootstrap_grams, double_centre, smooth_surrogate_grams
+
+
+@dataclass
+class HelixProbeResult:
+    """Per-layer helicality (arrays with leading axis L); `layer_stats()` gives every per-layer number by name.
+
+    Two triple selections: the headline one (`select_by`, R² by default) and the paper's (`paper_*`, 1/MSE).
+    Significance (`p_helix`, `z`, `null_*`) is against smooth surrogates (`smooth_surrogate_grams`); the pitch
+    permutation null (`perm_*`) is kept for comparison only: any curve ordered by pitch beats it.
+    """
+
+    fit: HelixFit  # headline selection, leading shape (L,)
+    paper_fit: HelixFit  # selection by 1/MSE (Yagi & Takamichi), (L,)
+    best_triple: np.ndarray  # (L, 3) PC indices (0-based)
+    paper_triple: np.ndarray  # (L, 3)
+    points: np.ndarray  # (L, P, 3) PCA coordinates of the headline triple
+    t: np.ndarray  # (P,) pitch indices (semitones above the lowest pitch)
+    pitches: np.ndarray  # (P,) pitch labels in the order of t
+    step: int  # pitch grid step in semitones; ω is identifiable in (0, π/step]
+    alpha: float  # level at which `helix_beyond_smooth` is called
+    line_r2: np.ndarray  # (L,) R² of the straight pitch-height line alone (no circle) on the same points
+    smooth_r2: np.ndarray  # (L,) R² of a quadratic curve in t in the same 3-D subspace (9 parameters vs 8)
+    axis_pitch_corr: np.ndarray  # (L,) correlation of the projection on the axis c with pitch
+    paper_axis_pitch_corr: np.ndarray  # (L,)
+    null_r2: np.ndarray  # (L, n_surrogates) headline R² of smooth surrogates through the same pipeline
+    perm_null_r2: np.ndarray  # (L, n_permutations) same on shuffled pitch order
+    omega_boot: np.ndarray  # (L, n_bootstrap) ω of clip-resampled replicates (empty without clip features)
+    omega_grid: np.ndarray  # (G,) ω of the profile
+    r2_profile: np.ndarray  # (L, G) R² of the headline triple's points at fixed ω
+    r2_at_pi6: np.ndarray  # (L,) R² at ω = π/6 (one turn per octave; folded when aliased)
+    r2_at_pi3: np.ndarray  # (L,) R² at ω = π/3
+    r2_off_harmonic: np.ndarray  # (L,) best R² at ω at least π/24 away from every k·π/6
+    omega_off_harmonic: np.ndarray  # (L,)
+    octave_index: np.ndarray  # (L,) mean cosine similarity 12 semitones apart minus that at 11 and 13
+    null_octave_index: np.ndarray  # (L, n_surrogates)
+    triple_r2: np.ndarray  # (L, n_triples) R² of every triple
+    explained_variance: np.ndarray  # (L, n_components) ratio per PC
+
+    @property
+    def r2(self) -> np.ndarray:
+        return self.fit.r2
+
+    @property
+    def score_inv_mse(self) -> np.ndarray:
+        return self.fit.score_inv_mse
+
+    @property
+    def omega_chroma(self) -> np.ndarray:
+        return self.fit.omega
+
+    @property
+    def omega_max(self) -> float:
+        return np.pi / self.step
+
+    @property
+    def null_mean(self) -> np.ndarray:
+        return _mean(self.null_r2)
+
+    @property
+    def null_std(self) -> np.ndarray:
+        return _std(self.null_r2)
+
+    @property
+    def z(self) -> np.ndarray:
+        """(r2 − null mean) / null std against the smooth surrogates."""
+        return (self.r2 - self.null_mean) / np.maximum(self.null_std, 1e-12)
+
+    @property
+    def p_helix(self) -> np.ndarray:
+        """One-sided surrogate p-value of R², (1 + #{null ≥ observed}) / (1 + n)."""
+        return _p_value(self.r2, self.null_r2)
+
+    @property
+    def p_octave(self) -> np.ndarray:
+        return _p_value(self.octave_index, self.null_octave_index)
+
+    @property
+    def perm_z(self) -> np.ndarray:
+        return (self.r2 - _mean(self.perm_null_r2)) / np.maximum(_std(self.perm_null_r2), 1e-12)
+
+    @property
+    def omega_ci(self) -> np.ndarray:
+        """(L, 2) 95 % interval of ω: ω ± 1.96 × its standard deviation over clip-resampled replicates, within
+        (0, π/step]; NaN without replicates. (Percentile intervals covered 92–94 % on noisy helices, this 95 %.)"""
+        if self.omega_boot.shape[1] < 2:
+            return np.full((len(self.r2), 2), np.nan)
+        half = 1.96 * self.omega_boot.std(axis=1, ddof=1)
+        return np.clip(np.stack([self.omega_chroma - half, self.omega_chroma + half], axis=1), 0.0, self.omega_max)
+
+    def layer_stats(self) -> dict[str, np.ndarray]:
+        """Every per-layer statistic as a float array (L,), in table order."""
+        fit, paper = self.fit, self.paper_fit
+        n_layers = len(self.r2)
+        stats = {
+            "r2": fit.r2, "score_inv_mse": fit.score_inv_mse, "line_r2": self.line_r2,
+            "p_helix": self.p_helix, "z": self.z, "null_mean": self.null_mean, "null_std": self.null_std,
+            "helix_beyond_smooth": (self.p_helix <= self.alpha).astype(np.float64),
+            "smooth_r2": self.smooth_r2, "delta_r2_smooth": fit.r2 - self.smooth_r2,
+            "helix_beats_smooth": (fit.r2 > self.smooth_r2).astype(np.float64),
+            "omega_chroma": fit.omega, "omega_ci_low": self.omega_ci[:, 0], "omega_ci_high": self.omega_ci[:, 1],
+            "omega_max": np.full(n_layers, self.omega_max), "omega_aliased": np.full(n_layers, float(self.step > 1)),
+            "r2_at_pi6": self.r2_at_pi6, "r2_at_pi3": self.r2_at_pi3, "r2_off_harmonic": self.r2_off_harmonic,
+            "omega_off_harmonic": self.omega_off_harmonic,
+            "octave_index": self.octave_index, "p_octave": self.p_octave,
+            "perm_z": self.perm_z, "perm_null_mean": _mean(self.perm_null_r2), "perm_null_std": _std(self.perm_null_r2),
+            "h_pitch": fit.h_pitch, "h0": fit.h0, "r_slope": fit.r_slope, "r0": fit.r0, "t0": fit.t0,
+            "axis_pitch_corr": self.axis_pitch_corr,
+            "paper_score_inv_mse": paper.score_inv_mse, "paper_r2": paper.r2, "paper_omega_chroma": paper.omega,
+            "paper_h_pitch": paper.h_pitch, "paper_h0": paper.h0, "paper_r_slope": paper.r_slope,
+            "paper_r0": paper.r0, "paper_t0": paper.t0, "paper_axis_pitch_corr": self.paper_axis_pitch_corr,
+        }
+        return {key: np.asarray(value, dtype=np.float64) for key, value in stats.items()}
+
+
+def _mean(values: np.ndarray) -> np.ndarray:
+    return values.mean(axis=1) if values.shape[1] else np.full(len(values), np.nan)
+
+
+def _std(values: np.ndarray) -> np.ndarray:
+    return values.std(axis=1, ddof=1) if values.shape[1] > 1 else np.full(len(values), np.nan)
+
+
+def _p_value(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    if null.shape[1] == 0:
+        return np.full(len(observed), np.nan)
+    return (1.0 + (null >= observed[:, None]).sum(axis=1)) / (1.0 + null.shape[1])
+
+
+def per_pitch_means(features, pitch) -> tuple[np.ndarray, np.ndarray]:
+    """Average features (L, N, D) over clips of the same pitch: ((L, P, D) float64, sorted unique pitches (P,))."""
+    features = np.asarray(features)
+    pitch = np.asarray(pitch)
+    if features.ndim != 3 or features.shape[1] != len(pitch):
+        raise ValueError(f"features must be (L, N, D) with N = len(pitch) = {len(pitch)}, got {features.shape}")
+    pitches, index = np.unique(pitch, return_inverse=True)
+    return averaging_weights(index.reshape(-1), len(pitches), features.dtype) @ features, pitches
+
+
+def _stack_layers(features) -> np.ndarray:
+    """Stack layers of different widths by zero-padding the feature axis (zero columns leave PCA unchanged)."""
+    if isinstance(features, np.ndarray) or hasattr(features, "shape"):
+        return np.asarray(features)
+    arrays = [np.asarray(f) for f in features]
+    width = max(a.shape[-1] for a in arrays)
+    return np.stack([np.pad(a, ((0, 0), (0, width - a.shape[-1]))) for a in arrays])
+
+
+def _pca_scores(gram: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA coordinates (..., P, k) and explained-variance ratios (..., k) from centred Grams (..., P, P)."""
+    variance, vectors = np.linalg.eigh(gram)
+    variance, vectors = np.maximum(variance[..., ::-1], 0.0), vectors[..., ::-1]
+    scores = vectors[..., :n_components] * np.sqrt(variance[..., None, :n_components])
+    explained = variance[..., :n_components] / np.maximum(variance.sum(axis=-1, keepdims=True), 1e-300)
+    return scores, explained
+
+
+def _octave_index(gram: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Mean cosine similarity of centred per-pitch points 12 semitones apart minus the mean at 11 and 13."""
+    norm = np.sqrt(np.maximum(np.diagonal(gram, axis1=-2, axis2=-1), 1e-300))
+    cosine = gram / (norm[..., :, None] * norm[..., None, :])
+    distance = np.abs(t[:, None] - t[None, :])
+
+    def mean_at(semitones):
+        mask = np.isclose(distance, semitones)
+        return (cosine * mask).sum(axis=(-2, -1)) / mask.sum() if mask.any() else np.full(gram.shape[:-2], np.nan)
+
+    return mean_at(12) - (mean_at(11) + mean_at(13)) / 2
+
+
+class _Pipeline:
+    """Centred Gram of per-pitch means → PCA → helix fit of every PC triple → the selected triple.
+
+    The data, the smooth surrogates, the permutations and the bootstrap replicates all go through `run`.
+    """
+
+    def __init__(self, t, n_components: int, select_by: str, omega_max: float, fit_options: dict):
+        self.t, self.n_components, self.select_by = t, n_components, select_by
+        self.triples = np.array(list(combinations(range(n_components), 3)))
+        self.fit_options = {**fit_options, "omega_max": omega_max}
+
+    def run(self, gram: np.ndarray):
+        """Fits of every triple (..., T), their points (..., T, P, 3), PCA explained variance (..., k)."""
+        scores, explained = _pca_scores(gram, self.n_components)
+        points = np.moveaxis(scores[..., self.triples], -2, -3)
+        return fit_helix(points, self.t, **self.fit_options), points, explained
+
+    def choose(self, fits: HelixFit, select_by: str | None = None) -> np.ndarray:
+        key = fits.r2 if (select_by or self.select_by) == "r2" else fits.score_inv_mse
+        return np.argmax(key, axis=-1)
+
+    def selected(self, gram: np.ndarray) -> HelixFit:
+        """The selected triple's fit for every leading index of `gram` (..., P, P)."""
+        fits, _, _ = self.run(gram)
+        chosen = self.choose(fits)
+        return fits[np.indices(chosen.shape, sparse=True) + (chosen,)]
+
+
+def _one_blas_thread(function):
+    """Run with single-threaded BLAS/LAPACK: the probe's many small factorisations and products (batched eigh of
+    P x P matrices) run several times slower threaded (`bench/probe.py` times the probe)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_one_blas_thread
+def helix_probe(
+    features,
+    pitch=None,
+    n_components: int = 5,
+    n_surrogates: int = 99,
+    n_bootstrap: int = 100,
+    n_permutations: int = 0,
+    alpha: float = 0.01,
+    seed: int = 0,
+    select_by: str = "r2",
+    **fit_options,
+) -> HelixProbeResult:
+    """Helicality of every layer: per-pitch means → PCA → helix fit on each C(n_components, 3) triple → best.
+
+    `features`: clip features (L, N, D) with `pitch` (N,) MIDI labels (needed for the bootstrap CI of ω), or
+    per-pitch means (L, P, D) in pitch order with `pitch=None` (pitch 0..P-1); a list of per-layer arrays of
+    different widths also works. Pitch index t = pitch − min(pitch); on a pitch grid coarser than a semitone ω is
+    only identifiable in (0, π/step]: it is fitted there, and a warning says so. `select_by` "r2" (scale-free) or
+    "inv_mse" picks the headline triple; the paper's 1/MSE selection is reported beside it either way.
+
+    Significance: `n_surrogates` smooth surrogates (`smooth_surrogate_grams`) through the same pipeline give
+    `p_helix`; `helix_beyond_smooth` is p_helix ≤ `alpha`. `n_permutations` > 0 adds the shuffled-pitch null.
+    All randomness comes from `seed`, so equal inputs give equal results (every DDP rank agrees).
+    """
+    if select_by not in ("r2", "inv_mse"):
+        raise ValueError(f"select_by must be 'r2' or 'inv_mse', got {select_by!r}")
+    if not 0 < alpha < 1 or (n_surrogates and 1 / (1 + n_surrogates) > alpha):
+        raise ValueError(f"alpha={alpha} needs 0 < alpha < 1 and n_surrogates >= 1/alpha - 1, got {n_surrogates}")
+    features = _stack_layers(features)
+    if features.ndim != 3:
+        raise ValueError(f"features must be (L, N, D) or (L, P, D), got shape {features.shape}")
+    rng = np.random.default_rng(seed)
+    if pitch is None:
+        means, pitches, clip_gram, index = np.asarray(features, np.float64), np.arange(features.shape[1]), None, None
+    else:
+        means, pitches = per_pitch_means(features, pitch)
+        means = means.astype(np.float64)
+        index = np.unique(np.asarray(pitch), return_inverse=True)[1].reshape(-1)
+        centred = features - features.mean(axis=1, keepdims=True)
+        clip_gram = (centred @ np.swapaxes(centred, 1, 2)).astype(np.float64)
+    n_layers, n_pitches, width = means.shape
+    if n_components > min(n_pitches - 1, width) or n_components < 3:
+        raise ValueError(f"n_components={n_components} needs 3 <= n_components <= min(P-1, D) = "
+                         f"{min(n_pitches - 1, width)}")
+    t = (pitches - pitches.min()).astype(np.float64)
+    step = pitch_step(t)
+    if step > 1:
+        warnings.warn(f"pitches are {step} semitones apart: ω is identifiable only up to ±ω + 2πk/{step}; "
+                      f"ω is reported folded into (0, π/{step}] = (0, {np.pi / step:.3f}]", stacklevel=2)
+    pipeline = _Pipeline(t, n_components, select_by, np.pi / step, fit_options)
+
+    gram = double_centre(means @ np.swapaxes(means, 1, 2))
+    fits, points, explained = pipeline.run(gram)
+    layers = np.arange(n_layers)
+    chosen, paper_chosen = pipeline.choose(fits), pipeline.choose(fits, "inv_mse")
+    best, paper = fits[layers, chosen], fits[layers, paper_chosen]
+    best_points, paper_points = points[layers, chosen], points[layers, paper_chosen]
+
+    surrogate_gram = smooth_surrogate_grams(means, t, n_surrogates, rng)
+    permutations = rng.permuted(np.tile(np.arange(n_pitches), (n_permutations, 1)), axis=1)
+    permuted_gram = gram[:, permutations[:, :, None], permutations[:, None, :]].swapaxes(0, 1)
+    do_bootstrap = n_bootstrap > 0 and index is not None and np.bincount(index).min() >= 2
+    boot_gram = (bootstrap_grams(clip_gram, index, n_bootstrap, rng) if do_bootstrap
+                 else np.zeros((0, n_layers, n_pitches, n_pitches)))
+    replicates = np.concatenate([surrogate_gram, permuted_gram, boot_gram])
+    selected = pipeline.selected(replicates) if len(replicates) else None
+    bounds = np.cumsum([0, len(surrogate_gram), len(permuted_gram), len(boot_gram)])
+
+    def replicate_values(part: int, field: str) -> np.ndarray:  # (L, n) of one kind of replicate
+        if bounds[part + 1] == bounds[part]:
+            return np.zeros((n_layers, 0))
+        return getattr(selected, field)[bounds[part]:bounds[part + 1]].T
+
+    omega_grid, profile, at_harmonics, off_harmonic = _chroma_profile(best_points, t, step)
+    return HelixProbeResult(
+        fit=best, paper_fit=paper, best_triple=pipeline.triples[chosen], paper_triple=pipeline.triples[paper_chosen],
+        points=best_points, t=t, pitches=pitches, step=step, alpha=alpha,
+        line_r2=_polynomial_r2(best_points, t, 1), smooth_r2=_polynomial_r2(best_points, t, 2),
+        axis_pitch_corr=_axis_pitch_corr(best, best_points, t),
+        paper_axis_pitch_corr=_axis_pitch_corr(paper, paper_points, t),
+        null_r2=replicate_values(0, "r2"), perm_null_r2=replicate_values(1, "r2"),
+        omega_boot=replicate_values(2, "omega"),
+        omega_grid=omega_grid, r2_profile=profile, r2_at_pi6=at_harmonics[:, 0], r2_at_pi3=at_harmonics[:, 1],
+        r2_off_harmonic=off_harmonic[0], omega_off_harmonic=off_harmonic[1],
+        octave_index=_octave_index(gram, t), null_octave_index=_octave_index(surrogate_gram, t).T,
+        triple_r2=fits.r2, explained_variance=explained,
+    )
+
+
+def _chroma_profile(points: np.ndarray, t: np.ndarray, step: int, n_omegas: int = 96):
+    """R² over a grid of ω in (0, π/step] (L, G); at π/6 and π/3 (folded) (L, 2); the best R² at least π/24 away
+    from every k·π/6 and its ω, ((L,), (L,)). What makes a helix a pitch helix is a peak at a harmonic of π/6."""
+    omega_grid = np.linspace(OMEGA_MIN, np.pi / step, n_omegas)
+    harmonics = fold_omega(np.arange(1, 7) * np.pi / 6, step)
+    profile = helix_r2_profile(points, t, np.concatenate([omega_grid, harmonics[:2]]))
+    profile, at_harmonics = profile[:, :n_omegas], profile[:, n_omegas:]
+    off = np.abs(omega_grid[:, None] - harmonics[None, :]).min(axis=1) >= np.pi / 24
+    best = np.argmax(np.where(off, profile, -np.inf), axis=1)
+    return omega_grid, profile, at_harmonics, (profile[np.arange(len(points)), best], omega_grid[best])
+
+
+def _polynomial_r2(points: np.ndarray, t: np.ndarray, degree: int) -> np.ndarray:
+    """R² of the best polynomial curve of `degree` in t through points (..., P, 3): 3·(degree + 1) parameters.
+
+    Degree 1 is the pitch-height line alone (`line_r2`); degree 2 (9 parameters, one more than the helix's 8:
+    h_pitch, h0, r_slope, r0, ω and the frame's 3 angles) is the smooth competitor of the nested comparison.
+    """
+    design = np.vander(t - t.mean(), degree + 1)
+    residual = points - design @ (np.linalg.pinv(design) @ points)
+    sst = ((points - points.mean(axis=-2, keepdims=True)) ** 2).sum(axis=(-2, -1))
+    return 1.0 - (residual**2).sum(axis=(-2, -1)) / np.maximum(sst, 1e-300)
+
+
+def _axis_pitch_corr(fit: HelixFit, points: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the points' projection on the helix axis c with pitch (the paper's check)."""
+    height = np.einsum("...pk,...k->...p", points, fit.basis[..., :, 0])
+    height = height - height.mean(axis=-1, keepdims=True)
+    pitch = t - t.mean()
+    return (height @ pitch) / np.maximum(np.linalg.norm(height, axis=-1) * np.linalg.norm(pitch), 1e-300)
