@@ -2,15 +2,32 @@
 
 The Lightning glue lives beside this folder (`callbacks/`, `datamodules/`, `lightning_modules/`) and is imported as
 `earlens.callbacks`, `earlens.datamodules`, `earlens.lightning_modules`: installed there by pyproject's package-dir
-mapping, and found there in a source checkout through the folder added to `__path__` below.
+mapping, and found there in a source checkout by `_SourceGlueFinder` below.
 """
 
+import importlib.abc
+import importlib.machinery
 import sys
 from pathlib import Path
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
-if (_SOURCE_ROOT / "lightning_modules" / "__init__.py").is_file():  # a source checkout, not an installed wheel
-    __path__.append(str(_SOURCE_ROOT))
+_GLUE = ("callbacks", "datamodules", "lightning_modules")
+
+
+class _SourceGlueFinder(importlib.abc.MetaPathFinder):
+    """Find `earlens.<glue>` in the source checkout's folder of that name, and nothing else there (adding the
+    checkout's root to `__path__` would also make `earlens.tests`, `earlens.earlens`, ... importable)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.partition(".")
+        if package != __name__ or name not in _GLUE:
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, [str(_SOURCE_ROOT)])
+
+
+if (_SOURCE_ROOT / "lightning_modules" / "__init__.py").is_file() and not any(
+        isinstance(finder, _SourceGlueFinder) for finder in sys.meta_path):  # a checkout, not an installed wheel
+    sys.meta_path.insert(0, _SourceGlueFinder())
 
 
 def _hide_unusable_torchaudio() -> None:
