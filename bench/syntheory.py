@@ -6,6 +6,7 @@ concept (tempo: R² of bpm) on a 70/15/15 split, and print our table, the paper'
     python bench/syntheory.py --quick            # a seeded 1000-clip subset per concept
     python bench/syntheory.py                    # SynTheory's full sets (~105k clips; audio cache ~37 GB)
     python bench/syntheory.py --protocol fast --model mlp --drop-audio   # what fits on CPU
+    python bench/syntheory.py --quick --protocol fast --model mlp --models crepe:tiny   # + a real model's row
 
 `--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probes_syntheory) over its whole grid (216
 configurations); `--grid linear` runs its linear half only, which cannot separate the relational concepts
@@ -28,6 +29,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from earlens.backbones import load_backbone  # noqa: E402
+from earlens.features import extract_features  # noqa: E402
 from earlens.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
 from earlens.paths import cache_dir  # noqa: E402
 from earlens.probes import fit_layer_probes  # noqa: E402
@@ -46,6 +49,9 @@ PAPER = {
 PAPER_ORDER = ("notes", "intervals", "scales", "chords", "chord_progressions", "tempos", "time_signatures")
 FEATURE_VERSION = 1  # bump when syntheory_features changes
 QUICK_SUBSET = 1000
+# Real models' rows (no paper has them): CREPE every 50 ms (its features are means over the clip), without conv1
+# (16,384 dimensions per frame for tiny, 131,072 for full), whose probes would dominate the time.
+MODEL_OPTIONS = {"crepe": {"hop_length": 800, "layers": ["conv2", "conv3", "conv4", "conv5", "conv6", "classifier"]}}
 
 
 def concept_features(concept: str, subset: int | None, seed: int, batch: int = 256, drop_audio: bool = False):
@@ -75,10 +81,23 @@ def concept_features(concept: str, subset: int | None, seed: int, batch: int = 2
     return features, labels, rendered, extracted
 
 
+def model_features(spec: str, concept: str, subset: int | None, seed: int):
+    """(features (N, L, D), layer names, seconds) of a real model `kind[:name_or_path]` on the concept's clips, mean
+    over time per layer; the audio is re-rendered if `--drop-audio` removed it, the features are cached."""
+    kind, _, name = spec.partition(":")
+    options = syntheory_options(concept)
+    stimuli = render_stimuli(concept, None, SYNTHEORY_SAMPLE_RATE, subset=subset, subset_seed=seed, **options)
+    backbone = load_backbone(kind, name or None, **MODEL_OPTIONS.get(kind, {}))
+    began = time.perf_counter()
+    features = extract_features(backbone, stimuli.waves, SYNTHEORY_SAMPLE_RATE, stimulus_key=stimuli.key)
+    return features, backbone.layer_names, time.perf_counter() - began
+
+
 def probe_scores(features: dict[str, np.ndarray], labels: dict, concept: str, protocol: str, grid: str,
-                 model: str, seed: int) -> dict[str, float]:
+                 model: str, seed: int) -> dict[str, tuple[float, int]]:
     """Test score (accuracy, or R² for tempos) of each feature's probe of the concept's primary label, on
-    SynTheory's split: a random 70/15/15 split, for tempos the extrapolation split (`extrapolation_split`)."""
+    SynTheory's split: a random 70/15/15 split, for tempos the extrapolation split (`extrapolation_split`).
+    A feature with several layers `(N, L, D)` reports the layer chosen on validation: (score, layer)."""
     n_classes, name = CONCEPT_LABELS[concept][0]
     task = "regression" if n_classes is None else "classification"
     targets = labels[name].astype(np.float64) if task == "regression" else labels[name]
@@ -90,9 +109,11 @@ def probe_scores(features: dict[str, np.ndarray], labels: dict, concept: str, pr
     if protocol == "fast":
         options["model"] = model
     scores = {}
-    for feature in SYNTHEORY_FEATURES:
-        result = fit_layer_probes(features[feature][:, None], targets, task=task, **options)
-        scores[feature] = float(result.metrics[f"test_{'r2' if task == 'regression' else 'accuracy'}"][0])
+    for feature, values in features.items():
+        result = fit_layer_probes(values if values.ndim == 3 else values[:, None], targets, task=task, **options)
+        layer = result.best_layer()
+        scores[feature] = (float(result.metrics[f"test_{'r2' if task == 'regression' else 'accuracy'}"][layer]),
+                           layer)
     return scores
 
 
@@ -116,28 +137,38 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="linear", choices=("linear", "mlp"), help="fast protocol's probe")
     parser.add_argument("--seed", type=int, default=0, help="subset and split seed")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="*", default=[], metavar="KIND[:NAME]",
+                        help="real models to add as rows (e.g. crepe:tiny), probed at the layer chosen on validation")
     parser.add_argument("--drop-audio", action="store_true", help="delete each concept's audio once its features "
                         "are cached (the full sets take ~37 GB)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     subset = args.subset or (QUICK_SUBSET if args.quick else None)
-    ours = {name: [None] * len(PAPER_ORDER) for name in SYNTHEORY_FEATURES}
-    timing = []
+    ours = {name: [None] * len(PAPER_ORDER) for name in SYNTHEORY_FEATURES + tuple(args.models)}
+    timing, chosen_layers = [], []
     for concept in args.concepts:
         size = None if subset is None else min(subset, SYNTHEORY_SIZES[concept])
         features, labels, rendered, extracted = concept_features(concept, size, args.seed, drop_audio=args.drop_audio)
+        layer_names = {}
+        for spec in args.models:
+            features[spec], layer_names[spec], seconds = model_features(spec, concept, size, args.seed)
+            extracted += seconds
         began = time.perf_counter()
         scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.model, args.seed)
         probed = time.perf_counter() - began
         column = PAPER_ORDER.index(concept)
-        for name, score in scores.items():
+        for name, (score, layer) in scores.items():
             ours[name][column] = score
+            if name in layer_names:
+                chosen_layers.append(f"{name} {concept}: {layer_names[name][layer]}")
         timing.append((concept, len(labels["row"]), rendered, extracted, probed))
         print(f"{concept}: {len(labels['row'])} clips, render {rendered:.0f} s, features {extracted:.0f} s, "
-              f"probe {probed:.0f} s: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+              f"probe {probed:.0f} s: " + ", ".join(f"{k} {v:.3f}" for k, (v, _) in scores.items()), flush=True)
     print(f"\nOurs ({'all clips' if subset is None else f'≤ {subset} clips per concept'}, seed {args.seed}, "
           f"protocol {args.protocol}, {args.grid + ' grid' if args.protocol == 'syntheory' else args.model}):\n")
     print(table(ours, PAPER_ORDER))
+    if chosen_layers:
+        print("\nLayers chosen on validation: " + "; ".join(chosen_layers))
     print("\nWei et al. 2024 (SynTheory):\n")
     print(table({name: list(PAPER[name]) for name in SYNTHEORY_FEATURES}, PAPER_ORDER))
     print("\nOurs − paper:\n")
@@ -159,9 +190,10 @@ def log_summary_run(ours: dict[str, list], group: str, settings: dict) -> None:
 
     run = start_wandb_run(project="earlens", name=group, group=group, job_type="bench-summary", config=settings,
                           dir=str(Path(__file__).resolve().parent.parent / "runs"))
-    rows = [[name, concept, ours[name][i], PAPER[name][i],
-             None if ours[name][i] is None else ours[name][i] - PAPER[name][i]]
-            for name in SYNTHEORY_FEATURES for i, concept in enumerate(PAPER_ORDER)]
+    paper = {name: PAPER.get(name, [None] * len(PAPER_ORDER)) for name in ours}
+    rows = [[name, concept, ours[name][i], paper[name][i],
+             None if None in (ours[name][i], paper[name][i]) else ours[name][i] - paper[name][i]]
+            for name in ours for i, concept in enumerate(PAPER_ORDER)]
     run.log({"syntheory": wandb.Table(columns=["features", "concept", "ours", "paper", "difference"], data=rows)})
     run.finish()
 
