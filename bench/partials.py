@@ -45,9 +45,9 @@ def backbone_encode(backbone):
 
 def encodec_encode(model, bandwidth: float | None = None):
     """EnCodec encoder blocks (hooks, as `load_backbone('encodec')` reads them) and the RVQ codes (B, frames, K)."""
-    from earlens.backbones import _encodec_backbone
+    from earlens.backbones import encodec_backbone
 
-    backbone = _encodec_backbone(model, "encodec")
+    backbone = encodec_backbone(model, "encodec")
     bandwidth = bandwidth or model.config.target_bandwidths[-1]
 
     def encode(waves):
@@ -93,11 +93,11 @@ def main(argv=None):
     else:
         import transformers
 
-        from earlens.backbones import _from_pretrained
+        from earlens.backbones import from_pretrained_local
 
         if not args.name_or_path:
             parser.error("--model encodec needs --name_or_path (local EnCodec weights)")
-        model = _from_pretrained(transformers.EncodecModel, args.name_or_path, "encodec").eval()
+        model = from_pretrained_local(transformers.EncodecModel, args.name_or_path, "encodec").eval()
         torch.manual_seed(args.seed)
         encode, init = encodec_encode(model), encodec_encode(transformers.EncodecModel(model.config).eval())
         sample_rate = model.config.sampling_rate

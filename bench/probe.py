@@ -34,7 +34,7 @@ from earlens.backbones import load_backbone  # noqa: E402
 from bench.backbones import bench_extraction  # noqa: E402
 from bench.helix_optuna import benchmark_fitters  # noqa: E402
 from earlens.helicality import helix_probe  # noqa: E402
-from earlens.helix import _polar  # noqa: E402
+from earlens.helix import nearest_rotation  # noqa: E402
 from earlens import probes_syntheory  # noqa: E402
 from earlens.probes import fit_layer_probes  # noqa: E402
 from earlens.probes_syntheory import fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
@@ -60,13 +60,6 @@ def timed(fn, *args, **kwargs):
     began = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - began
-
-
-def timed_cpu(fn, *args, **kwargs):
-    """Result, wall seconds and process CPU seconds (the fairer clock on a shared, loaded machine)."""
-    began_cpu = time.process_time()
-    out, wall_s = timed(fn, *args, **kwargs)
-    return out, wall_s, time.process_time() - began_cpu
 
 
 def selected(result) -> tuple[int, float]:
@@ -192,7 +185,7 @@ def bench_procrustes(n_matrices: int = 100_000, repeats: int = 5) -> None:
     print("|---|---|---|")
     reference = svd_polar(matrices)
     with threadpool_limits(1, user_api="blas"):
-        for name, polar in (("earlens.helix._polar (scaled Newton, closed-form cofactors)", _polar),
+        for name, polar in (("earlens.helix.nearest_rotation (scaled Newton, closed-form cofactors)", nearest_rotation),
                             ("np.linalg.svd, U V^T", svd_polar)):
             seconds = statistics.median(timed(polar, matrices)[1] for _ in range(repeats))
             print(f"| {name} | {seconds:.3f} | {np.abs(polar(matrices) - reference).max():.1e} |")
@@ -232,7 +225,6 @@ def main() -> None:
         bench_linear(features, pitch % 12, args.timing_epochs, args.mlp_layers)
     if "helix" not in args.skip:
         bench_helix(features, pitch, args.optuna_layers, args.optuna_trials, args.optuna_restarts)
-    if "helix" not in args.skip:
         bench_procrustes()
     if "extraction" not in args.skip:
         bench_extraction_rates(args.clips, args.seconds)

@@ -36,7 +36,7 @@ from earlens.paths import cache_dir  # noqa: E402
 from earlens.probes import fit_layer_probes  # noqa: E402
 from earlens.probes_common import extrapolation_split, split_indices  # noqa: E402
 from earlens.stimuli import read_labels, render_stimuli, stimulus_key  # noqa: E402
-from earlens.syntheory_concepts import CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, syntheory_options  # noqa: E402
+from earlens.syntheory_concepts import CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, concept_config, syntheory_options  # noqa: E402
 
 CONCEPTS = tuple(CONFIGS)
 # Wei et al. 2024 (SynTheory), handcrafted rows: test accuracy of the primary label, tempos R²
@@ -54,10 +54,11 @@ QUICK_SUBSET = 1000
 MODEL_OPTIONS = {"crepe": {"hop_length": 800, "layers": ["conv2", "conv3", "conv4", "conv5", "conv6", "classifier"]}}
 
 
-def concept_features(concept: str, subset: int | None, seed: int, batch: int = 256, drop_audio: bool = False):
-    """(features {name: (N, D)}, labels, seconds to render, seconds to extract; 0 when cached)."""
+def concept_features(concept: str, subset: int | None, seed: int, batch: int = 256):
+    """(features {name: (N, D)}, labels, the rendered audio's folder, seconds to render, seconds to extract; 0 when
+    cached)."""
     options = syntheory_options(concept)
-    key = stimulus_key(concept, CONFIGS[concept](**options), SYNTHEORY_SAMPLE_RATE,
+    key = stimulus_key(concept, concept_config(concept, options), SYNTHEORY_SAMPLE_RATE,
                        None if subset is None else (subset, seed))
     path = cache_dir("syntheory_features") / f"{key}-v{FEATURE_VERSION}.npz"
     table_path = cache_dir("stimuli") / key / "labels.csv"
@@ -74,11 +75,9 @@ def concept_features(concept: str, subset: int | None, seed: int, batch: int = 2
                  **{name: np.concatenate([part[name] for part in parts]) for name in SYNTHEORY_FEATURES})
         path.with_suffix(".tmp.npz").rename(path)
         extracted = time.perf_counter() - began
-        if drop_audio:  # the labels stay; features and labels are all a re-run needs
-            (table_path.parent / "waves.npy").unlink()
     features = dict(np.load(path))
     labels = read_labels(table_path)
-    return features, labels, rendered, extracted
+    return features, labels, table_path.parent, rendered, extracted
 
 
 def model_features(spec: str, concept: str, subset: int | None, seed: int):
@@ -148,11 +147,13 @@ def main(argv=None) -> None:
     timing, chosen_layers = [], []
     for concept in args.concepts:
         size = None if subset is None else min(subset, SYNTHEORY_SIZES[concept])
-        features, labels, rendered, extracted = concept_features(concept, size, args.seed, drop_audio=args.drop_audio)
+        features, labels, audio_dir, rendered, extracted = concept_features(concept, size, args.seed)
         layer_names = {}
         for spec in args.models:
             features[spec], layer_names[spec], seconds = model_features(spec, concept, size, args.seed)
             extracted += seconds
+        if args.drop_audio:  # the labels stay; features and labels are all a re-run needs (models re-render)
+            (audio_dir / "waves.npy").unlink(missing_ok=True)
         began = time.perf_counter()
         scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.model, args.seed)
         probed = time.perf_counter() - began

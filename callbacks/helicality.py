@@ -15,10 +15,11 @@ import pytorch_lightning as pl
 import torch
 
 from earlens.callbacks.capture import capture_layers, model_sample_rate
-from earlens.callbacks.media import figure_image, log_layer_table, read_layer_table, wandb_loggers
+from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.helicality import HelixProbeResult, helix_probe
 from earlens.plots import plot_epoch_layer_heatmap, plot_helix
+from earlens.report import read_layer_table
 from earlens.stimuli import render_stimuli
 
 LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer_stats` names logged under another

@@ -54,7 +54,7 @@ def weights_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _select(all_names: list[str], layers: Sequence[str | int] | None) -> list[int]:
+def select_layers(all_names: list[str], layers: Sequence[str | int] | None) -> list[int]:
     """Indices of the requested layers (names or positions) in `all_names`; all when `layers` is None."""
     if layers is None:
         return list(range(len(all_names)))
@@ -64,7 +64,7 @@ def _select(all_names: list[str], layers: Sequence[str | int] | None) -> list[in
     return [layer if isinstance(layer, int) else all_names.index(layer) for layer in layers]
 
 
-def _freeze(module: nn.Module) -> nn.Module:
+def freeze_module(module: nn.Module) -> nn.Module:
     module.eval()
     module.requires_grad_(False)
     return module
@@ -122,7 +122,7 @@ class HookBackbone(Backbone):
     def __init__(self, module: nn.Module, layer_names: Sequence[str], sample_rate: int, name: str = "module",
                  forward: Callable[[nn.Module, torch.Tensor], object] | None = None,
                  channels_first: bool = False, weights_id: str | None = None):
-        self.module = _freeze(module)
+        self.module = freeze_module(module)
         self.layer_names = list(layer_names)
         self.submodules = [module.get_submodule(layer) for layer in self.layer_names]
         self.sample_rate = int(sample_rate)
@@ -152,8 +152,8 @@ class CrepeBackbone(Backbone):
         path = crepe_weights_path(capacity)
         self.module = Crepe(capacity)
         self.module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        _freeze(self.module)
-        self.layer_indices = _select(CREPE_LAYERS, layers)
+        freeze_module(self.module)
+        self.layer_indices = select_layers(CREPE_LAYERS, layers)
         self.layer_names = [CREPE_LAYERS[index] for index in self.layer_indices]
         self.name = f"crepe-{capacity}"
         self.sample_rate = CREPE_SAMPLE_RATE
@@ -171,7 +171,7 @@ class CrepeBackbone(Backbone):
 
 
 # ------------------------------------------------------------------------------------------ transformers
-def _from_pretrained(model_class, name_or_path: str, kind: str):
+def from_pretrained_local(model_class, name_or_path: str, kind: str):
     """Load local weights only (no hub downloads at run time); say what to put where when they are missing."""
     try:
         return model_class.from_pretrained(name_or_path, local_files_only=True)
@@ -201,10 +201,10 @@ class HiddenStatesBackbone(Backbone):
     """HuBERT / wav2vec2: `output_hidden_states` gives `layer_0` (transformer input) .. `layer_N`."""
 
     def __init__(self, model: nn.Module, name: str, layers=None, normalize: bool = False):
-        self.module = _freeze(model)
+        self.module = freeze_module(model)
         config = model.config
         all_names = [f"layer_{index}" for index in range(config.num_hidden_layers + 1)]
-        self.layer_indices = _select(all_names, layers)
+        self.layer_indices = select_layers(all_names, layers)
         self.layer_names = [all_names[index] for index in self.layer_indices]
         self.sample_rate = 16000
         self.name = name
@@ -233,12 +233,12 @@ class MusicgenBackbone(Backbone):
     """MusicGen decoder hidden states for audio tokenised by MusicGen's EnCodec (unconditional)."""
 
     def __init__(self, model: nn.Module, name: str, layers=None):
-        self.module = _freeze(model)
+        self.module = freeze_module(model)
         if model.config.audio_encoder.audio_channels != 1:
             raise ValueError(f"{name}: only mono MusicGen checkpoints are supported")
         decoder_config = model.config.decoder
         all_names = [f"layer_{index}" for index in range(decoder_config.num_hidden_layers + 1)]
-        self.layer_indices = _select(all_names, layers)
+        self.layer_indices = select_layers(all_names, layers)
         self.layer_names = [all_names[index] for index in self.layer_indices]
         self.sample_rate = int(model.config.audio_encoder.sampling_rate)
         self.pad_token_id = int(decoder_config.pad_token_id)
@@ -262,9 +262,9 @@ def encodec_layer_names(encoder: nn.Module) -> list[str]:
     return [f"layers.{index}" for index, layer in enumerate(encoder.layers) if not isinstance(layer, nn.ELU)]
 
 
-def _encodec_backbone(model: nn.Module, name: str, layers=None) -> HookBackbone:
+def encodec_backbone(model: nn.Module, name: str, layers=None) -> HookBackbone:
     all_names = encodec_layer_names(model.encoder)
-    names = [all_names[index] for index in _select(all_names, layers)]
+    names = [all_names[index] for index in select_layers(all_names, layers)]
     return HookBackbone(model.encoder, names, model.config.sampling_rate, name=name,
                         forward=lambda encoder, waves: encoder(waves[:, None]), channels_first=True,
                         weights_id=f"{name}:{weights_fingerprint(model)}")
@@ -281,13 +281,13 @@ def _load_transformers(kind: str, name_or_path: str | None, layers, config=None)
     if config is not None:
         model, name = model_class(config), f"{kind}-random-{type(config).__name__}"
     elif name_or_path is not None:
-        model, name = _from_pretrained(model_class, name_or_path, kind), f"{kind}:{name_or_path}"
+        model, name = from_pretrained_local(model_class, name_or_path, kind), f"{kind}:{name_or_path}"
     else:
         raise ValueError(f"{kind}: give name_or_path (local folder or cached hub id) or config=")
     if kind == "musicgen":
         return MusicgenBackbone(model, name, layers)
     if kind == "encodec":
-        return _encodec_backbone(model, name, layers)
+        return encodec_backbone(model, name, layers)
     return HiddenStatesBackbone(model, name, layers, normalize=_wants_normalize(name_or_path))
 
 
@@ -307,7 +307,7 @@ def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
     musicgen = MusicGen.get_pretrained(name_or_path, device="cpu")
     module = nn.ModuleDict({"compression_model": musicgen.compression_model, "lm": musicgen.lm})
     all_names = [f"lm.transformer.layers.{index}" for index in range(len(musicgen.lm.transformer.layers))]
-    names = [all_names[index] for index in _select(all_names, layers)]
+    names = [all_names[index] for index in select_layers(all_names, layers)]
 
     def forward(model: nn.Module, waves: torch.Tensor):
         codes, _ = model["compression_model"].encode(waves[:, None])

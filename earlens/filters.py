@@ -11,7 +11,7 @@ Two families, both framework-free (numpy/torch, plain arrays in, numpy out):
   centroid, equivalent noise bandwidth, Q and spectral flatness, to compare against the same layer at
   random initialisation (`default_init_conv1d`).
 
-Plots return pyplot-free `matplotlib.figure.Figure`s (no backend state; `fig.savefig` or `wandb.Image(fig)`).
+The figures of these statistics are in `earlens.plots`.
 
 Mel bins per octave. Mel bins are equally spaced in mel, not in log frequency, so bins/octave depends on
 frequency. We use the number of mel bins in the one-octave band geometrically centred on a reference

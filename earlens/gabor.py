@@ -68,7 +68,7 @@ def gabor_kernels(
     return envelope * torch.cos(phase), envelope * torch.sin(phase)
 
 
-def _separable_factors(sigma_t, sigma_f, omega_t, omega_f, kernel_size):
+def separable_factors(sigma_t, sigma_f, omega_t, omega_f, kernel_size):
     """1-D factors `(cos_f, sin_f) (n, k_f)` and `(cos_t, sin_t) (n, k_t)` with
     real = cos_f (x) cos_t - sin_f (x) sin_t and imag = sin_f (x) cos_t + cos_f (x) sin_t."""
     k_f, k_t = kernel_size
@@ -207,7 +207,7 @@ class GaborSTRF2d(nn.Module):
             return self._separable_full_precision(full)
 
     def _separable_full_precision(self, spec: torch.Tensor) -> torch.Tensor:
-        factors = _separable_factors(*self._parameters_now(), self.kernel_size)
+        factors = separable_factors(*self._parameters_now(), self.kernel_size)
         return separable_responses(spec, *factors, self._parts())
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:

@@ -194,7 +194,7 @@ def _clips_end_to_end(spec: torch.Tensor, gap: int) -> torch.Tensor:
 
 def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: tuple[str, ...]) -> torch.Tensor:
     """Responses `(B, len(parts) n, F, T)` of the bank with 1-D factors `(cos_f, sin_f)` `(n, k_f)` and
-    `(cos_t, sin_t)` `(n, k_t)` (`earlens.gabor._separable_factors`) for `parts` ("real", "imag") in order."""
+    `(cos_t, sin_t)` `(n, k_t)` (`earlens.gabor.separable_factors`) for `parts` ("real", "imag") in order."""
     (cos_f, sin_f), (cos_t, sin_t) = freq_factors, time_factors
     n, k_f = cos_f.shape
     layout = FreqBlocking(n, spec.shape[-2], k_f)

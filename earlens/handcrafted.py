@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from earlens.backbones import Backbone, _select
+from earlens.backbones import Backbone, select_layers
 
 HANDCRAFTED_LAYERS = ["mel", "chroma", "mfcc", "log_cqt"]
 CQT_FMIN_NOTE, CQT_BINS = "C2", 72  # six octaves of semitone bins, C2 (65 Hz) to B7
@@ -35,7 +35,7 @@ class HandcraftedBackbone(Backbone):
     def __init__(self, layers: Sequence[str | int] | None = None, sample_rate: int = 22050, n_fft: int = 2048,
                  hop_length: int = 512, n_mels: int = 128, n_mfcc: int = 20):
         self.module = nn.Module()
-        self.layer_indices = _select(HANDCRAFTED_LAYERS, layers)
+        self.layer_indices = select_layers(HANDCRAFTED_LAYERS, layers)
         self.layer_names = [HANDCRAFTED_LAYERS[index] for index in self.layer_indices]
         self.sample_rate = int(sample_rate)
         self.settings = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels, "n_mfcc": n_mfcc}

@@ -1,5 +1,5 @@
-"""Helix probe for pitch (Yagi & Takamichi 2025): does a layer lay pitches out on a helix (height = pitch height,
-angle = chroma), and is that more than a smooth curve seen through PCA?
+"""The helix fit of the pitch-helix probe (Yagi & Takamichi 2025): how well do points indexed by pitch lie on a helix
+(height = pitch height, angle = chroma)?
 
 Model, for pitch index t (semitones from the lowest pitch) in a 3-D PCA subspace:
 
@@ -81,7 +81,7 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
 
 
-def _polar(m: np.ndarray, n_newton: int = 8) -> np.ndarray:
+def nearest_rotation(m: np.ndarray, n_newton: int = 8) -> np.ndarray:
     """Nearest orthogonal matrices (the orthogonal Procrustes solution) to a batch of 3×3 matrices.
 
     Scaled Newton iteration X ← (γX + X^{-T}/γ)/2 with X^{-T} = cofactor/det in closed form (faster than batched
@@ -124,7 +124,7 @@ def _alternate(y, t, omega, rotation, n_iter):
         radius = r_slope[:, None] * t + r0[:, None]
         z = np.stack([h_pitch[:, None] * t + h0[:, None], radius * cos, radius * sin], axis=-1)
         if step < n_iter:
-            rotation = _polar(np.swapaxes(y, 1, 2) @ z)
+            rotation = nearest_rotation(np.swapaxes(y, 1, 2) @ z)
     sse = ((y - z @ np.swapaxes(rotation, 1, 2)) ** 2).sum(axis=(1, 2))
     return np.stack([h_pitch, h0, r_slope, r0], axis=1), rotation, sse
 
@@ -153,7 +153,7 @@ def _initial_frame(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
     rise = coef[..., 1, :] * (t[-1] - t[0])
     radial_u = coef[..., 2, :] + t_mid * coef[..., 4, :]
     radial_v = coef[..., 3, :] + t_mid * coef[..., 5, :]
-    return _polar(np.stack([rise, radial_u, radial_v], axis=-1))
+    return nearest_rotation(np.stack([rise, radial_u, radial_v], axis=-1))
 
 
 def _local_maxima(values: np.ndarray, k: int) -> np.ndarray:

@@ -7,13 +7,13 @@ Two protocols, both choosing hyper-parameters and the best layer on validation o
   loss; each layer keeps the weight decay of its best validation score. Layers and candidates never interact, so
   each gets the probe it would get alone.
 - `"syntheory"`: SynTheory's protocol (Wei et al. 2024, brown-palm/syntheory `probe/`, adapted from Jukemir):
-  every configuration of the Jukemir grid `SYNTHEORY_GRID` (input standardisation, hidden layers [] or [512],
-  batch 64/256, Adam lr, dropout, L2) is trained with Adam on random mini-batches for up to 100 epochs, evaluated
-  on validation every 8 steps and stopped after 256 evaluations without a better validation score; each layer
-  reports the test score of its configuration with the best validation score. All configurations of one
+  every configuration of the Jukemir grid `earlens.probes_syntheory.SYNTHEORY_GRID` (input standardisation,
+  hidden layers [] or [512], batch 64/256, Adam lr, dropout, L2) is trained with Adam on random mini-batches for up to
+  100 epochs, evaluated on validation every 8 steps and stopped after 256 evaluations without a better validation score;
+  each layer reports the test score of its configuration with the best validation score. All configurations of one
   architecture and batch size are trained together as one batched model (`earlens.probes_syntheory`, where
-  `fit_probe_per_layer_sequential` runs the same protocol one `nn.Module` per configuration × layer, SynTheory's
-  way: the reference and benchmark baseline).
+  `fit_probe_per_layer_sequential` runs the same protocol one `nn.Module` per configuration × layer, SynTheory's way:
+  the reference and benchmark baseline).
 
 Features come as the feature cache stores them, `(N, L, D)`; targets are class labels (any dtype) or, with
 `task="regression"`, floats `(N,)` or `(N, K)`.
@@ -27,9 +27,19 @@ import numpy as np
 import torch
 from tqdm.auto import trange
 
-from earlens.probes_common import (SPLITS, ProbeResult, ProbeSplit, _check, _init_linears, _mlp_shapes, _per_model_loss,
-                                   classification_scores, select_on_validation, split_indices)
-from earlens.probes_syntheory import _fit_syntheory_batched
+from earlens.probes_common import (
+    SPLITS,
+    ProbeResult,
+    ProbeSplit,
+    check_probe_inputs,
+    classification_scores,
+    init_linears,
+    mlp_shapes,
+    per_model_loss,
+    select_on_validation,
+    split_indices,
+)
+from earlens.probes_syntheory import fit_syntheory_grid
 
 PROTOCOLS = ("fast", "syntheory")
 FAST_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -51,14 +61,14 @@ def fit_layer_probes(features, targets, *, task: str = "classification", protoco
     lowest validation loss and stops after `patience` epochs without lowering it by `min_delta` (a linear probe
     also stops once L-BFGS has converged); each layer then keeps the weight decay with the best validation score.
 
-    `protocol="syntheory"`: SynTheory's grid search (module docstring) over `grid` (default `SYNTHEORY_GRID`; a
-    dict overriding some of its entries gives a reduced grid); `model`, `hidden_size`, `dropout`, `lr`,
-    `weight_decay`, `max_epochs`, `patience`, `min_delta` and `batch_size` are not used.
+    `protocol="syntheory"`: SynTheory's grid search (module docstring) over `grid` (default
+    `earlens.probes_syntheory.SYNTHEORY_GRID`; a dict overriding some of its entries gives a reduced grid); `model`,
+    `hidden_size`, `dropout`, `lr`, `weight_decay`, `max_epochs`, `patience`, `min_delta` and `batch_size` are not used.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if protocol == "syntheory":
-        return _fit_syntheory_batched(features, targets, task, grid, seed, split, device, progress)
+        return fit_syntheory_grid(features, targets, task, grid, seed, split, device, progress)
     weight_decays = np.atleast_1d(np.asarray(weight_decay, dtype=np.float64))
     if weight_decays.ndim != 1 or len(weight_decays) == 0 or (weight_decays < 0).any():
         raise ValueError(f"weight_decay must be a non-negative number or list of numbers, got {weight_decay!r}")
@@ -130,7 +140,7 @@ def _fit_linear_lbfgs(data: _ProbeData, task: str, weight_decays: np.ndarray, ma
 
     def objective(weight, bias):
         logits = _batched_forward(layered([weight, bias]), x_train).requires_grad_()  # (L, K, n, C)
-        loss = _per_model_loss(logits, y_train, task).reshape(n_models)
+        loss = per_model_loss(logits, y_train, task).reshape(n_models)
         (grad_logits,) = torch.autograd.grad(loss.sum(), logits)
         grad_logits = grad_logits.transpose(-1, -2)  # (L, K, C, n)
         grad_weight = torch.bmm(grad_logits.reshape(n_layers, -1, grad_logits.shape[-1]), x_train)
@@ -186,7 +196,7 @@ def _fit_linear_lbfgs(data: _ProbeData, task: str, weight_decays: np.ndarray, ma
         converged = loss - trial_loss <= tolerance * (1 + trial_loss.abs())
         params, loss, grad = trial, trial_loss, trial_grad
         with torch.no_grad():
-            val_loss = _per_model_loss(_batched_forward(layered(params), x_val), y_val, task).reshape(n_models)
+            val_loss = per_model_loss(_batched_forward(layered(params), x_val), y_val, task).reshape(n_models)
         stopping.update(epoch, val_loss, params)
         stopping.active &= ~converged
         epochs.set_postfix(active=int(stopping.active.sum()), val_loss=float(stopping.best_loss.mean()),
@@ -202,7 +212,7 @@ def _fit_mlp_adam(data: _ProbeData, task: str, hidden_size: int, dropout: float,
     n_layers, _, dim = data.x.shape
     n_wd = len(weight_decays)
     generator = torch.Generator().manual_seed(seed)
-    params = _init_linears(_mlp_shapes(dim, data.n_outputs, hidden_size), generator, (n_layers, n_wd),
+    params = init_linears(mlp_shapes(dim, data.n_outputs, hidden_size), generator, (n_layers, n_wd),
                            data.x.device)
     decay = torch.as_tensor(weight_decays, dtype=data.x.dtype, device=data.x.device)[None, :, None, None]
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -221,10 +231,10 @@ def _fit_mlp_adam(data: _ProbeData, task: str, hidden_size: int, dropout: float,
             outputs = _batched_forward(params, x_train[:, batch], dropout, generator)
             penalty = (decay / 2 * (params[0].square().sum((-2, -1), keepdim=True)
                                     + params[2].square().sum((-2, -1), keepdim=True))).sum()
-            (_per_model_loss(outputs, y_train[batch], task).sum() + penalty).backward()
+            (per_model_loss(outputs, y_train[batch], task).sum() + penalty).backward()
             optimizer.step()
         with torch.no_grad():
-            val_loss = _per_model_loss(_batched_forward(params, x_val), y_val, task).reshape(-1)
+            val_loss = per_model_loss(_batched_forward(params, x_val), y_val, task).reshape(-1)
             stopping.update(epoch, val_loss, flat)
         epochs.set_postfix(active=int(stopping.active.sum()), val_loss=float(stopping.best_loss.mean()),
                            refresh=False)
@@ -252,7 +262,7 @@ def _prepare(features, targets, task: str, model: str, split: ProbeSplit | None,
              standardise: bool = True) -> _ProbeData:
     """Features as `(L, N, D)` float32 (standardised per layer with training statistics unless told not to) and
     targets as class codes or regression targets standardised with training statistics."""
-    features, targets = _check(features, targets, task, model)
+    features, targets = check_probe_inputs(features, targets, task, model)
     split = split or split_indices(targets, seed=seed, stratify=task == "classification")
     x = torch.as_tensor(np.ascontiguousarray(features.transpose(1, 0, 2)), dtype=torch.float32, device=device)
     if standardise:
@@ -296,7 +306,7 @@ def _metrics(data: _ProbeData, outputs: torch.Tensor, task: str) -> dict[str, np
     for name, idx in zip(SPLITS, (data.split.train, data.split.val, data.split.test)):
         idx = torch.as_tensor(idx, device=outputs.device)
         part, truth = outputs[..., idx, :], data.y[idx]
-        metrics[f"{name}_loss"] = _per_model_loss(part, truth, task)
+        metrics[f"{name}_loss"] = per_model_loss(part, truth, task)
         if task == "classification":
             accuracy, macro_f1 = classification_scores(part.argmax(-1).reshape(-1, len(idx)), truth, data.n_outputs)
             metrics[f"{name}_accuracy"], metrics[f"{name}_macro_f1"] = accuracy.view(lead), macro_f1.view(lead)

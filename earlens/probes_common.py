@@ -120,7 +120,7 @@ def extrapolation_split(values, ends: float = 0.15, seed: int = 0) -> ProbeSplit
     half = len(held_out) // 2
     return ProbeSplit(np.sort(order[low:high]), np.sort(held_out[half:]), np.sort(held_out[:half]))
 
-def _check(features, targets, task: str, model: str = "linear"):
+def check_probe_inputs(features, targets, task: str, model: str = "linear"):
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if model not in PROBE_MODELS:
@@ -132,7 +132,7 @@ def _check(features, targets, task: str, model: str = "linear"):
     return features, targets
 
 
-def _init_linears(shapes: list[tuple[int, int]], generator: torch.Generator, models: tuple,
+def init_linears(shapes: list[tuple[int, int]], generator: torch.Generator, models: tuple,
                   device) -> list[torch.Tensor]:
     """Weights `(*models, out, in)` and biases `(*models, out, 1)` of a stack of `nn.Linear(in, out)` with its
     default init, U(±1/√in); every model starts from the same draw (as every SynTheory run starts from seed 0)."""
@@ -145,11 +145,11 @@ def _init_linears(shapes: list[tuple[int, int]], generator: torch.Generator, mod
     return params
 
 
-def _mlp_shapes(dim: int, n_outputs: int, width: int | None) -> list[tuple[int, int]]:
+def mlp_shapes(dim: int, n_outputs: int, width: int | None) -> list[tuple[int, int]]:
     return [(width, dim), (n_outputs, width)] if width else [(n_outputs, dim)]
 
 
-def _per_model_loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+def per_model_loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """Mean loss of each model's outputs `(..., n, C)`: cross-entropy, or MSE (targets `(n, K)`)."""
     if task == "classification":
         lead, (n, n_classes) = outputs.shape[:-2], outputs.shape[-2:]
@@ -174,5 +174,3 @@ def classification_scores(predicted: torch.Tensor, truth: torch.Tensor, n_classe
     accuracy = true_positive.sum(1) / len(truth)
     return accuracy, f1.sum(1) / present.sum(1)
 
-
-__all__ = ["ProbeResult", "ProbeSplit", "classification_scores", "split_indices"]

@@ -12,8 +12,17 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from earlens.probes_common import (ProbeResult, ProbeSplit, _check, _init_linears, _mlp_shapes, _per_model_loss,
-                                   classification_scores, select_on_validation, split_indices)
+from earlens.probes_common import (
+    ProbeResult,
+    ProbeSplit,
+    check_probe_inputs,
+    classification_scores,
+    init_linears,
+    mlp_shapes,
+    per_model_loss,
+    select_on_validation,
+    split_indices,
+)
 
 # brown-palm/syntheory probe/probe_config.py HYPERPARAMS, "hyperparameter grid used in Jukemir paper"
 SYNTHEORY_GRID = {
@@ -53,7 +62,7 @@ class _SynTheoryData:
 
 
 def _prepare_syntheory(features, targets, task, split, seed, device) -> _SynTheoryData:
-    features, targets = _check(features, targets, task)
+    features, targets = check_probe_inputs(features, targets, task)
     split = split or split_indices(targets, seed=seed, stratify=task == "classification")
     x = torch.as_tensor(np.ascontiguousarray(features.transpose(1, 0, 2)), dtype=torch.float32, device=device)
     if task == "classification":
@@ -95,7 +104,7 @@ def _syntheory_scores(outputs: torch.Tensor, y: torch.Tensor, task: str, n_outpu
                       target_range: torch.Tensor | None = None):
     """Loss, primary score (accuracy or R²) and macro-F1 / MSE (target units) of outputs `(..., n, C)`."""
     lead = outputs.shape[:-2]
-    loss = _per_model_loss(outputs, y, task)
+    loss = per_model_loss(outputs, y, task)
     if task == "classification":
         accuracy, macro_f1 = classification_scores(outputs.argmax(-1).reshape(-1, len(y)), y, n_outputs)
         return loss, accuracy.view(lead).float(), macro_f1.view(lead).float()
@@ -104,7 +113,7 @@ def _syntheory_scores(outputs: torch.Tensor, y: torch.Tensor, task: str, n_outpu
     return loss, (1 - residual.sum(-2) / total).mean(-1), (residual * target_range.square()).mean((-2, -1))
 
 
-def _fit_syntheory_batched(features, targets, task, grid, seed, split, device, progress,
+def fit_syntheory_grid(features, targets, task, grid, seed, split, device, progress,
                            max_memory: float = 2e8) -> ProbeResult:
     """SynTheory's grid, batched: for each (hidden layers, batch size), all its configurations × layers in one
     model, layers chunked to keep about `max_memory` floats of weights, Adam state and activations."""
@@ -152,7 +161,7 @@ def _train_syntheory_group(data: _SynTheoryData, layers: slice, configs: list[di
     shape = (n_layers, len(stds), len(dropouts), len(rates))
     generator = torch.Generator().manual_seed(seed)
     width = hidden[0] if hidden else None
-    params = _init_linears(_mlp_shapes(dim, data.n_outputs, width), generator, shape, device)
+    params = init_linears(mlp_shapes(dim, data.n_outputs, width), generator, shape, device)
     lr = torch.tensor([r[0] for r in rates], device=device).view(1, 1, 1, -1)
     l2 = torch.tensor([r[1] for r in rates], device=device).view(1, 1, 1, -1)
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
@@ -200,7 +209,7 @@ def _train_syntheory_group(data: _SynTheoryData, layers: slice, configs: list[di
         masked = inputs(features)[:, :, None] * keep  # (L, S, P, b, D)
         hidden_uniform = torch.rand((features.shape[1], width), generator=generator).to(device) if width else None
         outputs = _syntheory_forward(params, masked, width, drop, hidden_uniform)
-        loss = _per_model_loss(outputs, y_train[batch], task)
+        loss = per_model_loss(outputs, y_train[batch], task)
         grads = torch.autograd.grad(loss.sum(), params)
         with torch.no_grad():
             _adam_step(params, grads, moments, step + 1, lr, l2, active)
@@ -331,9 +340,9 @@ class _SimpleMLP(torch.nn.Module):
     def __init__(self, dim: int, n_outputs: int, width: int | None, p: float, generator: torch.Generator):
         super().__init__()
         self.p = p
-        shapes = _mlp_shapes(dim, n_outputs, width)
+        shapes = mlp_shapes(dim, n_outputs, width)
         self.linears = torch.nn.ModuleList(torch.nn.Linear(fan_in, fan_out) for fan_out, fan_in in shapes)
-        params = _init_linears(shapes, generator, (), "cpu")  # the batched run's initial draw
+        params = init_linears(shapes, generator, (), "cpu")  # the batched run's initial draw
         with torch.no_grad():
             for linear, weight, bias in zip(self.linears, params[0::2], params[1::2]):
                 linear.weight.copy_(weight)
@@ -391,7 +400,7 @@ def _train_one_syntheory_probe(data: _SynTheoryData, layer: int, config: dict, t
         input_uniform = torch.rand(features.shape, generator=generator)
         hidden_uniform = torch.rand((len(batch), width), generator=generator) if width else None
         optimizer.zero_grad(set_to_none=True)
-        loss = _per_model_loss(probe(features, input_uniform, hidden_uniform)[None], y_train[batch], task).sum()
+        loss = per_model_loss(probe(features, input_uniform, hidden_uniform)[None], y_train[batch], task).sum()
         loss.backward()
         optimizer.step()
         step += 1

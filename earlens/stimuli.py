@@ -24,8 +24,8 @@ import pretty_midi
 from tqdm.auto import tqdm
 
 from earlens.paths import cache_dir as default_cache_dir
-from earlens.syntheory_concepts import _config
-from earlens.syntheory_events import EVENT_BUILDERS, _Clip
+from earlens.syntheory_concepts import concept_config
+from earlens.syntheory_events import EVENT_BUILDERS, ClipEvents
 
 SOUNDFONT = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
@@ -115,7 +115,7 @@ class _Renderer:
         if self.soundfont_id < 0:
             raise RuntimeError(f"FluidSynth could not load the soundfont {SOUNDFONT}")
 
-    def render(self, clip: _Clip, n_samples: int) -> np.ndarray:
+    def render(self, clip: ClipEvents, n_samples: int) -> np.ndarray:
         """Mono float32 `n_samples` of `clip`, from its `start` on."""
         if self.synth is None or self.reverb:
             self.restart()
@@ -207,15 +207,15 @@ def render_stimuli(
     concept: str, cache_dir: str | os.PathLike | None = None, sample_rate: int = 16000, *,
     subset: int | None = None, subset_seed: int = 0, **options
 ) -> StimulusSet:
-    """Render (or load from cache) a SynTheory concept (`CONFIGS`: notes, intervals, scales, chords,
-    chord_progressions, tempos, time_signatures).
+    """Render (or load from cache) a SynTheory concept (`earlens.syntheory_concepts.CONFIGS`: notes, intervals,
+    scales, chords, chord_progressions, tempos, time_signatures).
 
-    `options` override fields of the concept's config (`syntheory_options(concept)` gives SynTheory's full set);
-    `subset` renders only a seeded random `subset` of its clips (label `row`: the clip's index in the full set).
-    Labels carry a boolean `silent` column (SynTheory also flags the few silent soundfont notes). Rendering
-    resumes where an interrupted one stopped; waves are memory-mapped from the cache.
+    `options` override fields of the concept's config (`earlens.syntheory_concepts.syntheory_options(concept)` gives
+    SynTheory's full set); `subset` renders only a seeded random `subset` of its clips (label `row`: the clip's index in
+    the full set). Labels carry a boolean `silent` column (SynTheory also flags the few silent soundfont notes).
+    Rendering resumes where an interrupted one stopped; waves are memory-mapped from the cache.
     """
-    config = _config(concept, options)
+    config = concept_config(concept, options)
     key = stimulus_key(concept, config, sample_rate, None if subset is None else (subset, subset_seed))
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir("stimuli")
     target = folder / key

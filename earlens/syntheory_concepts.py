@@ -1,5 +1,5 @@
 """What can be asked of SynTheory's seven music-theory concepts (Wei et al. 2024): each concept's options (a
-frozen `*Config` dataclass, checked on creation by `_config`), the music they draw on (SynTheory's 92 GM
+frozen `*Config` dataclass, checked on creation by `concept_config`), the music they draw on (SynTheory's 92 GM
 programs, chord qualities, modes, its 19 progressions, click voices, time signatures), SynTheory's label
 names (`CONCEPT_LABELS`) and the options that give its full data sets (`syntheory_options`, sizes
 `SYNTHEORY_SIZES`). What each clip then plays is `earlens.syntheory_events`; rendering is `earlens.stimuli`."""
@@ -197,7 +197,7 @@ def syntheory_options(concept: str) -> dict:
     }[concept]
 
 
-def _config(concept: str, options: dict):
+def concept_config(concept: str, options: dict):
     if concept not in CONFIGS:
         raise ValueError(f"unknown concept {concept!r}; choose from {list(CONFIGS)}")
     config_cls = CONFIGS[concept]

@@ -10,7 +10,7 @@ import numpy as np
 
 from earlens.syntheory_concepts import (CHORD_QUALITIES, CLICKS, MODES, PROGRESSION_NAMES, PROGRESSIONS, REVERB_SENDS,
                                         ChordProgressionsConfig, ChordsConfig, Click, IntervalsConfig, NotesConfig,
-                                        ScalesConfig, TemposConfig, TimeSignaturesConfig, _config)
+                                        ScalesConfig, TemposConfig, TimeSignaturesConfig, concept_config)
 
 
 def chord_pitches(root: int, quality: str, inversion: int) -> tuple[int, int, int]:
@@ -45,7 +45,7 @@ def time_signature_parts(signature: str) -> tuple[int, int, bool]:
     return beats, subdivision, beats % 3 == 0 and subdivision != 4
 
 
-class _Clip(NamedTuple):
+class ClipEvents(NamedTuple):
     """What one clip plays: notes (pitch, onset s, offset s, velocity) on a GM program or the drum kit, with a
     reverb send (MIDI CC 91), rendered from `start` seconds of the performance on."""
 
@@ -69,7 +69,8 @@ def _note_events(config: NotesConfig) -> tuple[list, dict]:
     rows = [{"midi_pitch": pitch, "pitch_class": pitch % 12, "octave": pitch // 12 - 1, "program": program}
             for pitch in config.midi_pitches for program in config.programs]
     d = config.note_seconds
-    clips = [_Clip(_repeat([(r["midi_pitch"], 0.0, d)], d, config.plays, config.velocity), r["program"]) for r in rows]
+    clips = [ClipEvents(_repeat([(r["midi_pitch"], 0.0, d)], d, config.plays, config.velocity), r["program"])
+             for r in rows]
     return clips, _labels(rows)
 
 
@@ -86,7 +87,7 @@ def _interval_events(config: IntervalsConfig) -> tuple[list, dict]:
         else:
             first, second = (lower, upper) if row["play_style"] == "up" else (upper, lower)
             pattern = [(first, 0.0, d), (second, d, 2 * d)]
-        clips.append(_Clip(_repeat(pattern, 2 * d, config.plays, config.velocity), row["program"]))
+        clips.append(ClipEvents(_repeat(pattern, 2 * d, config.plays, config.velocity), row["program"]))
     return clips, _labels(rows)
 
 
@@ -99,7 +100,8 @@ def _chord_events(config: ChordsConfig) -> tuple[list, dict]:
     for row in rows:
         pitches = chord_pitches(row["root"], row["quality"], row["inversion"])
         row["bass_pitch"] = min(pitches)
-        clips.append(_Clip(_repeat([(p, 0.0, d) for p in pitches], d, config.plays, config.velocity), row["program"]))
+        clips.append(ClipEvents(_repeat([(p, 0.0, d) for p in pitches], d, config.plays, config.velocity),
+                                row["program"]))
     return clips, _labels(rows)
 
 
@@ -113,7 +115,7 @@ def _scale_events(config: ScalesConfig) -> tuple[list, dict]:
         pitches = [tonic_pitch(row["root"]) + offset for offset in (*MODES[row["mode"]], 12)]
         if row["play_style"] == "down":
             pitches.reverse()
-        clips.append(_Clip(tuple((p, k * d, (k + 1) * d, config.velocity) for k, p in enumerate(pitches)),
+        clips.append(ClipEvents(tuple((p, k * d, (k + 1) * d, config.velocity) for k, p in enumerate(pitches)),
                            row["program"]))
     return clips, _labels(rows)
 
@@ -123,7 +125,7 @@ def _progression_events(config: ChordProgressionsConfig) -> tuple[list, dict]:
              "key": key, "program": program}
             for key in config.keys for index in config.progressions for program in config.programs]
     d = config.note_seconds
-    clips = [_Clip(tuple((p, k * d, (k + 1) * d, config.velocity)
+    clips = [ClipEvents(tuple((p, k * d, (k + 1) * d, config.velocity)
                          for k, chord in enumerate(progression_pitches(row["key"], row["progression_index"]))
                          for p in chord), row["program"]) for row in rows]
     return clips, _labels(rows)
@@ -155,7 +157,7 @@ def _tempo_events(config: TemposConfig) -> tuple[list, dict]:
         click = CLICKS[name]
         notes = _click_track(click, 4, 60.0 / bpm, bpm // 3 + 1, config.track_seconds)
         for start in track_starts:
-            clips.append(_Clip(notes, click.program, click.drum, 0, float(start)))
+            clips.append(ClipEvents(notes, click.program, click.drum, 0, float(start)))
             rows.append({"bpm": bpm, "click": name, "program": click.program, "offset_seconds": float(start)})
     return clips, _labels(rows)
 
@@ -173,7 +175,7 @@ def _time_signature_events(config: TimeSignaturesConfig) -> tuple[list, dict]:
         click = CLICKS[name]
         notes = _click_track(click, beats, period, n_clicks, config.track_seconds)
         for start in track_starts:
-            clips.append(_Clip(notes, click.program, click.drum, REVERB_SENDS[level], float(start)))
+            clips.append(ClipEvents(notes, click.program, click.drum, REVERB_SENDS[level], float(start)))
             rows.append({"time_signature": signature, "beats": beats, "subdivision": subdivision,
                          "compound": compound, "reverb_level": level, "click": name, "program": click.program,
                          "offset_seconds": float(start)})
@@ -188,5 +190,5 @@ EVENT_BUILDERS = {"notes": _note_events, "intervals": _interval_events, "scales"
 def stimulus_events(concept: str, **options) -> tuple[list, dict[str, np.ndarray]]:
     """The clips a concept would render (what each plays) and their labels, without rendering: for counting and
     inspecting SynTheory's data sets cheaply."""
-    config = _config(concept, options)
+    config = concept_config(concept, options)
     return EVENT_BUILDERS[concept](config)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from earlens.backbones import Backbone, _select
-from earlens.pretrained.common import _file_digest, _weights_path
+from earlens.backbones import Backbone, select_layers
+from earlens.pretrained.common import file_digest, weights_path
 
 
 BASIC_PITCH_INSTALL = "pip install --no-deps basic-pitch==0.4.0 && pip install onnxruntime onnx"
@@ -49,7 +49,7 @@ class BasicPitchBackbone(Backbone):
         model = onnx.load(str(path))
         producers = {output: node for node in model.graph.node for output in node.output}
         all_layers = list(BASIC_PITCH_TENSORS)
-        self.layer_indices = _select(all_layers, layers)
+        self.layer_indices = select_layers(all_layers, layers)
         self.layer_names = [all_layers[index] for index in self.layer_indices]
         tensors = {name: tensor for name, (tensor, _) in BASIC_PITCH_TENSORS.items()}
         # the harmonic stack is what the contour branch's first convolution reads
@@ -70,7 +70,7 @@ class BasicPitchBackbone(Backbone):
         self.module = nn.Module()  # onnxruntime runs on the CPU; nothing to move
         self.name = "basic_pitch"
         self.sample_rate = BASIC_PITCH_RATE
-        self.weights_id = f"basic_pitch:{_file_digest(path)}"
+        self.weights_id = f"basic_pitch:{file_digest(path)}"
 
     def to(self, device: str | torch.device) -> Backbone:
         if torch.device(device).type != "cpu":
@@ -101,5 +101,5 @@ class BasicPitchBackbone(Backbone):
 def load_basic_pitch(name_or_path: str | None = None, layers=None) -> Backbone:
     """Basic Pitch (ICASSP 2022) from the basic-pitch wheel's `saved_models/icassp_2022/nmp.onnx` (or a user
     path), run by onnxruntime."""
-    path = _weights_path(name_or_path, "basic_pitch", "saved_models/icassp_2022/nmp.onnx", BASIC_PITCH_INSTALL)
+    path = weights_path(name_or_path, "basic_pitch", "saved_models/icassp_2022/nmp.onnx", BASIC_PITCH_INSTALL)
     return BasicPitchBackbone(path, layers)

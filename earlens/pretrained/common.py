@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from earlens.backbones import Backbone, _freeze, _select
+from earlens.backbones import Backbone, freeze_module, select_layers
 
 
 def wheel_file(package: str, relative: str, install: str) -> Path:
@@ -25,7 +25,7 @@ def wheel_file(package: str, relative: str, install: str) -> Path:
     return path
 
 
-def _weights_path(name_or_path: str | None, package: str, relative: str, install: str) -> Path:
+def weights_path(name_or_path: str | None, package: str, relative: str, install: str) -> Path:
     if name_or_path is None:
         return wheel_file(package, relative, install)
     path = Path(name_or_path)
@@ -34,17 +34,17 @@ def _weights_path(name_or_path: str | None, package: str, relative: str, install
     return path
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
 
-class _ModuleBackbone(Backbone):
+class ModuleBackbone(Backbone):
     """A rebuilt model whose `forward(waves, layer_indices)` returns the selected layers."""
 
     def __init__(self, module: nn.Module, all_layers: list[str], layers, name: str, sample_rate: int,
                  weights_id: str):
-        self.module = _freeze(module)
-        self.layer_indices = _select(all_layers, layers)
+        self.module = freeze_module(module)
+        self.layer_indices = select_layers(all_layers, layers)
         self.layer_names = [all_layers[index] for index in self.layer_indices]
         self.name = name
         self.sample_rate = sample_rate

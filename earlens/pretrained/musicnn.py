@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import _file_digest, _ModuleBackbone, wheel_file
+from earlens.pretrained.common import file_digest, ModuleBackbone, wheel_file
 from earlens.pretrained.tf_checkpoint import read_tf_checkpoint
 
 
@@ -113,7 +113,7 @@ class Musicnn(nn.Module):
         return [outputs[index] for index in layers]
 
 
-class MusicnnBackbone(_ModuleBackbone):
+class MusicnnBackbone(ModuleBackbone):
     """musicnn on musicnn's own input: librosa's mel power (16 kHz, 512-sample FFT, 256 hop, 96 bands) cast to
     float16, log10(10000 x + 1), cut into non-overlapping 187-frame (3 s) patches as `batch_data` does (only
     whole patches; a clip shorter than one patch is one patch of its own length, which musicnn's fully
@@ -154,7 +154,7 @@ def load_musicnn(name_or_path: str | None = None, layers=None) -> Backbone:
         raise FileNotFoundError(f"musicnn name_or_path {model!r}: not MTT_musicnn/MSD_musicnn nor a checkpoint prefix "
                                 f"with a .index file (the vgg variants are not supported)")
     variables = read_tf_checkpoint(f"{prefix}/" if prefix.is_dir() else prefix)
-    digest = _file_digest(Path(f"{prefix}/.index" if prefix.is_dir() else f"{prefix}.index"))
+    digest = file_digest(Path(f"{prefix}/.index" if prefix.is_dir() else f"{prefix}.index"))
     return MusicnnBackbone(Musicnn(variables), layers, f"musicnn-{Path(model).name}", f"musicnn:{model}:{digest}")
 
 

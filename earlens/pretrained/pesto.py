@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import _file_digest, _ModuleBackbone, _weights_path
+from earlens.pretrained.common import file_digest, ModuleBackbone, weights_path
 
 
 PESTO_INSTALL = "pip install --no-deps pesto-pitch==2.0.1"
@@ -173,9 +173,9 @@ def load_pesto(name_or_path: str | None = None, layers=None, step_ms: float = 10
                sample_rate: int = 16000) -> Backbone:
     """PESTO from the pesto-pitch wheel's `weights/mir-1k_g7.ckpt` (its default model) or a user checkpoint;
     frames every `step_ms`, audio at `sample_rate`."""
-    path = _weights_path(name_or_path, "pesto", "weights/mir-1k_g7.ckpt", PESTO_INSTALL)
+    path = weights_path(name_or_path, "pesto", "weights/mir-1k_g7.ckpt", PESTO_INSTALL)
     checkpoint = load_pesto_checkpoint(path)
     module = Pesto(checkpoint["hparams"], checkpoint["hcqt_params"], sample_rate, step_ms)
     module.load_pesto_state(checkpoint["state_dict"])
-    return _ModuleBackbone(module, module.layer_names, layers, f"pesto-{path.stem}", sample_rate,
-                           f"pesto:{_file_digest(path)}:{sample_rate}:{step_ms}")
+    return ModuleBackbone(module, module.layer_names, layers, f"pesto-{path.stem}", sample_rate,
+                           f"pesto:{file_digest(path)}:{sample_rate}:{step_ms}")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import _file_digest, _ModuleBackbone, _weights_path
+from earlens.pretrained.common import file_digest, ModuleBackbone, weights_path
 
 
 RESEMBLYZER_INSTALL = "pip install --no-deps resemblyzer==0.1.4"
@@ -86,7 +86,7 @@ def normalize_volume(waves: torch.Tensor, target_dbfs: float = -30.0) -> torch.T
     return waves * 10 ** ((target_dbfs - rms_db).clamp_min(0) / 20)
 
 
-class ResemblyzerBackbone(_ModuleBackbone):
+class ResemblyzerBackbone(ModuleBackbone):
     """Resemblyzer read out per mel frame (`mel`), per frame of every partial (`lstm.*`) and per clip
     (`embedding`). Clips are volume-normalised like `preprocess_wav`; its webrtcvad silence trimming is left
     out (probe stimuli are already cut to the sound)."""
@@ -97,8 +97,8 @@ class ResemblyzerBackbone(_ModuleBackbone):
 
 def load_resemblyzer(name_or_path: str | None = None, layers=None) -> Backbone:
     """Resemblyzer's speaker encoder from the resemblyzer wheel's `pretrained.pt` (or a user path)."""
-    path = _weights_path(name_or_path, "resemblyzer", "pretrained.pt", RESEMBLYZER_INSTALL)
+    path = weights_path(name_or_path, "resemblyzer", "pretrained.pt", RESEMBLYZER_INSTALL)
     module = Resemblyzer()
     module.load_resemblyzer_state(torch.load(path, map_location="cpu", weights_only=True)["model_state"])
     return ResemblyzerBackbone(module, RESEMBLYZER_LAYERS, layers, "resemblyzer", 16000,
-                               f"resemblyzer:{_file_digest(path)}")
+                               f"resemblyzer:{file_digest(path)}")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import _file_digest, _ModuleBackbone, _weights_path
+from earlens.pretrained.common import file_digest, ModuleBackbone, weights_path
 
 
 SILERO_INSTALL = "pip install --no-deps silero-vad==6.2.3"
@@ -83,7 +83,7 @@ class SileroVad(nn.Module):
 
 def load_silero_vad(name_or_path: str | None = None, layers=None) -> Backbone:
     """Silero VAD (16 kHz) from the silero-vad wheel's `silero_vad.jit` (or a user path to that file)."""
-    path = _weights_path(name_or_path, "silero_vad", "data/silero_vad.jit", SILERO_INSTALL)
+    path = weights_path(name_or_path, "silero_vad", "data/silero_vad.jit", SILERO_INSTALL)
     module = SileroVad()
     module.load_jit_state(torch.jit.load(str(path), map_location="cpu").state_dict())
-    return _ModuleBackbone(module, SILERO_LAYERS, layers, "silero_vad", 16000, f"silero_vad:{_file_digest(path)}")
+    return ModuleBackbone(module, SILERO_LAYERS, layers, "silero_vad", 16000, f"silero_vad:{file_digest(path)}")
