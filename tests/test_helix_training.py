@@ -17,7 +17,7 @@ def load_script():
     return module
 
 
-def write_run(run_dir: Path, layers: list[str], r2: np.ndarray) -> None:
+def write_run(run_dir: Path, layers: list[str], r2: np.ndarray, p_helix: np.ndarray | None = None) -> None:
     (run_dir / "csv" / "version_0").mkdir(parents=True)
     (run_dir / "config.yaml").write_text("trainer:\n  callbacks:\n"
                                          "  - class_path: earlens.callbacks.HelicalityCallback\n"
@@ -27,11 +27,12 @@ def write_run(run_dir: Path, layers: list[str], r2: np.ndarray) -> None:
     with open(run_dir / "csv" / "version_0" / "metrics.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, columns)
         writer.writeheader()
-        for epoch, values in enumerate(r2):
+        p_helix = np.full_like(r2, 0.5) if p_helix is None else p_helix
+        for epoch, (values, p_values) in enumerate(zip(r2, p_helix)):
             writer.writerow({"epoch": epoch, "step": 10 * epoch, "val/loss": 1.0})  # a row without helicality
             writer.writerow({"epoch": epoch, "step": 10 * epoch,
                              **{f"helix/{layer}/r2": v for layer, v in zip(layers, values)},
-                             **{f"helix/{layer}/p_helix": 0.5 for layer in layers},
+                             **{f"helix/{layer}/p_helix": p for layer, p in zip(layers, p_values)},
                              **{f"helix/{layer}/omega_chroma": 0.52 for layer in layers}})
 
 
@@ -53,3 +54,14 @@ def test_a_run_without_helicality_is_a_clear_error(tmp_path):
     (tmp_path / "csv" / "version_0" / "metrics.csv").write_text("epoch,step,val/loss\n0,1,0.5\n")
     with pytest.raises(FileNotFoundError, match="HelicalityCallback"):
         load_script().helicality_log(tmp_path)
+
+
+def test_several_runs_summarise_when_and_how_often_each_layer_is_helical(tmp_path, capsys):
+    layers = ["frontend", "encoder.temporal"]
+    r2 = np.array([[0.5, 0.4], [0.5, 0.6], [0.5, 0.8]])
+    write_run(tmp_path / "seed0", layers, r2, np.array([[1.0, 0.5], [1.0, 0.04], [1.0, 0.01]]))
+    write_run(tmp_path / "seed1", layers, r2 - 0.1, np.array([[1.0, 0.01], [1.0, 0.2], [1.0, 0.3]]))
+    load_script().main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--alpha", "0.01"])
+    summary = capsys.readouterr().out.split("2 runs |")[1]
+    assert "| frontend | – – | 0/3 0/3 | 0.450 ± 0.071 | 1.00 1.00 |" in summary
+    assert "| encoder.temporal | 1 0 | 1/3 1/3 | 0.750 ± 0.071 | 0.01 0.30 |" in summary
