@@ -28,7 +28,7 @@ class _SourceGlueFinder(importlib.abc.MetaPathFinder):
 _INSTALLED = (Path(__file__).resolve().parent / "lightning_modules").is_dir()  # a wheel holds the glue inside
 if not _INSTALLED and (_SOURCE_ROOT / "lightning_modules" / "__init__.py").is_file() and not any(
         type(finder).__name__ == "_SourceGlueFinder" for finder in sys.meta_path):  # a checkout; once per process
-    sys.meta_path.append(_SourceGlueFinder())
+    sys.meta_path.insert(0, _SourceGlueFinder())  # before an editable install of another checkout
 
 
 def _hide_unusable_torchaudio() -> None:
