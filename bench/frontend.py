@@ -8,8 +8,10 @@ warm-up:
     the public learnable-strf implementation runs its bank;
   - ours: the same bank on its default path (separable for these kernel sizes).
 Also reports the largest difference between ours and the reference, relative to the largest reference output.
+`--group-sweep` adds a table of the separable path's time (9 x 111) against `CPU_GROUP_BYTES`, the size of the
+groups of clips it filters at once on CPU, for clips of 25 to 300 frames (64 x 25 ... 16 x 300 clips).
 
-    PYTHONPATH=. python bench/frontend.py [--repeats 5] [--threads N] [--device cuda]
+    PYTHONPATH=. python bench/frontend.py [--repeats 5] [--threads N] [--device cuda] [--group-sweep]
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import time
 import torch
 from torch import nn
 
+import earlens.gabor_separable as separable
 from earlens.gabor import GaborSTRF2d
 
 CONFIGS = [(9, 111), (25, 25), (9, 25)]
 BATCH, N_MELS, N_FRAMES, N_FILTERS = 32, 64, 200, 64
+SWEEP_CLIPS = [(64, 25), (32, 100), (32, 200), (16, 300)]  # (batch, frames)
+SWEEP_MB = [0.5, 1, 2, 4, 8]
 
 
 def forward_backward_s(module: nn.Module, spec: torch.Tensor, grad: torch.Tensor) -> float:
@@ -49,6 +54,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--group-sweep", action="store_true", help="also time CPU_GROUP_BYTES choices (CPU)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
@@ -76,6 +82,32 @@ def main():
         path = "dense" if ours.dense else "separable"
         print(f"| {kernel_size[0]} x {kernel_size[1]} ({path}) | {conv_ms:.0f} | {reference_ms:.0f} | {ours_ms:.0f} | "
               f"{conv_ms / ours_ms:.2f}x | {reference_ms / ours_ms:.2f}x | {error:.1e} |", flush=True)
+    if args.group_sweep and device.type == "cpu":
+        group_sweep(args.repeats)
+
+
+def group_sweep(repeats: int) -> None:
+    """Separable 9 x 111 bank, ms per forward + backward, against the CPU group size (the default marked *)."""
+    default = separable.CPU_GROUP_BYTES
+    print(f"\nCPU_GROUP_BYTES (MB) vs clip length, 9 x 111, ms (default {default / 2**20:g} MB):\n")
+    print("| batch x frames | " + " | ".join(f"{mb:g} MB" for mb in SWEEP_MB) + " |")
+    print("|---" * (len(SWEEP_MB) + 1) + "|")
+    torch.manual_seed(0)
+    bank = GaborSTRF2d(N_FILTERS, (9, 111), mode="concat")
+    try:
+        for batch, frames in SWEEP_CLIPS:
+            spec = torch.randn(batch, 1, N_MELS, frames)
+            grad = torch.randn(batch, bank.out_channels, N_MELS, frames)
+            cells = []
+            for mb in SWEEP_MB:
+                separable.CPU_GROUP_BYTES = int(mb * 2**20)
+                cells.append(interleaved_median_ms([bank], spec, grad, repeats)[0])
+            best = min(cells)
+            print(f"| {batch} x {frames} | " + " | ".join(
+                f"{ms:.0f}{'*' if mb * 2**20 == default else ''}{' (best)' if ms == best else ''}"
+                for mb, ms in zip(SWEEP_MB, cells)) + " |", flush=True)
+    finally:
+        separable.CPU_GROUP_BYTES = default
 
 
 if __name__ == "__main__":

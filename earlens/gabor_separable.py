@@ -1,6 +1,7 @@
 """The Gabor bank's fast path: each kernel is a sum of two rank-1 (frequency x time) kernels, so the bank runs as 1-D
-filtering along time (all filters in one matmul, 1 -> 2n maps) followed by small blocked banded matmuls along
-frequency (`FreqBlocking`), over clips laid end to end (`separable_responses`). Same output as the dense `conv2d`
+filtering along time (two matmuls, 1 -> 2n maps, on sums and differences of mirrored frames: `_symmetric_columns`)
+followed by small blocked banded matmuls along frequency (`FreqBlocking`), over groups of clips side by side
+(`separable_responses`). Same output as the dense `conv2d`
 of `earlens.gabor.GaborSTRF2d` (tested in float64, values and gradients); faster for large kernels.
 """
 
@@ -30,8 +31,8 @@ class FreqBlocking:
     bins from one small matmul with its filter's Toeplitz block; the windows overlap, so they are a strided
     view (no copy). Blocks past the last bin are computed and dropped. Work per output is width / k_f
     times the taps (1.8x for k_f = 9, 1.3x for 25; times rows / F for the padding), against F / k_f for
-    a full F x F banded matrix (7x for F = 64, k_f = 9). Along time the columns are clips end to end
-    (`_clips_end_to_end`).
+    a full F x F banded matrix (7x for F = 64, k_f = 9). Along time the columns are the frames of the clips
+    of a group side by side (`_symmetric_columns`).
     """
 
     def __init__(self, n_filters: int, n_freq: int, k_f: int):
@@ -74,50 +75,52 @@ class FreqBlocking:
         return padded.view(*lead, -1, self.n_blocks, r, width).sum(-3)
 
 
-CPU_GROUP_BYTES = 8 * 2**20  # time-filtered maps per group of clips on CPU: small enough to stay in cache
+CPU_GROUP_BYTES = 2 * 2**20  # time-filtered maps per group of clips on CPU: small enough to stay in cache
 
 
 class _SeparableGabor(torch.autograd.Function):
-    """Gabor bank as time filtering (one matmul, 1 -> 2n maps) then blocked banded matmuls along frequency
-    (`FreqBlocking`), on groups of clips laid end to end (`_clips_end_to_end`).
+    """Gabor bank as time filtering (two matmuls, 1 -> 2n maps) then blocked banded matmuls along frequency
+    (`FreqBlocking`), on groups of clips side by side (`_symmetric_columns`: each clip with its own padding).
 
     On a GPU the group is the whole batch (no loop over clips). On CPU a group holds as many clips as keep
-    the time-filtered maps within `CPU_GROUP_BYTES` (one clip of 64 filters x 64 mels x 200 frames): the
-    buffers are then reused from cache, where batch-sized ones cost page faults and memory traffic
-    (the whole batch at once was the slower choice on a 2-core CPU). Backward recomputes the maps
-    instead of storing them, and gradients are written by hand so autograd keeps no per-group buffers and
-    never differentiates through the overlapping window views. The time step is an explicit im2col matmul
-    (the input has one channel, so the columns are only k_t copies of the clips): oneDNN's conv is slower.
+    the time-filtered maps within `CPU_GROUP_BYTES` (at least one clip; two of 64 filters x 64 mels x 25
+    frames): the buffers are then reused from cache, where batch-sized ones cost page faults and memory
+    traffic (`bench/frontend.py --group-sweep`: 2 MB is the fastest or close to it from 25 to 300 frames).
+    Backward recomputes the maps instead of storing them, and gradients are written by hand so autograd keeps
+    no per-group buffers and never differentiates through the overlapping window views. The time step is an
+    explicit im2col matmul (the input has one channel, so the columns are only k_t copies of the clips):
+    oneDNN's conv is slower. Every per-group buffer (columns, maps) is allocated once per call and reused: a
+    fresh one per clip costs its page faults again.
     """
 
     @staticmethod
-    def forward(ctx, spec, time_taps, freq_blocks, layout: FreqBlocking, group_size: int):
-        """spec `(B, 1, F, T)`; time_taps `(2n, k_t)` (cos rows then sin rows); freq_blocks `(2, n, 8 P, width)`
-        mixing the cos / sin maps into rows (bin in block, part); `group_size` clips at a time -> `(B, P n, F, T)`,
-        parts outermost."""
+    def forward(ctx, spec, cos_t, sin_t, freq_blocks, layout: FreqBlocking, group_size: int):
+        """spec `(B, 1, F, T)`; the time taps' halves `cos_t` `(n, h + 1)` (offsets 0..h) and `sin_t` `(n, h)`
+        (offsets 1..h); freq_blocks `(2, n, 8 P, width)` mixing the cos / sin maps into rows (bin in block, part);
+        `group_size` clips at a time -> `(B, P n, F, T)`, parts outermost."""
         batch, _, n_freq, n_time = spec.shape
-        n, k_t = time_taps.shape[0] // 2, time_taps.shape[1]
+        n, half = sin_t.shape
         n_parts = freq_blocks.shape[2] // FREQ_BLOCK
-        gap = 0 if group_size == 1 else k_t // 2  # one clip alone sees only the im2col's own zero padding
         window_blocks = layout.per_window(freq_blocks)
         out = spec.new_empty(batch, n_parts * n, n_freq, n_time)
         buffers = {}  # per group width, reused: a fresh buffer per group costs its page faults again
         for start in range(0, batch, group_size):
             clips = spec[start : start + group_size]
-            n_columns = len(clips) * (n_time + gap)
-            if n_columns not in buffers:
-                buffers[n_columns] = (spec.new_empty(2, n, layout.rows, n_columns),
+            n_columns = len(clips) * n_time
+            if n_columns not in buffers:  # maps: the padding rows stay zero; mixed: rows past the last window unused
+                buffers[n_columns] = (spec.new_empty(n_freq * n_columns * (2 * half + 1)),
+                                      spec.new_zeros(2, n, layout.rows, n_columns),
                                       spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns))
-            maps, mixed = buffers[n_columns]  # mixed: the rows of windows past the last one stay unused
-            torch.mm(time_taps, _time_columns(clips, k_t, gap, layout).T, out=maps.view(2 * n, -1))
+            columns, maps, mixed = buffers[n_columns]
+            _time_step(_symmetric_columns(clips, half, columns), cos_t, sin_t, layout, maps)
             torch.bmm(window_blocks[0], layout.windows(maps[0]), out=mixed[: layout.n_windows])
             mixed[: layout.n_windows].baddbmm_(window_blocks[1], layout.windows(maps[1]))
-            # (filter, bin, part, clip, frame) -> (clip, part, filter, bin, frame), dropping padding and gaps.
-            rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time + gap)[:, :n_freq, ..., :n_time]
+            # (filter, bin, part, clip, frame) -> (clip, part, filter, bin, frame), dropping the padding rows.
+            rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time)[:, :n_freq]
             out[start : start + group_size].view(len(clips), n_parts, n, n_freq, n_time).copy_(
                 rows.permute(3, 2, 0, 1, 4))
-        ctx.save_for_backward(spec, time_taps, window_blocks)
-        ctx.layout, ctx.group_size, ctx.gap = layout, group_size, gap
+        ctx.save_for_backward(spec, cos_t, sin_t, window_blocks)
+        ctx.layout, ctx.group_size = layout, group_size
         return out
 
     @staticmethod
@@ -129,12 +132,12 @@ class _SeparableGabor(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_out):
-        spec, time_taps, window_blocks = ctx.saved_tensors
-        layout, group_size, gap = ctx.layout, ctx.group_size, ctx.gap
+        spec, cos_t, sin_t, window_blocks = ctx.saved_tensors
+        layout, group_size = ctx.layout, ctx.group_size
         batch, _, n_freq, n_time = spec.shape
-        n, k_t = time_taps.shape[0] // 2, time_taps.shape[1]
+        n, half = sin_t.shape
         n_parts = window_blocks.shape[2] // FREQ_BLOCK
-        grad_time_taps = torch.zeros_like(time_taps)
+        grad_cos_t, grad_sin_t = torch.zeros_like(cos_t), torch.zeros_like(sin_t)
         grad_window_blocks = torch.zeros_like(window_blocks)
         grad_spec = torch.empty_like(spec) if ctx.needs_input_grad[0] else None
         # A block's grad comes from the windows over it; windows from the previous filter reaching into it
@@ -143,30 +146,31 @@ class _SeparableGabor(torch.autograd.Function):
         buffers = {}  # per group width, reused as in forward
         for start in range(0, batch, group_size):
             clips, group = spec[start : start + group_size], slice(start, start + group_size)
-            n_columns = len(clips) * (n_time + gap)
+            n_columns = len(clips) * n_time
             if n_columns not in buffers:
-                # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows and gaps stay zero.
+                # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows stay zero.
                 buffers[n_columns] = (
-                    spec.new_empty(2, n, layout.rows, n_columns),
+                    spec.new_empty(n_freq * n_columns * (2 * half + 1)),
+                    spec.new_zeros(2, n, layout.rows, n_columns),
                     spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
                     spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
-            maps, grad_stack, grad_maps = buffers[n_columns]
-            columns = _time_columns(clips, k_t, gap, layout)
-            torch.mm(time_taps, columns.T, out=maps.view(2 * n, -1))
-            grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time + gap)
-            grad_rows[:, :n_freq, ..., :n_time].copy_(
+            columns, maps, grad_stack, grad_maps = buffers[n_columns]
+            columns = _symmetric_columns(clips, half, columns)
+            _time_step(columns, cos_t, sin_t, layout, maps)
+            grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time)
+            grad_rows[:, :n_freq].copy_(
                 grad_out[group].view(len(clips), n_parts, n, n_freq, n_time).permute(2, 3, 1, 0, 4))
             grad_windows = grad_stack[layout.sub_blocks - 1 :][: layout.n_windows]
             for cos_sin in range(2):
                 grad_window_blocks[cos_sin].baddbmm_(grad_windows, layout.windows(maps[cos_sin]).transpose(1, 2))
                 torch.bmm(adjoint_blocks[cos_sin], layout.grad_windows(grad_stack), out=grad_maps[cos_sin])
-            grad_time_taps.addmm_(grad_maps.view(2 * n, -1), columns)
+            grad_cos_maps, grad_sin_maps = (_interior(g.view(n, layout.rows, n_columns), layout) for g in grad_maps)
+            grad_cos_t.addmm_(grad_cos_maps, columns[:, : half + 1])
+            grad_sin_t.addmm_(grad_sin_maps, columns[:, half + 1 :])
             if grad_spec is not None:
-                grad_columns = (time_taps.T @ grad_maps.view(2 * n, -1)).view(1, k_t, -1)
-                padded = F.fold(grad_columns, (layout.rows, n_columns + k_t - 1), kernel_size=(1, k_t))[0, 0]
-                frames = padded[:, k_t // 2 : k_t // 2 + n_columns].view(layout.rows, len(clips), -1)[..., :n_time]
-                grad_spec[group, 0] = frames[layout.pad_top : layout.pad_top + n_freq].transpose(0, 1)
-        return grad_spec, grad_time_taps, layout.per_filter(grad_window_blocks), None, None
+                grad_columns = torch.cat([cos_t.T @ grad_cos_maps, sin_t.T @ grad_sin_maps])
+                grad_spec[group, 0] = _unfold_adjoint(grad_columns, half, n_freq, len(clips))
+        return grad_spec, grad_cos_t, grad_sin_t, layout.per_filter(grad_window_blocks), None, None
 
 
 def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
@@ -177,19 +181,45 @@ def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
     return max(1, CPU_GROUP_BYTES // clip_bytes)
 
 
-def _time_columns(clips: torch.Tensor, k_t: int, gap: int, layout: FreqBlocking) -> torch.Tensor:
-    """`(c, 1, F, T)` clips -> `(rows * L, k_t)` im2col along time of the clips end to end, zero-padded on
-    both axes (L = c (T + gap) columns)."""
-    padded = F.pad(_clips_end_to_end(clips, gap)[0, 0],
-                   (k_t // 2, k_t // 2, layout.pad_top, layout.rows - layout.n_freq - layout.pad_top))
-    return padded.unfold(1, k_t, 1).reshape(-1, k_t)
+def _symmetric_columns(clips: torch.Tensor, half: int, columns: torch.Tensor) -> torch.Tensor:
+    """`(c, 1, F, T)` clips -> columns `(F c T, 1 + 2 half)`: [x(t), x(t + s) + x(t - s), x(t + s) - x(t - s)] for
+    s = 1..half along time, each clip zero beyond its own ends (so no clip's filtering reaches into another's).
+    A centred cosine tap is even and a sine tap odd, so the cos maps need only the sums and the sin maps only the
+    differences: half the multiply-adds of filtering with the full taps. `columns` is a reused buffer
+    `(F c T (1 + 2 half),)`; its diff part first holds x(t - s) (`flip.out`: a fresh buffer per clip costs its
+    page faults again)."""
+    padded = F.pad(clips[:, 0].transpose(0, 1), (half, half))  # (F, c, T + 2 half)
+    windows = padded.unfold(2, 2 * half + 1, 1)  # (F, c, T, k_t), windows[..., half + s] = x(t + s)
+    centre, sums, diffs = columns.view(*windows.shape[:3], -1).split([1, half, half], dim=-1)
+    torch.ops.aten.flip.out(windows[..., :half], [-1], out=diffs)
+    after = windows[..., half + 1 :]
+    centre.copy_(windows[..., half : half + 1])
+    torch.add(after, diffs, out=sums)
+    diffs.sub_(after).neg_()
+    return columns.view(-1, 2 * half + 1)
 
 
-def _clips_end_to_end(spec: torch.Tensor, gap: int) -> torch.Tensor:
-    """`(B, 1, F, T)` -> `(1, 1, F, B (T + gap))`: the clips side by side along time, each followed by `gap`
-    zero frames, so filtering along time that reaches at most `gap` frames sees each clip alone."""
-    batch, _, n_freq, n_time = spec.shape
-    return F.pad(spec, (0, gap)).permute(1, 2, 0, 3).reshape(1, 1, n_freq, batch * (n_time + gap))
+def _interior(maps: torch.Tensor, layout: FreqBlocking) -> torch.Tensor:
+    """`(n, rows, L)` maps -> `(n, F L)` view of their rows inside the frequency padding."""
+    n_columns = maps.shape[-1]
+    return maps.view(maps.shape[0], -1)[:, layout.pad_top * n_columns : (layout.pad_top + layout.n_freq) * n_columns]
+
+
+def _time_step(columns, cos_t, sin_t, layout: FreqBlocking, maps: torch.Tensor) -> None:
+    """Time-filters every clip row with every filter's cos and sin taps into the inside rows of `maps`
+    `(2, n, rows, L)`: two matmuls, one on the sums and one on the differences."""
+    half = cos_t.shape[1] - 1
+    torch.mm(cos_t, columns[:, : half + 1].T, out=_interior(maps[0], layout))
+    torch.mm(sin_t, columns[:, half + 1 :].T, out=_interior(maps[1], layout))
+
+
+def _unfold_adjoint(grad_columns, half: int, n_freq: int, n_clips: int) -> torch.Tensor:
+    """Adjoint of `_symmetric_columns`: `(1 + 2 half, F c T)` column grads -> `(c, F, T)` clip grads."""
+    centre, sums, diffs = grad_columns[:1], grad_columns[1 : half + 1], grad_columns[half + 1 :]
+    per_offset = torch.cat([(sums - diffs).flip(0), centre, sums + diffs])  # offsets -half..half
+    n_time = grad_columns.shape[1] // (n_freq * n_clips)
+    padded = F.fold(per_offset.unsqueeze(0), (n_freq * n_clips, n_time + 2 * half), kernel_size=(1, 2 * half + 1))
+    return padded[0, 0, :, half : half + n_time].view(n_freq, n_clips, n_time).transpose(0, 1)
 
 
 def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: tuple[str, ...]) -> torch.Tensor:
@@ -203,5 +233,6 @@ def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: t
     freq_taps = torch.stack([torch.stack([taps[part][cos_sin] for part in parts], 1) for cos_sin in (0, 1)])
     # (cos|sin, filter, part, bin in block, width) -> rows ordered (bin in block, part).
     freq_blocks = _band_blocks(freq_taps, layout.width).transpose(2, 3).reshape(2, n, -1, layout.width)
-    return _SeparableGabor.apply(spec.contiguous(), torch.cat([cos_t, sin_t]), freq_blocks, layout,
+    half = cos_t.shape[1] // 2  # centred odd taps: cos even, sin odd (`_symmetric_columns`)
+    return _SeparableGabor.apply(spec.contiguous(), cos_t[:, half:], sin_t[:, half + 1 :], freq_blocks, layout,
                                  group_size(spec, n, layout))

@@ -259,7 +259,7 @@ def test_sigma_max_leaves_the_paper_init_unclipped():
 
 @pytest.mark.parametrize("clips_per_group", [1, 2, 5])
 def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
-    """On CPU the separable path runs cache-sized groups of clips laid end to end (a GPU runs the whole batch
+    """On CPU the separable path runs cache-sized groups of clips side by side (a GPU runs the whole batch
     as one group): one clip per group, groups that split the batch unevenly and one group for all must give
     the dense values and gradients, so no clip's filtering reaches into its neighbour."""
     import earlens.gabor_separable as separable
