@@ -80,13 +80,17 @@ def concept_features(concept: str, subset: int | None, seed: int, batch: int = 2
     return features, labels, table_path.parent, rendered, extracted
 
 
-def model_features(spec: str, concept: str, subset: int | None, seed: int):
-    """(features (N, L, D), layer names, seconds) of a real model `kind[:name_or_path]` on the concept's clips, mean
-    over time per layer; the audio is re-rendered if `--drop-audio` removed it, the features are cached."""
+def model_backbone(spec: str):
+    """The backbone of a `--models` entry `kind[:name_or_path]`, loaded once for every concept."""
     kind, _, name = spec.partition(":")
+    return load_backbone(kind, name or None, **MODEL_OPTIONS.get(kind, {}))
+
+
+def model_features(backbone, concept: str, subset: int | None, seed: int):
+    """(features (N, L, D), layer names, seconds) of a real model's backbone on the concept's clips, mean over time
+    per layer; the audio is re-rendered if `--drop-audio` removed it, the features are cached."""
     options = syntheory_options(concept)
     stimuli = render_stimuli(concept, None, SYNTHEORY_SAMPLE_RATE, subset=subset, subset_seed=seed, **options)
-    backbone = load_backbone(kind, name or None, **MODEL_OPTIONS.get(kind, {}))
     began = time.perf_counter()
     features = extract_features(backbone, stimuli.waves, SYNTHEORY_SAMPLE_RATE, stimulus_key=stimuli.key)
     return features, backbone.layer_names, time.perf_counter() - began
@@ -145,12 +149,13 @@ def main(argv=None) -> None:
     subset = args.subset or (QUICK_SUBSET if args.quick else None)
     ours = {name: [None] * len(PAPER_ORDER) for name in SYNTHEORY_FEATURES + tuple(args.models)}
     timing, chosen_layers = [], []
+    backbones = {spec: model_backbone(spec) for spec in args.models}
     for concept in args.concepts:
         size = None if subset is None else min(subset, SYNTHEORY_SIZES[concept])
         features, labels, audio_dir, rendered, extracted = concept_features(concept, size, args.seed)
         layer_names = {}
         for spec in args.models:
-            features[spec], layer_names[spec], seconds = model_features(spec, concept, size, args.seed)
+            features[spec], layer_names[spec], seconds = model_features(backbones[spec], concept, size, args.seed)
             extracted += seconds
         if args.drop_audio:  # the labels stay; features and labels are all a re-run needs (models re-render)
             (audio_dir / "waves.npy").unlink(missing_ok=True)

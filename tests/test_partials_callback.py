@@ -65,10 +65,12 @@ def test_two_ranks_gather_to_the_one_process_result():
         shards[rank] = callback.layer_frames(model, waves[index])[0]
     model.all_gather = lambda tensor: torch.stack([shards[0], shards[1]])
     doubled = callback.probe(SimpleNamespace(world_size=2, global_rank=0), model)
+    # Equal up to float32 rounding: shards of other sizes are encoded with another summation order (with one
+    # thread an invariance of -0.03 differed by 1.2e-7).
     for key, value in single["mix"].items():
         if isinstance(value, float):
-            assert doubled["mix"][key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
-    np.testing.assert_allclose(doubled["mix"]["invariance"], single["mix"]["invariance"], rtol=1e-6)
+            assert doubled["mix"][key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
+    np.testing.assert_allclose(doubled["mix"]["invariance"], single["mix"]["invariance"], rtol=1e-5, atol=1e-6)
 
 
 def test_bad_options_are_reported():
