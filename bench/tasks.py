@@ -4,6 +4,7 @@
     python bench/tasks.py --tasks vad --frontends gabor_paper gabor gabor_frozen mel
     python bench/tasks.py --tasks speaker --seeds 0 1 2 3 4
     python bench/tasks.py --summaries runs/bench_tasks.json   # re-print the table from a finished bench
+    python bench/tasks.py --summaries a.json b.json --frontends gabor mel   # several benches' rows, some frontends
 
 Frontends (`FRONTENDS`): `gabor` (16 Gabor filters of 9 x 25), `gabor_paper` (the paper's 64 of 9 x 111),
 `gabor_frozen` and `gabor_paper_frozen` (those banks never trained: does learning the filters help?) and `mel`
@@ -103,16 +104,23 @@ def table(results: dict[str, list[dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
-    parser.add_argument("--frontends", nargs="+", default=["gabor", "mel"], choices=list(FRONTENDS))
+    parser.add_argument("--frontends", nargs="+", default=None, choices=list(FRONTENDS),
+                        help="default: gabor mel (with --summaries: every frontend in the files)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-time", default="00:00:09:00", help="per-fit cap (DD:HH:MM:SS)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_tasks.json")
-    parser.add_argument("--summaries", type=Path, help="print the table of a finished bench's JSON instead")
+    parser.add_argument("--summaries", type=Path, nargs="+", help="print the table of finished benches' JSON "
+                        "files instead (rows of --tasks and --frontends, in file order)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="overrides passed to every run")
     args = parser.parse_args()
     if args.summaries:
-        print(table(json.loads(args.summaries.read_text())))
+        results = {}
+        for path in args.summaries:
+            results |= json.loads(path.read_text())
+        print(table({key: runs for key, runs in results.items() if key.split("/")[0] in args.tasks
+                     and (args.frontends is None or key.split("/")[1] in args.frontends)}))
         return
+    args.frontends = args.frontends or ["gabor", "mel"]
     results: dict[str, list[dict]] = {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     group = f"bench-tasks-{time.strftime('%Y%m%d-%H%M%S')}"  # every run of this bench shares one W&B group
