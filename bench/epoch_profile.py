@@ -34,6 +34,7 @@ def profile_epoch(config: str, threads: int | None, extra: list[str]) -> tuple[d
     """Seconds per part of one epoch of `config` (SimpleProfiler totals) and the run folder it wrote."""
     with tempfile.TemporaryDirectory() as folder:
         cmd = [sys.executable, str(REPO / "train.py"), "--config", config, "--trainer.max_epochs", "1",
+               "--trainer.limit_test_batches", "1",  # the test after fit is not profiled
                "--trainer.enable_progress_bar", "false", "--wandb_group", "epoch-profile",
                "--trainer.profiler", "pytorch_lightning.profilers.SimpleProfiler",
                "--trainer.profiler.init_args.dirpath", folder, "--trainer.profiler.init_args.filename", "profile",

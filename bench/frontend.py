@@ -9,9 +9,10 @@ warm-up:
   - ours: the same bank on its default path (separable for these kernel sizes).
 Also reports the largest difference between ours and the reference, relative to the largest reference output.
 `--group-sweep` adds a table of the separable path's time (9 x 111) against `CPU_GROUP_BYTES`, the size of the
-groups of clips it filters at once on CPU, for clips of 25 to 300 frames (64 x 25 ... 16 x 300 clips).
+groups of clips it filters at once on CPU, for clips of 25 to 300 frames (64 x 25 ... 16 x 300 clips);
+`--breakdown` where one forward + backward of the 9 x 111 bank spends its time (torch.profiler, by operator).
 
-    PYTHONPATH=. python bench/frontend.py [--repeats 5] [--threads N] [--device cuda] [--group-sweep]
+    PYTHONPATH=. python bench/frontend.py [--repeats 5] [--threads N] [--device cuda] [--group-sweep] [--breakdown]
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ CONFIGS = [(9, 111), (25, 25), (9, 25)]
 BATCH, N_MELS, N_FRAMES, N_FILTERS = 32, 64, 200, 64
 SWEEP_CLIPS = [(64, 25), (32, 100), (32, 200), (16, 300)]  # (batch, frames)
 SWEEP_MB = [0.5, 1, 2, 4, 8]
+STAGES = {  # profiler operator -> stage of the separable path
+    "aten::mm": "time step: matmuls (forward)", "aten::addmm_": "time step: tap gradients",
+    "aten::bmm": "frequency step: batched matmuls", "aten::baddbmm_": "frequency step: batched matmuls",
+    "aten::gather": "im2col columns (sums, differences)", "aten::add": "im2col columns (sums, differences)",
+    "aten::sub": "im2col columns (sums, differences)", "aten::copy_": "layout copies (output, gradients)",
+    "aten::fill_": "zeroing buffers",
+}
 
 
 def forward_backward_s(module: nn.Module, spec: torch.Tensor, grad: torch.Tensor) -> float:
@@ -55,6 +63,7 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--group-sweep", action="store_true", help="also time CPU_GROUP_BYTES choices (CPU)")
+    parser.add_argument("--breakdown", action="store_true", help="also profile the 9 x 111 bank by stage")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device available")
@@ -84,6 +93,33 @@ def main():
               f"{conv_ms / ours_ms:.2f}x | {reference_ms / ours_ms:.2f}x | {error:.1e} |", flush=True)
     if args.group_sweep and device.type == "cpu":
         group_sweep(args.repeats)
+    if args.breakdown:
+        breakdown(spec)
+
+
+def breakdown(spec: torch.Tensor) -> None:
+    """Self time of the separable 9 x 111 bank's forward + backward by stage (`STAGES`), one profiled run after
+    two warm-ups."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    bank = GaborSTRF2d(N_FILTERS, (9, 111), mode="concat").to(spec.device)
+    grad = torch.randn(spec.shape[0], bank.out_channels, *spec.shape[-2:], device=spec.device)
+    for _ in range(2):
+        forward_backward_s(bank, spec, grad)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if spec.is_cuda else [])
+    with profile(activities=activities) as prof:
+        total = forward_backward_s(bank, spec, grad)
+    stages: dict[str, float] = {}
+    for event in prof.key_averages():
+        stage = STAGES.get(event.key, "other operators and Python")
+        stages[stage] = stages.get(stage, 0.0) + event.self_cpu_time_total / 1e3
+    stages["other operators and Python"] = 1e3 * total - sum(v for k, v in stages.items()
+                                                             if k != "other operators and Python")
+    print(f"\nWhere the 9 x 111 bank's forward + backward goes ({1e3 * total:.0f} ms, one profiled run):\n")
+    print("| stage | ms | share |\n|---|---|---|")
+    for stage, ms in sorted(stages.items(), key=lambda item: -item[1]):
+        print(f"| {stage} | {ms:.0f} | {ms / (1e3 * total):.0%} |")
 
 
 def group_sweep(repeats: int) -> None:

@@ -18,8 +18,8 @@ on the whole integer grid, with no gradient left to leave. The only all-zero ker
 part at omega_t = omega_f = 0 (raw 0), where the omega gradients are nonzero.
 
 Because the envelope is axis-aligned, cos(wt t + wf f) = cos cos - sin sin (and sin likewise) makes each
-kernel a sum of two rank-1 kernels, so the bank runs as 1-D filtering along time (all filters in one
-matmul, 1 -> 2n maps) followed by small blocked banded matmuls along frequency, over clips laid end to end
+kernel a sum of two rank-1 kernels, so the bank runs as 1-D filtering along time (all filters in two
+matmuls, 1 -> 2n maps) followed by small blocked banded matmuls along frequency, over groups of clips
 (`earlens.gabor_separable`); `dense=True` runs the same bank as a plain `conv2d` with the dense kernels
 instead (same output). The separable path wins for large kernels and loses for small ones (9x25, where a dense
 conv2d is cheap; `bench/frontend.py` times both), so by default kernels smaller than `SEPARABLE_MIN_AREA` taps run

@@ -86,32 +86,39 @@ class _SeparableGabor(torch.autograd.Function):
     the time-filtered maps within `CPU_GROUP_BYTES` (at least one clip; two of 64 filters x 64 mels x 25
     frames): the buffers are then reused from cache, where batch-sized ones cost page faults and memory
     traffic (`bench/frontend.py --group-sweep`: 2 MB is the fastest or close to it from 25 to 300 frames).
-    Backward recomputes the maps instead of storing them, and gradients are written by hand so autograd keeps
-    no per-group buffers and never differentiates through the overlapping window views. The time step is an
-    explicit im2col matmul (the input has one channel, so the columns are only k_t copies of the clips):
-    oneDNN's conv is slower. Every per-group buffer (columns, maps) is allocated once per call and reused: a
-    fresh one per clip costs its page faults again.
+    Forward keeps every group's time-filtered maps for backward (2n maps of F + k_f - 1 rows or more per clip,
+    a little more than the output's P n maps of F rows; recomputing them was the slower choice on CPU).
+    Gradients are written by hand, so autograd keeps nothing else per group and never differentiates through
+    the overlapping window views. The time step is an explicit im2col matmul (the input has one channel, so
+    the columns are only k_t copies of the clips): oneDNN's conv is slower. The other per-group buffers
+    (columns, mixed rows, gradient blocks) are allocated once per call and reused: a fresh one per clip costs
+    its page faults again.
     """
 
     @staticmethod
-    def forward(ctx, spec, cos_t, sin_t, freq_blocks, layout: FreqBlocking, group_size: int):
+    def forward(ctx, spec, cos_t, sin_t, freq_blocks, layout: FreqBlocking, group_size: int, keep_maps: bool):
         """spec `(B, 1, F, T)`; the time taps' halves `cos_t` `(n, h + 1)` (offsets 0..h) and `sin_t` `(n, h)`
         (offsets 1..h); freq_blocks `(2, n, 8 P, width)` mixing the cos / sin maps into rows (bin in block, part);
-        `group_size` clips at a time -> `(B, P n, F, T)`, parts outermost."""
+        `group_size` clips at a time -> `(B, P n, F, T)`, parts outermost. `keep_maps`: a backward will follow
+        (otherwise one maps buffer serves every group)."""
         batch, _, n_freq, n_time = spec.shape
         n, half = sin_t.shape
         n_parts = freq_blocks.shape[2] // FREQ_BLOCK
         window_blocks = layout.per_window(freq_blocks)
         out = spec.new_empty(batch, n_parts * n, n_freq, n_time)
+        kept_maps = []  # every group's time-filtered maps, for backward
         buffers = {}  # per group width, reused: a fresh buffer per group costs its page faults again
         for start in range(0, batch, group_size):
             clips = spec[start : start + group_size]
             n_columns = len(clips) * n_time
-            if n_columns not in buffers:  # maps: the padding rows stay zero; mixed: rows past the last window unused
-                buffers[n_columns] = (spec.new_empty(n_freq * n_columns * (2 * half + 1)),
-                                      spec.new_zeros(2, n, layout.rows, n_columns),
-                                      spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns))
-            columns, maps, mixed = buffers[n_columns]
+            if n_columns not in buffers:  # mixed: the rows of windows past the last one stay unused
+                buffers[n_columns] = (spec.new_empty(n_freq * n_columns * (1 + 3 * half)),
+                                      spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
+                                      None if keep_maps else _maps_buffer(spec, n, layout, n_columns))
+            columns, mixed, maps = buffers[n_columns]
+            if keep_maps:
+                maps = _maps_buffer(spec, n, layout, n_columns)
+                kept_maps.append(maps)
             _time_step(_symmetric_columns(clips, half, columns), cos_t, sin_t, layout, maps)
             torch.bmm(window_blocks[0], layout.windows(maps[0]), out=mixed[: layout.n_windows])
             mixed[: layout.n_windows].baddbmm_(window_blocks[1], layout.windows(maps[1]))
@@ -119,7 +126,7 @@ class _SeparableGabor(torch.autograd.Function):
             rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time)[:, :n_freq]
             out[start : start + group_size].view(len(clips), n_parts, n, n_freq, n_time).copy_(
                 rows.permute(3, 2, 0, 1, 4))
-        ctx.save_for_backward(spec, cos_t, sin_t, window_blocks)
+        ctx.save_for_backward(spec, cos_t, sin_t, window_blocks, *kept_maps)
         ctx.layout, ctx.group_size = layout, group_size
         return out
 
@@ -132,7 +139,7 @@ class _SeparableGabor(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_out):
-        spec, cos_t, sin_t, window_blocks = ctx.saved_tensors
+        spec, cos_t, sin_t, window_blocks, *kept_maps = ctx.saved_tensors
         layout, group_size = ctx.layout, ctx.group_size
         batch, _, n_freq, n_time = spec.shape
         n, half = sin_t.shape
@@ -150,13 +157,12 @@ class _SeparableGabor(torch.autograd.Function):
             if n_columns not in buffers:
                 # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows stay zero.
                 buffers[n_columns] = (
-                    spec.new_empty(n_freq * n_columns * (2 * half + 1)),
-                    spec.new_zeros(2, n, layout.rows, n_columns),
+                    spec.new_empty(n_freq * n_columns * (1 + 3 * half)),
                     spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
                     spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
-            columns, maps, grad_stack, grad_maps = buffers[n_columns]
+            columns, grad_stack, grad_maps = buffers[n_columns]
             columns = _symmetric_columns(clips, half, columns)
-            _time_step(columns, cos_t, sin_t, layout, maps)
+            maps = kept_maps[start // group_size]
             grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time)
             grad_rows[:, :n_freq].copy_(
                 grad_out[group].view(len(clips), n_parts, n, n_freq, n_time).permute(2, 3, 1, 0, 4))
@@ -170,7 +176,7 @@ class _SeparableGabor(torch.autograd.Function):
             if grad_spec is not None:
                 grad_columns = torch.cat([cos_t.T @ grad_cos_maps, sin_t.T @ grad_sin_maps])
                 grad_spec[group, 0] = _unfold_adjoint(grad_columns, half, n_freq, len(clips))
-        return grad_spec, grad_cos_t, grad_sin_t, layout.per_filter(grad_window_blocks), None, None
+        return grad_spec, grad_cos_t, grad_sin_t, layout.per_filter(grad_window_blocks), None, None, None
 
 
 def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
@@ -181,22 +187,31 @@ def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
     return max(1, CPU_GROUP_BYTES // clip_bytes)
 
 
-def _symmetric_columns(clips: torch.Tensor, half: int, columns: torch.Tensor) -> torch.Tensor:
+def _symmetric_columns(clips: torch.Tensor, half: int, buffer: torch.Tensor) -> torch.Tensor:
     """`(c, 1, F, T)` clips -> columns `(F c T, 1 + 2 half)`: [x(t), x(t + s) + x(t - s), x(t + s) - x(t - s)] for
     s = 1..half along time, each clip zero beyond its own ends (so no clip's filtering reaches into another's).
     A centred cosine tap is even and a sine tap odd, so the cos maps need only the sums and the sin maps only the
-    differences: half the multiply-adds of filtering with the full taps. `columns` is a reused buffer
-    `(F c T (1 + 2 half),)`; its diff part first holds x(t - s) (`flip.out`: a fresh buffer per clip costs its
-    page faults again)."""
+    differences: half the multiply-adds of filtering with the full taps. `buffer` `(F c T (1 + 3 half),)` is
+    reused from group to group (the columns, then x(t - s) in time order; a fresh one costs page faults again)."""
     padded = F.pad(clips[:, 0].transpose(0, 1), (half, half))  # (F, c, T + 2 half)
     windows = padded.unfold(2, 2 * half + 1, 1)  # (F, c, T, k_t), windows[..., half + s] = x(t + s)
-    centre, sums, diffs = columns.view(*windows.shape[:3], -1).split([1, half, half], dim=-1)
-    torch.ops.aten.flip.out(windows[..., :half], [-1], out=diffs)
+    n_columns = windows[..., 0].numel() * (2 * half + 1)
+    columns, before = buffer[:n_columns].view(*windows.shape), buffer[n_columns:].view(*windows.shape[:3], half)
+    mirror = torch.arange(half - 1, -1, -1, device=padded.device).expand_as(before)
+    torch.gather(windows[..., :half], 3, mirror, out=before)  # flip into `before`: torch.flip allocates
     after = windows[..., half + 1 :]
-    centre.copy_(windows[..., half : half + 1])
-    torch.add(after, diffs, out=sums)
-    diffs.sub_(after).neg_()
+    columns[..., 0] = windows[..., half]
+    torch.add(after, before, out=columns[..., 1 : half + 1])
+    torch.sub(after, before, out=columns[..., half + 1 :])
     return columns.view(-1, 2 * half + 1)
+
+
+def _maps_buffer(spec: torch.Tensor, n: int, layout: FreqBlocking, n_columns: int) -> torch.Tensor:
+    """`(2, n, rows, L)` buffer for the cos and sin maps, its frequency padding rows zero."""
+    maps = spec.new_empty(2, n, layout.rows, n_columns)
+    maps[:, :, : layout.pad_top].zero_()
+    maps[:, :, layout.pad_top + layout.n_freq :].zero_()
+    return maps
 
 
 def _interior(maps: torch.Tensor, layout: FreqBlocking) -> torch.Tensor:
@@ -234,5 +249,6 @@ def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: t
     # (cos|sin, filter, part, bin in block, width) -> rows ordered (bin in block, part).
     freq_blocks = _band_blocks(freq_taps, layout.width).transpose(2, 3).reshape(2, n, -1, layout.width)
     half = cos_t.shape[1] // 2  # centred odd taps: cos even, sin odd (`_symmetric_columns`)
+    backward_follows = torch.is_grad_enabled() and any(t.requires_grad for t in (spec, cos_t, sin_t, freq_blocks))
     return _SeparableGabor.apply(spec.contiguous(), cos_t[:, half:], sin_t[:, half + 1 :], freq_blocks, layout,
-                                 group_size(spec, n, layout))
+                                 group_size(spec, n, layout), backward_follows)
