@@ -75,7 +75,7 @@ class FreqBlocking:
         return padded.view(*lead, -1, self.n_blocks, r, width).sum(-3)
 
 
-CPU_GROUP_BYTES = 2 * 2**20  # time-filtered maps per group of clips on CPU: small enough to stay in cache
+CPU_GROUP_BYTES = 4 * 2**20  # time-filtered maps per group of clips on CPU: small enough to stay in cache
 
 
 class _SeparableGabor(torch.autograd.Function):
@@ -83,9 +83,9 @@ class _SeparableGabor(torch.autograd.Function):
     (`FreqBlocking`), on groups of clips side by side (`_symmetric_columns`: each clip with its own padding).
 
     On a GPU the group is the whole batch (no loop over clips). On CPU a group holds as many clips as keep
-    the time-filtered maps within `CPU_GROUP_BYTES` (at least one clip; two of 64 filters x 64 mels x 25
+    the time-filtered maps within `CPU_GROUP_BYTES` (at least one clip; four of 64 filters x 64 mels x 25
     frames): the buffers are then reused from cache, where batch-sized ones cost page faults and memory
-    traffic (`bench/frontend.py --group-sweep`: 2 MB is the fastest or close to it from 25 to 300 frames).
+    traffic (`bench/frontend.py --group-sweep`: 4 MB is the fastest or close to it from 25 to 300 frames).
     Forward keeps every group's time-filtered maps for backward (2n maps of F + k_f - 1 rows or more per clip,
     a little more than the output's P n maps of F rows; recomputing them was the slower choice on CPU).
     Gradients are written by hand, so autograd keeps nothing else per group and never differentiates through
