@@ -1,8 +1,9 @@
 """Where the time of a training epoch goes, per config (CPU).
 
-1. One epoch of `train.py --config C --trainer.max_epochs 1` under Lightning's SimpleProfiler, in seconds: data
-   (fetching the training batches), forward (`training_step`), backward, the optimiser and the rest of each step,
-   validation (its batches and steps, the sanity check included) and callbacks (checkpoint writing included).
+1. One epoch of `train.py --config C --trainer.max_epochs 1` (no sanity check) under Lightning's SimpleProfiler, in
+   seconds: data (fetching the training batches), forward (`training_step`), backward, the optimiser and the rest
+   of each step, validation (its batches and steps) and callbacks (every callback hook of the fit, checkpoint
+   writing and the fit's start and end included, so the columns need not add up to the epoch).
 2. One training step of that model on one of its own training batches, split with module hooks into log-mel,
    filterbank, its batch norm and encoder + head + loss, forward + backward each (median of `--repeats`).
 
@@ -35,6 +36,7 @@ def profile_epoch(config: str, threads: int | None, extra: list[str]) -> tuple[d
     with tempfile.TemporaryDirectory() as folder:
         cmd = [sys.executable, str(REPO / "train.py"), "--config", config, "--trainer.max_epochs", "1",
                "--trainer.limit_test_batches", "1",  # the test after fit is not profiled
+               "--trainer.num_sanity_val_steps", "0",  # runs outside the epoch: its validation would be counted
                "--trainer.enable_progress_bar", "false", "--wandb_group", "epoch-profile",
                "--trainer.profiler", "pytorch_lightning.profilers.SimpleProfiler",
                "--trainer.profiler.init_args.dirpath", folder, "--trainer.profiler.init_args.filename", "profile",
@@ -83,15 +85,18 @@ def training_batch(run_dir: Path) -> dict:
 def step_split_s(model, batch: dict, repeats: int) -> dict[str, float]:
     """Forward + backward seconds of each part of one training step, from hooks: a module's forward is the span
     between its forward pre-hook and hook; its backward ends when the gradient of its input is ready (a tensor
-    hook), and the filterbank's (the log-mel needs none) when `backward()` returns."""
+    hook on the previous part's output), the filterbank's (the log-mel needs none) when `backward()` returns.
+    A frozen filterbank's output needs no gradient: its backward is 0 and the batch norm's ends with `backward()`."""
     frontend = model.frontend
+    if not all(hasattr(frontend, name) for name in ("logmel", "filterbank", "norm")):
+        raise SystemExit(f"{type(frontend).__name__}: the step split needs a log-mel, filterbank and norm frontend")
     modules = {"log-mel": frontend.logmel, "filterbank": frontend.filterbank, "batch norm": frontend.norm}
     marks: dict[str, float] = {}
 
     def mark(name):
         marks[name] = time.perf_counter()
 
-    def forward_end(part):
+    def forward_done(part):
         def hook(module, args, out):  # returns None: the output stays as it is
             mark(f"{part} fwd end")
             if out.requires_grad:
@@ -101,10 +106,11 @@ def step_split_s(model, batch: dict, repeats: int) -> dict[str, float]:
     handles = []
     for part, module in modules.items():
         handles.append(module.register_forward_pre_hook(lambda m, args, part=part: mark(f"{part} fwd start")))
-        handles.append(module.register_forward_hook(forward_end(part)))
+        handles.append(module.register_forward_hook(forward_done(part)))
     runs = []
     try:
         for _ in range(repeats + 1):
+            marks.clear()
             model.zero_grad(set_to_none=True)
             start = time.perf_counter()
             loss = model.training_step(batch, 0)
@@ -112,12 +118,13 @@ def step_split_s(model, batch: dict, repeats: int) -> dict[str, float]:
             loss.backward()
             end = time.perf_counter()
             fwd = {part: marks[f"{part} fwd end"] - marks[f"{part} fwd start"] for part in modules}
+            bank_grad = marks.get("filterbank output grad", end)
+            norm_grad = marks.get("batch norm output grad", bank_grad)
             runs.append({
                 "log-mel": fwd["log-mel"],
-                "filterbank": fwd["filterbank"] + end - marks["filterbank output grad"],
-                "batch norm": fwd["batch norm"] + marks["filterbank output grad"] - marks["batch norm output grad"],
-                "encoder + head + loss": (forward_end - start - sum(fwd.values()))
-                + marks["batch norm output grad"] - forward_end,
+                "filterbank": fwd["filterbank"] + end - bank_grad,
+                "batch norm": fwd["batch norm"] + bank_grad - norm_grad,
+                "encoder + head + loss": (forward_end - start - sum(fwd.values())) + norm_grad - forward_end,
                 "total": end - start,
             })
     finally:
@@ -130,9 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["mel_vad", "gabor_vad", "gabor_vad_paper"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed training steps for the split (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed training steps for the split (median, >= 1)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="overrides passed to every run")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     from earlens.lightning_modules.cli import load_run

@@ -91,19 +91,22 @@ def main():
         path = "dense" if ours.dense else "separable"
         print(f"| {kernel_size[0]} x {kernel_size[1]} ({path}) | {conv_ms:.0f} | {reference_ms:.0f} | {ours_ms:.0f} | "
               f"{conv_ms / ours_ms:.2f}x | {reference_ms / ours_ms:.2f}x | {error:.1e} |", flush=True)
-    if args.group_sweep and device.type == "cpu":
-        group_sweep(args.repeats)
+    if args.group_sweep:
+        if device.type == "cpu":
+            group_sweep(args.repeats)
+        else:
+            print("\n--group-sweep: CPU only (a GPU filters the whole batch as one group); skipped")
     if args.breakdown:
         breakdown(spec)
 
 
 def breakdown(spec: torch.Tensor) -> None:
-    """Self time of the separable 9 x 111 bank's forward + backward by stage (`STAGES`), one profiled run after
-    two warm-ups."""
+    """Self time of the separable 9 x 111 bank's forward + backward by stage (`STAGES`; device time on a GPU), one
+    profiled run after two warm-ups."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
-    bank = GaborSTRF2d(N_FILTERS, (9, 111), mode="concat").to(spec.device)
+    bank = GaborSTRF2d(N_FILTERS, (9, 111), mode="concat", dense=False).to(spec.device)
     grad = torch.randn(spec.shape[0], bank.out_channels, *spec.shape[-2:], device=spec.device)
     for _ in range(2):
         forward_backward_s(bank, spec, grad)
@@ -113,7 +116,8 @@ def breakdown(spec: torch.Tensor) -> None:
     stages: dict[str, float] = {}
     for event in prof.key_averages():
         stage = STAGES.get(event.key, "other operators and Python")
-        stages[stage] = stages.get(stage, 0.0) + event.self_cpu_time_total / 1e3
+        self_us = event.self_device_time_total if spec.is_cuda else event.self_cpu_time_total
+        stages[stage] = stages.get(stage, 0.0) + self_us / 1e3
     stages["other operators and Python"] = 1e3 * total - sum(v for k, v in stages.items()
                                                              if k != "other operators and Python")
     print(f"\nWhere the 9 x 111 bank's forward + backward goes ({1e3 * total:.0f} ms, one profiled run):\n")
@@ -123,25 +127,28 @@ def breakdown(spec: torch.Tensor) -> None:
 
 
 def group_sweep(repeats: int) -> None:
-    """Separable 9 x 111 bank, ms per forward + backward, against the CPU group size (the default marked *)."""
+    """Separable 9 x 111 bank, ms per forward + backward, against the CPU group size (the default marked *), with
+    the clips per group in brackets: cells with the same count run the same code, so their spread is noise."""
     default = separable.CPU_GROUP_BYTES
-    print(f"\nCPU_GROUP_BYTES (MB) vs clip length, 9 x 111, ms (default {default / 2**20:g} MB):\n")
+    print(f"\nCPU_GROUP_BYTES (MB) vs clip length, 9 x 111, ms (clips per group; default {default / 2**20:g} MB):\n")
     print("| batch x frames | " + " | ".join(f"{mb:g} MB" for mb in SWEEP_MB) + " |")
     print("|---" * (len(SWEEP_MB) + 1) + "|")
     torch.manual_seed(0)
-    bank = GaborSTRF2d(N_FILTERS, (9, 111), mode="concat")
+    bank = GaborSTRF2d(N_FILTERS, (9, 111), mode="concat", dense=False)
+    layout = separable.FreqBlocking(N_FILTERS, N_MELS, 9)
     try:
         for batch, frames in SWEEP_CLIPS:
             spec = torch.randn(batch, 1, N_MELS, frames)
             grad = torch.randn(batch, bank.out_channels, N_MELS, frames)
-            cells = []
+            cells, clips = [], []
             for mb in SWEEP_MB:
                 separable.CPU_GROUP_BYTES = int(mb * 2**20)
+                clips.append(separable.group_size(spec, N_FILTERS, layout))
                 cells.append(interleaved_median_ms([bank], spec, grad, repeats)[0])
             best = min(cells)
             print(f"| {batch} x {frames} | " + " | ".join(
-                f"{ms:.0f}{'*' if mb * 2**20 == default else ''}{' (best)' if ms == best else ''}"
-                for mb, ms in zip(SWEEP_MB, cells)) + " |", flush=True)
+                f"{ms:.0f} ({n}){'*' if mb * 2**20 == default else ''}{' best' if ms == best else ''}"
+                for mb, ms, n in zip(SWEEP_MB, cells, clips)) + " |", flush=True)
     finally:
         separable.CPU_GROUP_BYTES = default
 

@@ -116,7 +116,10 @@ def main() -> None:
     if args.summaries:
         results = {}
         for path in args.summaries:
-            results |= json.loads(path.read_text())
+            for key, runs in json.loads(path.read_text()).items():
+                if key in results:
+                    raise SystemExit(f"--summaries: {key} is in more than one file (second: {path}); pass one of them")
+                results[key] = runs
         print(table({key: runs for key, runs in results.items() if key.split("/")[0] in args.tasks
                      and (args.frontends is None or key.split("/")[1] in args.frontends)}))
         return

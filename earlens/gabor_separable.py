@@ -86,13 +86,14 @@ class _SeparableGabor(torch.autograd.Function):
     the time-filtered maps within `CPU_GROUP_BYTES` (at least one clip; four of 64 filters x 64 mels x 25
     frames): the buffers are then reused from cache, where batch-sized ones cost page faults and memory
     traffic (`bench/frontend.py --group-sweep`: 4 MB is the fastest or close to it from 25 to 300 frames).
-    Forward keeps every group's time-filtered maps for backward (2n maps of F + k_f - 1 rows or more per clip,
-    a little more than the output's P n maps of F rows; recomputing them was the slower choice on CPU).
+    When a backward follows (`keep_maps`), forward keeps every group's time-filtered maps for it (2n maps of
+    F + k_f - 1 rows or more per clip, against the output's P n maps of F rows; recomputing them was the slower
+    choice on CPU).
     Gradients are written by hand, so autograd keeps nothing else per group and never differentiates through
     the overlapping window views. The time step is an explicit im2col matmul (the input has one channel, so
-    the columns are only k_t copies of the clips): oneDNN's conv is slower. The other per-group buffers
-    (columns, mixed rows, gradient blocks) are allocated once per call and reused: a fresh one per clip costs
-    its page faults again.
+    the columns and their scratch are only ~1.5 k_t copies of the clips): oneDNN's conv is slower. The other
+    per-group buffers (columns, mixed rows, gradient blocks) are allocated once per call and reused: a fresh one
+    per group costs its page faults again.
     """
 
     @staticmethod
@@ -100,7 +101,7 @@ class _SeparableGabor(torch.autograd.Function):
         """spec `(B, 1, F, T)`; the time taps' halves `cos_t` `(n, h + 1)` (offsets 0..h) and `sin_t` `(n, h)`
         (offsets 1..h); freq_blocks `(2, n, 8 P, width)` mixing the cos / sin maps into rows (bin in block, part);
         `group_size` clips at a time -> `(B, P n, F, T)`, parts outermost. `keep_maps`: a backward will follow
-        (otherwise one maps buffer serves every group)."""
+        (otherwise the groups share one maps buffer per group width)."""
         batch, _, n_freq, n_time = spec.shape
         n, half = sin_t.shape
         n_parts = freq_blocks.shape[2] // FREQ_BLOCK
@@ -192,7 +193,7 @@ def _symmetric_columns(clips: torch.Tensor, half: int, buffer: torch.Tensor) -> 
     s = 1..half along time, each clip zero beyond its own ends (so no clip's filtering reaches into another's).
     A centred cosine tap is even and a sine tap odd, so the cos maps need only the sums and the sin maps only the
     differences: half the multiply-adds of filtering with the full taps. `buffer` `(F c T (1 + 3 half),)` is
-    reused from group to group (the columns, then x(t - s) in time order; a fresh one costs page faults again)."""
+    reused from group to group (the columns, then x(t - s) for s = 1..half; a fresh one costs page faults again)."""
     padded = F.pad(clips[:, 0].transpose(0, 1), (half, half))  # (F, c, T + 2 half)
     windows = padded.unfold(2, 2 * half + 1, 1)  # (F, c, T, k_t), windows[..., half + s] = x(t + s)
     n_columns = windows[..., 0].numel() * (2 * half + 1)
@@ -239,7 +240,9 @@ def _unfold_adjoint(grad_columns, half: int, n_freq: int, n_clips: int) -> torch
 
 def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: tuple[str, ...]) -> torch.Tensor:
     """Responses `(B, len(parts) n, F, T)` of the bank with 1-D factors `(cos_f, sin_f)` `(n, k_f)` and
-    `(cos_t, sin_t)` `(n, k_t)` (`earlens.gabor.separable_factors`) for `parts` ("real", "imag") in order."""
+    `(cos_t, sin_t)` `(n, k_t)` (`earlens.gabor.separable_factors`) for `parts` ("real", "imag") in order. The time
+    factors must be centred on odd k_t with cos_t even and sin_t odd (as Gabor carriers are): only their halves
+    are used."""
     (cos_f, sin_f), (cos_t, sin_t) = freq_factors, time_factors
     n, k_f = cos_f.shape
     layout = FreqBlocking(n, spec.shape[-2], k_f)

@@ -77,7 +77,7 @@ def test_separable_equals_dense_conv(mode, init, shape):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", [(2, 1, 40, 60), (2, 5, 7), (1, 17, 30)])
-@pytest.mark.parametrize("kernel_size", [(9, 25), (25, 7), (9, 111)])
+@pytest.mark.parametrize("kernel_size", [(9, 25), (25, 7), (9, 111), (3, 3)])
 def test_separable_gradients_equal_dense_gradients(mode, shape, kernel_size):
     """The separable path's hand-written backward against autograd through the dense conv2d."""
     bank = _bank(n_filters=5, kernel_size=kernel_size, mode=mode).double()
@@ -99,18 +99,20 @@ def test_concat_is_real_then_imag_and_magnitude_is_their_modulus():
     torch.testing.assert_close(outputs["magnitude"], torch.hypot(outputs["real"], outputs["imag"]), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("mode", MODES)
-def test_every_parameter_gets_a_gradient(mode):
-    bank = _bank(mode=mode)
+def test_every_parameter_gets_a_gradient(mode, dense):
+    bank = _bank(mode=mode, dense=dense)
     bank(torch.randn(2, 1, 16, 40)).square().mean().backward()
     for name, parameter in bank.named_parameters():
         assert parameter.grad is not None and torch.all(parameter.grad != 0), name
 
 
+@pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("raw", [1e3, -1e3, 0.0])
-def test_extreme_raw_parameters_stay_finite(mode, raw):
-    bank = _bank(mode=mode)
+def test_extreme_raw_parameters_stay_finite(mode, raw, dense):
+    bank = _bank(mode=mode, dense=dense)
     with torch.no_grad():
         for parameter in bank.parameters():
             parameter.fill_(raw)
@@ -263,7 +265,8 @@ def test_sigma_max_leaves_the_paper_init_unclipped():
 def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
     """On CPU the separable path runs cache-sized groups of clips side by side (a GPU runs the whole batch
     as one group): one clip per group, groups that split the batch unevenly and one group for all must give
-    the dense values and gradients, so no clip's filtering reaches into its neighbour."""
+    the dense values and gradients, so no clip's filtering reaches into its neighbour; without a backward
+    (`torch.no_grad`) the groups share one maps buffer per group width, the last smaller group included."""
     import earlens.gabor_separable as separable
 
     bank = _bank(n_filters=3, kernel_size=(9, 25), mode="concat").double()
@@ -279,3 +282,6 @@ def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
         grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
     for fast, dense in zip(grads[False], grads[True]):
         torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
+    bank.dense = False
+    with torch.no_grad():
+        torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)

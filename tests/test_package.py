@@ -12,6 +12,7 @@ import pytest
 import earlens
 
 REPO = Path(__file__).resolve().parent.parent
+BESIDE = ["tests", "bench", "configs", "earlens", "docs"]  # folders beside the package that are not part of it
 
 
 @pytest.mark.parametrize("name", ["callbacks", "datamodules", "lightning_modules"])
@@ -20,7 +21,7 @@ def test_glue_comes_from_this_checkout(name):
     assert Path(module.__file__).resolve() == REPO / name / "__init__.py"
 
 
-@pytest.mark.parametrize("name", ["tests", "bench", "configs", "earlens", "docs"])
+@pytest.mark.parametrize("name", BESIDE)
 def test_nothing_else_beside_the_package_imports_through_it(name):
     assert (REPO / name).is_dir()
     with pytest.raises(ModuleNotFoundError):
@@ -30,4 +31,4 @@ def test_nothing_else_beside_the_package_imports_through_it(name):
 def test_walking_the_package_ends_and_finds_only_its_modules():
     names = [info.name for info in pkgutil.walk_packages(earlens.__path__, "earlens.")]
     assert {"earlens.gabor", "earlens.pretrained", "earlens.pretrained.silero"} <= set(names)
-    assert not any(name.split(".")[1] in {"tests", "bench", "configs", "earlens"} for name in names)
+    assert not any(name.split(".")[1] in BESIDE for name in names)
