@@ -5,6 +5,7 @@
     python bench/tasks.py --tasks speaker --seeds 0 1 2 3 4
     python bench/tasks.py --summaries runs/bench_tasks.json   # re-print the table from a finished bench
     python bench/tasks.py --summaries a.json b.json --frontends gabor mel   # several benches' rows, some frontends
+    python bench/tasks.py --summaries a.json b.json --pair gabor gabor_frozen   # + learned minus frozen, run by run
 
 Frontends (`FRONTENDS`): `gabor` (16 Gabor filters of 9 x 25), `gabor_paper` (the paper's 64 of 9 x 111),
 `gabor_frozen` and `gabor_paper_frozen` (those banks never trained: does learning the filters help?) and `mel`
@@ -101,6 +102,26 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(results: dict[str, list[dict]], first: str, second: str) -> str:
+    """Per task, the headline metric of `first` minus `second` run by run (the same seeds or folds, in bench order),
+    their mean and a paired t-test (scipy's; p = 1 when every difference is 0). Tasks lacking either are skipped."""
+    from scipy.stats import ttest_rel
+
+    lines = [f"| task | metric | {first} − {second}, each run | mean | paired t | p |", "|---" * 6 + "|"]
+    for task in HEADLINE:
+        a, b = results.get(f"{task}/{first}"), results.get(f"{task}/{second}")
+        if not a or not b:
+            continue
+        if [r.get("seed") for r in a] != [r.get("seed") for r in b]:
+            raise SystemExit(f"--pair: {task}: the runs of {first} and {second} have different seeds")
+        x, y = (np.array([r["test_metrics"][HEADLINE[task]] for r in runs]) for runs in (a, b))
+        diff = x - y
+        t, p = (0.0, 1.0) if not diff.any() else ttest_rel(x, y)
+        lines.append(f"| {task} | {HEADLINE[task]} | {' '.join(f'{d:+.3f}' for d in diff)} | {diff.mean():+.3f} | "
+                     f"{t:.2f} | {p:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(HEADLINE), choices=list(HEADLINE))
@@ -111,6 +132,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_tasks.json")
     parser.add_argument("--summaries", type=Path, nargs="+", help="print the table of finished benches' JSON "
                         "files instead (rows of --tasks and --frontends, in file order)")
+    parser.add_argument("--pair", nargs=2, metavar=("FIRST", "SECOND"), help="also print FIRST minus SECOND run by run "
+                        "with a paired t-test (e.g. gabor gabor_frozen: does learning the filters help?)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="overrides passed to every run")
     args = parser.parse_args()
     if args.summaries:
@@ -122,6 +145,8 @@ def main() -> None:
                 results[key] = runs
         print(table({key: runs for key, runs in results.items() if key.split("/")[0] in args.tasks
                      and (args.frontends is None or key.split("/")[1] in args.frontends)}))
+        if args.pair:
+            print("\n" + paired_differences(results, *args.pair))
         return
     args.frontends = args.frontends or ["gabor", "mel"]
     results: dict[str, list[dict]] = {}
@@ -137,6 +162,8 @@ def main() -> None:
                 print(f"{task} {frontend} {label}: {summary['test_metrics'][HEADLINE[task]]:.4f}", flush=True)
                 args.out.write_text(json.dumps(results, indent=1))  # partial results survive an interruption
     print(table(results))
+    if args.pair:
+        print("\n" + paired_differences(results, *args.pair))
     log_summary_run(results, group)
     print(f"\nsummaries: {args.out}")
 

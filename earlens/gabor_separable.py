@@ -113,7 +113,7 @@ class _SeparableGabor(torch.autograd.Function):
             clips = spec[start : start + group_size]
             n_columns = len(clips) * n_time
             if n_columns not in buffers:  # mixed: the rows of windows past the last one stay unused
-                buffers[n_columns] = (spec.new_empty(n_freq * n_columns * (1 + 3 * half)),
+                buffers[n_columns] = (_columns_buffer(spec, n_columns, half),
                                       spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
                                       None if keep_maps else _maps_buffer(spec, n, layout, n_columns))
             columns, mixed, maps = buffers[n_columns]
@@ -158,7 +158,7 @@ class _SeparableGabor(torch.autograd.Function):
             if n_columns not in buffers:
                 # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows stay zero.
                 buffers[n_columns] = (
-                    spec.new_empty(n_freq * n_columns * (1 + 3 * half)),
+                    _columns_buffer(spec, n_columns, half),
                     spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
                     spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
             columns, grad_stack, grad_maps = buffers[n_columns]
@@ -205,6 +205,11 @@ def _symmetric_columns(clips: torch.Tensor, half: int, buffer: torch.Tensor) -> 
     torch.add(after, before, out=columns[..., 1 : half + 1])
     torch.sub(after, before, out=columns[..., half + 1 :])
     return columns.view(-1, 2 * half + 1)
+
+
+def _columns_buffer(spec: torch.Tensor, n_columns: int, half: int) -> torch.Tensor:
+    """Flat buffer for `_symmetric_columns` of a group of `n_columns` frames: its columns, then its scratch."""
+    return spec.new_empty(spec.shape[-2] * n_columns * (1 + 3 * half))
 
 
 def _maps_buffer(spec: torch.Tensor, n: int, layout: FreqBlocking, n_columns: int) -> torch.Tensor:

@@ -67,7 +67,7 @@ def test_separable_equals_dense_conv(mode, init, shape):
     bank = _bank(n_filters=8, kernel_size=(9, 25), mode=mode, init=init, dense=False)  # 9 x 25 is dense by default
     spec = torch.randn(shape)
     separable = bank(spec)
-    with torch.no_grad():  # no backward follows: one maps buffer serves every group of clips
+    with torch.no_grad():  # no backward follows: the maps are not kept (several groups: the groups test)
         torch.testing.assert_close(bank(spec), separable, rtol=0, atol=0)
     bank.dense = True
     dense = bank(spec)
