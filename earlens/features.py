@@ -3,8 +3,9 @@
 `extract_features` writes one shard per batch (to a temporary name, then `os.replace`, so a shard that
 exists is complete) with a checksum beside it, assembles the shards into one `.npy` opened as a memory map, and
 writes `manifest.json` (with the final array's size and checksum) last to mark the entry complete. A crashed run
-resumes at the missing shards; a shard or final array whose bytes no longer match its checksum (zeroed, truncated)
-is rebuilt with a warning naming the file. Entries are keyed by the audio's content, never by a caller's label.
+resumes at the missing shards; a shard or final array whose bytes no longer match its checksum (zeroed, truncated),
+or an entry whose manifest cannot be read, is rebuilt with a warning naming the file. Entries are keyed by the
+audio's content, never by a caller's label.
 
 Layout: pooling `"mean"` (over time) gives `(N, L, D)`; `"none"` keeps time as `(N, L, T, D)`. Layers of
 different width (EnCodec, CREPE) are zero-padded to the widest selected layer, and with `"none"` layers of
@@ -28,6 +29,7 @@ import soxr
 import torch
 from tqdm.auto import tqdm
 
+from earlens.audio import audio_fingerprint
 from earlens.backbones import Backbone
 from earlens.lengths import masked_mean, proportional_frames
 from earlens.paths import cache_dir as default_cache_dir
@@ -41,15 +43,6 @@ def checksum(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     with open(path, "rb") as file:
         while block := file.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def audio_fingerprint(waves: np.ndarray, chunk_rows: int = 256) -> str:
-    """BLAKE2b digest of clips `(N, T)` as float32 (their shape included): the cache key's audio part."""
-    waves = np.asarray(waves)
-    digest = hashlib.blake2b(repr(tuple(waves.shape)).encode(), digest_size=16)
-    for start in range(0, len(waves), chunk_rows):
-        digest.update(np.ascontiguousarray(waves[start:start + chunk_rows], dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 
@@ -125,13 +118,18 @@ def _verified_entry(final_path: Path, manifest_path: Path) -> np.memmap | None:
     """The finished array if its size and checksum match the manifest; else None (entry removed, with a warning)."""
     if not (manifest_path.is_file() and final_path.is_file()):
         return None
-    manifest = json.loads(manifest_path.read_text())
-    expected_size, expected_sum = manifest.get("bytes"), manifest.get("checksum")
-    problem = ("is truncated or grown" if final_path.stat().st_size != expected_size else
-               "does not match its checksum" if checksum(final_path) != expected_sum else None)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        expected_size, expected_sum = manifest.get("bytes"), manifest.get("checksum")
+    except (ValueError, AttributeError, UnicodeDecodeError) as err:  # emptied, cut short, not an object
+        damaged, problem = manifest_path, f"is unreadable ({type(err).__name__})"
+    else:
+        damaged = final_path
+        problem = ("is truncated or grown" if final_path.stat().st_size != expected_size else
+                   "does not match its checksum" if checksum(final_path) != expected_sum else None)
     if problem is None:
         return np.load(final_path, mmap_mode="r")
-    warnings.warn(f"feature cache: {final_path} {problem} (corrupted); rebuilding the entry", stacklevel=3)
+    warnings.warn(f"feature cache: {damaged} {problem} (corrupted); rebuilding the entry", stacklevel=3)
     manifest_path.unlink(missing_ok=True)
     final_path.unlink(missing_ok=True)
     return None

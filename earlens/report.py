@@ -15,6 +15,8 @@ import csv
 import html
 import io
 import json
+import sys
+import warnings
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -51,37 +53,53 @@ def _numbers(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return pairs
 
 
+class ReportError(ValueError):
+    """A run folder, or a file in it, that the report cannot read; the message names it."""
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV a run wrote. A cut-off last row (the writer was killed mid-line: no final newline, or fewer
+    fields than the header) is left out with a warning naming the file; an unreadable file is a `ReportError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: cannot read ({err})") from None
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    if rows and (not text.endswith("\n") or None in rows[-1].values()):
+        warnings.warn(f"{path}: the last row is incomplete (a write was interrupted); left out", stacklevel=2)
+        rows.pop()
+    return rows
+
+
 def read_layer_table(path: str | Path) -> list[dict]:
     """Rows of a table written by `log_layer_table`; a row logged again for the same (epoch, layer, metric), as after
     a resume, replaces the earlier one."""
-    latest = {}
-    with open(path, newline="") as file:
-        for row in csv.DictReader(file):
-            latest[(row["epoch"], row["layer"], row["metric"])] = row
-    return list(latest.values())
+    return list({(row["epoch"], row["layer"], row["metric"]): row for row in _read_csv(Path(path))}.values())
 
 
 def read_run(run_dir: Path) -> dict:
-    """Everything the report shows about one run folder."""
+    """Everything the report shows about one run folder; `ReportError` names a folder that is not a run or a file
+    that cannot be read."""
     summary_path = run_dir / "summary.json"
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such folder")
     if not summary_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no summary.json (not a finished train.py/probe.py run)")
-    epochs = []
-    for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
-        with open(path, newline="") as file:
-            epochs += list(csv.DictReader(file))
-    layers = []
-    if (run_dir / "layers.csv").is_file():
-        with open(run_dir / "layers.csv", newline="") as file:
-            layers = list(csv.DictReader(file))
+        raise ReportError(f"{run_dir}: not a run folder (no summary.json); give folders that train.py or probe.py "
+                          "wrote, such as runs/<config>/<stamp>")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ReportError(f"{summary_path}: unreadable ({err}); the file is cut short or damaged") from None
+    if not isinstance(summary, dict):
+        raise ReportError(f"{summary_path}: not a run summary (a JSON object)")
+    epochs = [row for path in sorted(run_dir.glob("csv/version_*/metrics.csv")) for row in _read_csv(path)]
+    layers = _read_csv(run_dir / "layers.csv") if (run_dir / "layers.csv").is_file() else []
     intervals = {}
     if (run_dir / "layer_metrics.csv").is_file():
-        with open(run_dir / "layer_metrics.csv", newline="") as file:
-            intervals = {(row["layer"], row["metric"]): (float(row["ci_low"]), float(row["ci_high"]))
-                         for row in csv.DictReader(file) if row["ci_low"] not in ("", "nan")}
-    return {"dir": run_dir, "name": f"{run_dir.parent.name}/{run_dir.name}",
-            "summary": json.loads(summary_path.read_text()), "epochs": epochs, "layers": layers,
-            "intervals": intervals, "figures": sorted(run_dir.glob("*.png")),
+        intervals = {(row["layer"], row["metric"]): (float(row["ci_low"]), float(row["ci_high"]))
+                     for row in _read_csv(run_dir / "layer_metrics.csv") if row["ci_low"] not in ("", "nan")}
+    return {"dir": run_dir, "name": f"{run_dir.parent.name}/{run_dir.name}", "summary": summary, "epochs": epochs,
+            "layers": layers, "intervals": intervals, "figures": sorted(run_dir.glob("*.png")),
             "tables": {path.stem: read_layer_table(path) for path in sorted(run_dir.glob("tables/*.csv"))}}
 
 
@@ -182,10 +200,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=Path("report.html"))
     parser.add_argument("--title", default="earlens runs")
     args = parser.parse_args(argv)
-    args.out.write_text(render(args.run_dirs, args.title), encoding="utf-8")
+    page = render(args.run_dirs, args.title)  # every run read before anything is written
+    args.out.write_text(page, encoding="utf-8")
     print(args.out.resolve())
     return args.out
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ReportError, OSError) as error:  # OSError: a figure or --out that cannot be read or written, named
+        sys.exit(f"earlens.report: {error}")

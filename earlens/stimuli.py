@@ -16,7 +16,8 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ RENDER_VERSION = 2  # bump when the rendering changes, so old caches are not re-
 @dataclass
 class StimulusSet:
     """Clips `waves` (N, T) float32 at `sample_rate`, per-clip `labels`, their CSV and the cache key; `lengths`
-    (real samples per clip, zero padding after them) when the clips differ in length (None: all are whole)."""
+    (real samples per clip, zero padding after them) when the clips differ in length (None: all are whole);
+    `duplicates`: (copy, kept) names of clips left out because they repeat an earlier clip's audio."""
 
     waves: np.ndarray
     sample_rate: int
@@ -45,18 +47,22 @@ class StimulusSet:
     table_path: Path
     key: str
     lengths: np.ndarray | None = None
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.waves)
 
 
 def load_stimuli_table(table: str | os.PathLike, sample_rate: int = 16000, clip_seconds: float | None = None,
-                       path_column: str = "path") -> StimulusSet:
+                       path_column: str = "path", check=None) -> StimulusSet:
     """Your own recordings as stimuli: a CSV/TSV with a `path_column` (relative to the table) and label columns
-    (e.g. `midi_pitch`, `instrument`; integers stay integers). Clips are resampled to `sample_rate`, centred-cropped
-    to `clip_seconds` (default: the longest clip) and zero-padded after the signal, with `lengths`. Unreadable
-    files stop with an error naming them (a probe on a silently shrunk set would mislead)."""
-    from earlens.audio import AudioError, crop_or_pad, load_audio
+    (e.g. `midi_pitch`, `instrument`; typed like `read_labels`). `check(labels, table)` (the caller's
+    validation of the label columns) runs before any audio is decoded. Clips are resampled to `sample_rate`,
+    centred-cropped to `clip_seconds` (default: the longest clip) and zero-padded after the signal, with `lengths`.
+    Rows whose audio repeats an earlier row's (a file listed twice, or copied under another name) are left out with
+    a warning and listed in `duplicates`: copies would otherwise fall on both sides of a probe's train/test split.
+    Unreadable files stop with an error naming them (a probe on a silently shrunk set would mislead)."""
+    from earlens.audio import AudioError, audio_fingerprint, crop_or_pad, first_copies, load_audio
 
     table = Path(table)
     if not table.is_file():
@@ -66,6 +72,9 @@ def load_stimuli_table(table: str | os.PathLike, sample_rate: int = 16000, clip_
         rows = list(csv.DictReader(file, delimiter=delimiter))
     if not rows or path_column not in rows[0]:
         raise ValueError(f"{table}: needs a {path_column!r} column and at least one row")
+    labels = {name: typed_column([row[name] for row in rows]) for name in rows[0] if name != path_column}
+    if check is not None:
+        check(labels, table)
     waves, bad = [], []
     for row in tqdm(rows, desc=f"loading {table.name}", leave=False):
         path = Path(row[path_column]) if Path(row[path_column]).is_absolute() else table.parent / row[path_column]
@@ -75,18 +84,18 @@ def load_stimuli_table(table: str | os.PathLike, sample_rate: int = 16000, clip_
             bad.append(str(err))
     if bad:
         raise AudioError(f"{table}: {len(bad)} unreadable file(s): " + "; ".join(bad[:3]))
+    keep, copies = first_copies([audio_fingerprint(wave) for wave in waves])
+    duplicates = [(rows[copy][path_column], rows[original][path_column]) for copy, original in copies]
+    if duplicates:
+        warnings.warn(f"{table}: {len(duplicates)} row(s) repeat the audio of an earlier row and are left out (e.g. "
+                      f"{duplicates[0][0]} = {duplicates[0][1]})", stacklevel=2)
+        waves = [waves[i] for i in keep]
+        labels = {name: values[keep] for name, values in labels.items()}
     n_samples = round(clip_seconds * sample_rate) if clip_seconds else max(len(w) for w in waves)
     lengths = np.array([min(len(w), n_samples) for w in waves], dtype=np.int64)
     stacked = np.stack([crop_or_pad(w, n_samples) for w in waves]).astype(np.float32)
-    labels = {}
-    for name in (c for c in rows[0] if c != path_column):
-        values = [row[name] for row in rows]
-        try:
-            labels[name] = np.array([int(v) for v in values], dtype=np.int64)
-        except ValueError:
-            labels[name] = np.array(values)
     digest = hashlib.sha1(stacked.tobytes() + lengths.tobytes()).hexdigest()[:16]
-    return StimulusSet(stacked, sample_rate, labels, table, f"table-{digest}", lengths)
+    return StimulusSet(stacked, sample_rate, labels, table, f"table-{digest}", lengths, duplicates)
 
 
 class _Renderer:
@@ -177,21 +186,23 @@ def _write_table(path: Path, labels: dict[str, np.ndarray]) -> None:
 
 
 def read_labels(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A rendered set's labels.csv as columns (integers, floats, booleans, strings)."""
+    """A rendered set's labels.csv as columns (`typed_column`)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    columns = {name: [row[name] for row in rows] for name in rows[0] if name != "index"}
-    labels = {}
-    for name, values in columns.items():
-        try:
-            labels[name] = np.array([int(v) for v in values], dtype=np.int64)
-        except ValueError:
-            try:
-                labels[name] = np.array([float(v) for v in values])
-            except ValueError:
-                is_bool = set(values) <= {"True", "False"}
-                labels[name] = np.array([v == "True" for v in values]) if is_bool else np.array(values)
-    return labels
+    return {name: typed_column([row[name] for row in rows]) for name in rows[0] if name != "index"}
+
+
+def typed_column(values: list[str]) -> np.ndarray:
+    """A CSV column as integers if every value is one, else floats, else booleans (True/False), else strings."""
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        pass
+    try:
+        return np.array([float(v) for v in values])
+    except ValueError:
+        pass
+    return np.array([v == "True" for v in values]) if set(values) <= {"True", "False"} else np.array(values)
 
 
 def subset_rows(n_rows: int, subset: int | None, seed: int = 0) -> np.ndarray:
