@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from earlens.audio import AudioError, crop_or_pad, load_audio
+from earlens.audio import AudioError, crop_or_pad, first_copies, load_audio
 from earlens.paths import data_root
 
 SPLITS = ("train", "val", "test")
+FEW_TRAIN_ITEMS = 20  # fewer training clips than this in a class: its accuracy is mostly noise
 
 
 def natural_key(label: str) -> tuple:
@@ -105,6 +106,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.root = self._resolve_root(root)
         self.sample_rate, self.batch_size, self.num_workers, self.seed = sample_rate, batch_size, num_workers, seed
         self.skipped: list[tuple[str, str]] = []
+        self.duplicates: list[tuple[str, str]] = []  # (left-out copy, the item kept)
         self.split_files: dict[str, list[str]] = {}
         self._splits: dict[str, Dataset] | None = None
         self._class_names: list[str] | None = None
@@ -149,6 +151,29 @@ class AudioDataModule(pl.LightningDataModule):
         """Decode all splits once (later calls, e.g. for `test` after `fit`, reuse them)."""
         if self._splits is None:
             self._splits = self._build_splits()
+            self._warn_small_data()
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Items per split (clips; windows for frame tasks)."""
+        self.setup()
+        return {name: len(self._splits[name]) for name in SPLITS}
+
+    def _warn_small_data(self) -> None:
+        """Advice where the numbers alone make training unreliable: one optimiser step per epoch, or classes with
+        fewer than `FEW_TRAIN_ITEMS` training clips."""
+        train = self._splits["train"]
+        if len(train) <= self.batch_size:
+            warnings.warn(f"{self.dataset}: the train split ({len(train)} items) is one batch of {self.batch_size}, "
+                          "so each epoch takes a single optimiser step; lower --data.init_args.batch_size (e.g. "
+                          f"{max(1, len(train) // 8)}) or add data", stacklevel=2)
+        if isinstance(train, ClipDataset):
+            counts = np.bincount(train.labels, minlength=len(self.class_names))
+            few = [f"{self.class_names[k]} {n}" for k, n in enumerate(counts) if n < FEW_TRAIN_ITEMS]
+            if few:
+                warnings.warn(f"{self.dataset}: {len(few)} class(es) with fewer than {FEW_TRAIN_ITEMS} training items "
+                              f"({', '.join(few[:10])}{', ...' if len(few) > 10 else ''}): their scores will be "
+                              "noisy; add recordings or merge classes", stacklevel=2)
 
     def split(self, name: str) -> Dataset:
         """The `train`, `val` or `test` dataset (decoding everything on first use)."""
@@ -180,6 +205,18 @@ class AudioDataModule(pl.LightningDataModule):
         """Record and warn about an unusable file, annotation row (`file:line`) or class."""
         self.skipped.append((str(what), reason))
         warnings.warn(f"{self.dataset}: skipping {what}: {reason}", stacklevel=2)
+
+    def _drop_duplicates(self, items: Sequence, key_of, name_of) -> list:
+        """Keep the first of items with the same audio (`key_of(item)`, a content digest): a recording listed
+        twice, or copied under another name, would otherwise land in train and test and inflate test scores.
+        Copies are left out with one warning and listed in `duplicates` as (copy, kept)."""
+        kept, copies = first_copies([key_of(item) for item in items])
+        self.duplicates += [(str(name_of(items[copy])), str(name_of(items[original]))) for copy, original in copies]
+        if copies:
+            copy, original = self.duplicates[-1]
+            warnings.warn(f"{self.dataset}: {len(copies)} item(s) repeat the audio of another and are left out "
+                          f"(e.g. {copy} = {original}); summary.json lists them under 'duplicates'", stacklevel=2)
+        return [items[i] for i in kept]
 
     def _decode(self, paths: Sequence[Path]) -> dict[Path, np.ndarray]:
         """Decode `paths` at `sample_rate`; unusable files are skipped and counted, not fatal."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
-from earlens.audio import find_audio
+from earlens.audio import audio_fingerprint, find_audio
 
 
 def group_split(labels: list[str], groups: list[str], fractions: dict[str, float], seed: int) -> list[str]:
@@ -46,8 +46,9 @@ class FolderDataModule(AudioDataModule):
 
     The split is seeded and stratified by class (`val_fraction`, `test_fraction`); with `group_pattern`, a regex
     whose first group picks a group id out of each file name (e.g. `^([0-9a-f]+)_` for a speaker prefix), no group
-    spans two splits. Unreadable files are skipped and counted; classes come from the usable files, and a class with
-    fewer than `min_class_items` of them is dropped with a warning.
+    spans two splits. Files with the same audio as an earlier one are left out (`duplicates`). Unreadable files are
+    skipped and counted; classes come from the usable files, and a class with fewer than `min_class_items` of them
+    is dropped with a warning. `root` is required (None is refused in one line naming the option).
     """
 
     dataset = "folder"
@@ -55,7 +56,7 @@ class FolderDataModule(AudioDataModule):
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         sample_rate: int = 16000,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -84,7 +85,9 @@ class FolderDataModule(AudioDataModule):
                                     "(expected root/<class>/<file>)")
 
     def _resolve_root(self, root: str | None) -> Path:
-        if not root or not Path(root).is_dir():
+        if not root:
+            raise FileNotFoundError("folder: --data.init_args.root DIR is required (your audio as DIR/<class>/<file>)")
+        if not Path(root).is_dir():
             raise FileNotFoundError(f"folder: --data.init_args.root {root!r} is not a folder (expected root/<class>/)")
         return Path(root).resolve()
 
@@ -101,7 +104,9 @@ class FolderDataModule(AudioDataModule):
 
     def _build_splits(self) -> dict[str, ClipDataset]:
         waves = self._decode(self.files)
-        usable = self._enough_per_class([(path, self._label_of(path)) for path in self.files if path in waves])
+        usable = self._drop_duplicates([(path, self._label_of(path)) for path in self.files if path in waves],
+                                       lambda item: audio_fingerprint(waves[item[0]]), lambda item: item[0])
+        usable = self._enough_per_class(usable)
         splits = group_split([label for _, label in usable], [self._group_of(path) for path, _ in usable],
                              self.fractions, self.seed)
         clips = [(path, label, split) for (path, label), split in zip(usable, splits)]

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
 from earlens.datamodules.folder import group_split
-from earlens.audio import AudioError, LazySegment
+from earlens.audio import AudioError, LazySegment, audio_fingerprint
 
 REQUIRED = ("path", "label")
 
@@ -55,9 +55,11 @@ class ManifestDataModule(AudioDataModule):
     Columns: `path`, `label` (any string), optional `split` (train/val/test; rows without one are split seeded,
     stratified and group-disjoint like `FolderDataModule`), `group` (e.g. speaker or recording), `start` and `end`
     in seconds (a segment of a long file; each file is decoded once). Bad rows and unreadable files are skipped,
-    named and counted; classes come from the usable rows. `lazy=True` decodes nothing up front: each item reads only
-    the chunk it needs (`earlens.audio.LazySegment`), for corpora too big for memory (files are checked by their
-    headers at setup, so content errors surface as warnings during training instead).
+    named and counted; rows repeating the audio of an earlier row are left out (`duplicates`); classes come from the
+    usable rows. `lazy=True` decodes nothing up front: each item reads only the chunk it needs
+    (`earlens.audio.LazySegment`), for corpora too big for memory (files are checked by their headers at setup, so
+    content errors surface as warnings during training instead, and only rows naming the same file and segment
+    count as duplicates).
     """
 
     dataset = "manifest"
@@ -65,7 +67,7 @@ class ManifestDataModule(AudioDataModule):
 
     def __init__(
         self,
-        manifest: str,
+        manifest: str | None = None,
         sample_rate: int = 16000,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -85,7 +87,9 @@ class ManifestDataModule(AudioDataModule):
             raise ValueError(f"manifest: {self.root} has no usable rows ({len(self.skipped)} skipped)")
 
     def _resolve_root(self, root: str | None) -> Path:
-        if not root or not Path(root).is_file():
+        if not root:
+            raise FileNotFoundError("manifest: --data.init_args.manifest FILE.csv is required")
+        if not Path(root).is_file():
             raise FileNotFoundError(f"manifest: --data.init_args.manifest {root!r} is not a file")
         return Path(root).resolve()
 
@@ -104,6 +108,14 @@ class ManifestDataModule(AudioDataModule):
                              f"({len(wave) / self.sample_rate:.2f} s)")
         return wave[first:last]
 
+    def _content_key(self, item: tuple[dict, object]) -> str:
+        """What makes two rows the same recording: the digest of the segment's samples; with `lazy` (nothing decoded
+        up front) the resolved file and the segment's bounds, so copies under other names go undetected there."""
+        row, segment = item
+        if self.lazy:
+            return f"{row['path'].resolve()}|{row['start']}|{row['end']}"
+        return audio_fingerprint(segment)
+
     def _build_splits(self) -> dict[str, ClipDataset]:
         waves = {} if self.lazy else self._decode(sorted({row["path"] for row in self.rows}))
         items = []
@@ -114,6 +126,7 @@ class ManifestDataModule(AudioDataModule):
                 items.append((row, self._segment(row, waves)))
             except (AudioError, sf.LibsndfileError, RuntimeError) as err:
                 self._skip(row["where"], str(err))
+        items = self._drop_duplicates(items, self._content_key, lambda item: f"{item[0]['where']} ({item[0]['path']})")
         kept = {label for _, label in self._enough_per_class([(None, row["label"]) for row, _ in items])}
         items = [(row, segment) for row, segment in items if row["label"] in kept]
         unsplit = [i for i, (row, _) in enumerate(items) if row["split"] is None]
