@@ -5,7 +5,8 @@ line). Voice activity models write one RTTM per file (speech regions from the fr
 hysteresis and minimum durations, via `pyannote.core`) and the frame probabilities as CSV; with `--reference` (and
 `--uem`) they are scored with `pyannote.metrics` (detection error rate, precision, recall, F-measure; `--collar`).
 Clip models write `predictions.csv`: the label and every class's probability, averaged over sliding windows of the
-training clip length for longer files. An unreadable file costs one line on stderr; the rest are still processed.
+training clip length for longer files. An unreadable or missing file costs one line on stderr; the rest are still
+processed. The exit status is non-zero when no file could be processed.
 """
 
 from __future__ import annotations
@@ -27,24 +28,39 @@ from earlens.lightning_modules.checkpointing import CheckpointError
 from earlens.lightning_modules.cli import load_run
 
 
-def audio_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (recursive) and list files expanded into audio paths, in the order given."""
-    paths = []
+class NothingProcessed(RuntimeError):
+    """No input gave a result: the command failed, even though each input was only skipped."""
+
+
+def audio_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
+    """Files, folders (recursive) and list files expanded into audio paths, in the order given, and one line for
+    each input that gives nothing: a missing file, folder or list (whatever its extension), a missing file named by
+    a list, a folder without audio. Unreadable files are found later, when decoded."""
+    paths, missing = [], []
     for item in map(Path, items):
         if item.is_dir():
-            paths += find_audio(item)[0]
+            found = find_audio(item)[0]
+            paths += found
+            if not found:
+                missing.append(f"{item}: no audio files in this folder")
         elif item.suffix.lower() in (".txt", ".lst") and item.is_file():
-            for line in filter(None, (x.strip() for x in item.read_text(encoding="utf-8").splitlines())):
+            lines = [x.strip() for x in item.read_text(encoding="utf-8").splitlines()]
+            for number, line in ((n, x) for n, x in enumerate(lines, start=1) if x):
                 path = Path(line) if Path(line).is_absolute() else item.parent / line
                 # a protocol list names uris: take the audio file of that name beside the list
                 candidates = [path] if path.exists() else [p for p in sorted(path.parent.glob(f"{path.name}.*"))
                                                            if is_audio_name(p)]
-                paths.append(candidates[0] if candidates else path)
-        elif is_audio_name(item) or item.exists():
+                if candidates:
+                    paths.append(candidates[0])
+                else:
+                    missing.append(f"{item}:{number}: {path}: no such file")
+            if not any(lines):
+                missing.append(f"{item}: an empty list")
+        elif item.is_file():
             paths.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such file, folder or list")
-    return paths
+            missing.append(f"{item}: no such file, folder or list")
+    return paths, missing
 
 
 def predict_vad(model, paths, out: Path, args, errors) -> list[Path]:
@@ -133,15 +149,19 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--batch-size", type=int, default=16, help="clips: windows per forward pass")
     args = parser.parse_args(argv)
     model, data = load_run(args.run_dir, args.checkpoint)
-    paths = audio_inputs(args.audio)
+    paths, errors = audio_inputs(args.audio)
+    for error in errors:
+        print(f"predict.py: skipping {error}", file=sys.stderr)
+    if not paths:
+        raise NothingProcessed(f"nothing to process: {len(errors)} input(s) gave no audio ({errors[0]})")
     out = args.out or args.run_dir / "predictions" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    errors: list[str] = []
     summary = {"run_dir": str(args.run_dir), "checkpoint": data["checkpoint"], "n_files": len(paths)}
+    n_missing = len(errors)
     if model.hparams.task == "frame":
         rttms = predict_vad(model, paths, out, args, errors)
         summary["rttm"] = [str(p) for p in rttms]
-        if args.reference:
+        if args.reference and rttms:
             scores = score_vad(rttms, args.reference, args.uem, args.collar)
             summary["scores"] = scores
             print(f"detection error rate {scores['detection_error_rate']:.4f}  precision {scores['precision']:.4f}  "
@@ -150,9 +170,13 @@ def main(argv: list[str] | None = None) -> Path:
         window = args.window_seconds or float(data.get("clip_seconds") or 1.0)
         summary["predictions"] = str(predict_clips(model, paths, out, window, args, errors))
         summary["window_seconds"], summary["aggregation"] = window, "mean of class probabilities over windows"
+    summary["n_processed"] = len(paths) - (len(errors) - n_missing)
     summary["skipped"] = {"count": len(errors), "files": errors}
     path = out / "summary.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
+    if summary["n_processed"] == 0:
+        Path(summary.get("predictions", out / "predictions.csv")).unlink(missing_ok=True)  # a header only
+        raise NothingProcessed(f"none of the {len(paths)} file(s) could be decoded (see {path.resolve()})")
     print(path.resolve())
     return path
 
@@ -160,5 +184,5 @@ def main(argv: list[str] | None = None) -> Path:
 if __name__ == "__main__":
     try:
         main()
-    except (FileNotFoundError, CheckpointError) as error:
+    except (FileNotFoundError, CheckpointError, NothingProcessed) as error:
         sys.exit(f"predict.py: {error}")
