@@ -4,6 +4,7 @@
 it over the old one, so `last.ckpt` is always a complete checkpoint (the old one or the new one), whatever
 filesystem the temp dir is on. `RNGStateCallback` stores every random generator in the checkpoint and puts them
 back when training restarts, so an interrupted-and-resumed run draws the same numbers as an uninterrupted one.
+`FreshLastCheckpoint` rewrites `last.ckpt` at the end of every epoch and of fit, whatever the monitored metric did.
 `read_checkpoint` turns unreadable files into one clear line.
 """
 
@@ -18,7 +19,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn
 
 TEMPORARY_MARK = ".tmp-"
 
@@ -108,3 +111,31 @@ class RNGStateCallback(pl.Callback):
         if self._pending is not None:
             _set_rng_states(self._pending)
             self._pending = None
+
+
+class FreshLastCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose `last.ckpt` is the model of the last finished epoch (and, at the end, of fit).
+
+    Lightning 2.6 rewrites `last.ckpt` only when a top-k checkpoint is saved at the same step, so after epochs
+    without improvement it is stale: a resume repeats finished epochs and `predict.py --checkpoint last` runs an
+    old model. Here it is saved at every point where Lightning would consider saving, improvement or not.
+    """
+
+    def _save_last_if_stale(self, trainer: pl.Trainer) -> None:
+        if (self.save_last and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+                and not trainer.fast_dev_run and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_last_if_stale(trainer)  # fit stopped between epochs (max_steps, early stopping)
