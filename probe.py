@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from jsonargparse import ArgumentError
 
 from earlens.backbones import Backbone, HookBackbone, load_backbone, random_init
 from earlens.features import check_disk_space, encode_span, plan_extraction
@@ -28,10 +29,11 @@ from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, p
 from earlens.probes import PROTOCOLS, fit_layer_probes
 from earlens.probes_common import ProbeResult, ProbeSplit, split_indices
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
-from earlens.lightning_modules.cli import create_run_dir, expand_config_args, load_run, write_summary
+from earlens.lightning_modules.cli import (UsageError, claim_run_dir, expand_config_args, is_launcher, load_run,
+                                          parse_error_line, remove_failed_run_dir, write_summary)
 from earlens.lightning_modules.extraction import cache_precision, extract_on_trainer
 from earlens.lightning_modules.probe_config import (BackboneOptions, HelixOptions, LinearProbeOptions, PartialsOptions,
-                                            ProbesOptions, build_parser)
+                                                   ProbesOptions, build_parser)
 from earlens.lightning_modules.probe_outputs import layer_table, log_wandb, metric_table, probe_summary, write_tables
 from earlens.lightning_modules.probes import fit_streaming_probes
 
@@ -48,7 +50,8 @@ def task_stimuli(sample_rate: int, data: dict, split: str = "test", max_items: i
     waves, lengths, names, sources = data.stimuli(split, max_items)
     table = Path(write_stimulus_table(data, split, names, sources))
     key = f"task-{type(data).__name__}-{split}-{len(waves)}"
-    return StimulusSet(waves.astype(np.float32), sample_rate, {"label": np.array(names)}, table, key, lengths)
+    return StimulusSet(waves.astype(np.float32), sample_rate, {"label": np.array(names)}, table, key, lengths,
+                       list(getattr(data, "duplicates", [])))
 
 
 def write_stimulus_table(datamodule, split: str, names: list[str], sources: list[str]) -> Path:
@@ -83,7 +86,7 @@ def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = 
 
 
 def probe_partials(backbone: Backbone, stimulus_options: dict, options: PartialsOptions, config_name: str | None,
-                   config, cli_options) -> Path:
+                   config, cli_options, run_dir: Path) -> Path:
     """Do partials stabilise in the backbone's layers? `earlens.partials.partials_probe` on every layer (latents and
     codes), with the shuffled-label null and, where the model has torch parameters, the random-init null; writes
     `layers.csv`/`layers.json` (one row per layer or codebook view, `init/...` columns for the random-init model),
@@ -100,8 +103,6 @@ def probe_partials(backbone: Backbone, stimulus_options: dict, options: Partials
     if init is not None:
         for row, init_row in zip(rows, summary_rows(result["init"])):
             row.update({f"init/{key}": value for key, value in init_row.items() if key not in ("layer", "view")})
-    run_dir = Path(cli_options.run_dir) if cli_options.run_dir else create_run_dir(config_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     rows = [{key: row.get(key, "" if key == "view" else float("nan")) for key in columns} for row in rows]
     tables = write_tables(run_dir, rows, [])
@@ -142,26 +143,48 @@ def build_backbone(options: BackboneOptions) -> Backbone:
     return load_backbone(options.kind, options.name_or_path, options.layers, options.device, **options.options)
 
 
-def probe_targets(features: np.ndarray, labels: dict[str, np.ndarray], table_path: Path,
-                  options: LinearProbeOptions, progress: bool) -> dict[str, ProbeResult]:
+def check_label_columns(labels: dict[str, np.ndarray], source, probes: ProbesOptions) -> None:
+    """The stimuli's label columns against the probe options, before any audio is decoded (tables) or features are
+    extracted: every target a column, regression targets numbers, the helix pitch (where present) MIDI integers."""
+    linear, helix = probes.linear, probes.helix
+    missing = [name for name in (*linear.targets, *linear.regression_targets) if name not in labels]
+    if missing:
+        raise UsageError(f"{source}: no label column {missing} for --probes.linear.targets / regression_targets; it "
+                         f"has {sorted(labels)}: name those with --probes.linear.targets '[COLUMN, ...]'")
+    if linear.protocol == "streaming" and linear.regression_targets:
+        raise UsageError("--probes.linear.protocol streaming fits classification targets only; drop "
+                         "--probes.linear.regression_targets or use protocol fast")
+    wanted = [(name, False, "a number") for name in linear.regression_targets]
+    if helix.enabled and helix.pitch_label in labels:
+        wanted.append((helix.pitch_label, True, "a MIDI note number (integer); fix the column or pass "
+                                                "--probes.helix.enabled false"))
+    for name, integer, what in wanted:
+        bad = next((i for i, value in enumerate(labels[name]) if not _is_number(str(value), integer)), None)
+        if bad is not None:
+            raise UsageError(f"{source}: column {name!r} row {bad + 1} holds {str(labels[name][bad])!r}, not {what}")
+
+
+def _is_number(text: str, integer: bool) -> bool:
+    try:
+        int(text) if integer else float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def probe_targets(features: np.ndarray, labels: dict[str, np.ndarray], options: LinearProbeOptions,
+                  progress: bool) -> dict[str, ProbeResult]:
     tasks = {**{name: "classification" for name in options.targets},
              **{name: "regression" for name in options.regression_targets}}
-    missing = [name for name in tasks if name not in labels]
-    if missing:
-        raise ValueError(f"{table_path}: no label column {missing}; it has {sorted(labels)}")
     settings = {k: v for k, v in asdict(options).items() if k not in ("targets", "regression_targets")}
     return {name: fit_layer_probes(features, labels[name], task=task, progress=progress, **settings)
             for name, task in tasks.items()}
 
 
-def stream_targets(cached: np.memmap, rows: np.ndarray, labels: dict[str, np.ndarray], table_path: Path,
-                   options: LinearProbeOptions, cli_options) -> dict[str, ProbeResult]:
+def stream_targets(cached: np.memmap, rows: np.ndarray, labels: dict[str, np.ndarray], options: LinearProbeOptions,
+                   cli_options) -> dict[str, ProbeResult]:
     """`protocol: streaming`: each target's probes trained from the memory-mapped cache (`rows` are the clips kept)
     on the `--trainer.*` devices; the split is the in-memory protocols' split of those clips."""
-    missing = [name for name in options.targets if name not in labels]
-    if missing or options.regression_targets:
-        raise ValueError(f"{table_path}: streaming probes need class label columns {options.targets} (it has "
-                         f"{sorted(labels)}) and no regression_targets")
     results = {}
     for name in options.targets:
         split = split_indices(labels[name], seed=options.seed)
@@ -183,21 +206,37 @@ def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) 
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Parse and check the options, claim the run folder (writable, before anything heavy), then probe; a probe that
+    fails before its summary is written leaves no run folder."""
     began = time.perf_counter()
     argv, config_name = expand_config_args(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    config = parser.parse_args(argv)
+    try:
+        config = parser.parse_args(argv)
+    except ArgumentError as err:  # jsonargparse's report of a bad option, as one line
+        raise UsageError(parse_error_line(str(err))) from None
     options = parser.instantiate(config)
+    if options.probes.linear.protocol not in (*PROTOCOLS, "streaming"):
+        raise UsageError(f"--probes.linear.protocol must be one of {(*PROTOCOLS, 'streaming')}, "
+                         f"got {options.probes.linear.protocol!r}")
+    run_dir, created = claim_run_dir(options.run_dir, config_name) if is_launcher() else (None, None)
+    try:
+        return run_probe(options, config, config_name, run_dir, began)
+    except BaseException:
+        if run_dir is not None:
+            remove_failed_run_dir(run_dir, created)
+        raise
+
+
+def run_probe(options, config, config_name: str | None, run_dir: Path | None, began: float) -> Path | None:
     stimuli_opts, backbone_opts = options.stimuli, options.backbone
     probe_opts: ProbesOptions = options.probes
-    if probe_opts.linear.protocol not in (*PROTOCOLS, "streaming"):
-        raise ValueError(f"--probes.linear.protocol must be one of {(*PROTOCOLS, 'streaming')}, "
-                         f"got {probe_opts.linear.protocol!r}")
     if options.threads:
         torch.set_num_threads(options.threads)
     backbone = build_backbone(backbone_opts)
     if stimuli_opts.concept == "partials":
-        return probe_partials(backbone, stimuli_opts.options, probe_opts.partials, config_name, config, options)
+        return probe_partials(backbone, stimuli_opts.options, probe_opts.partials, config_name, config, options,
+                              run_dir)
     if stimuli_opts.concept == "task":
         stimuli = task_stimuli(stimuli_opts.sample_rate, **stimuli_opts.options)
     elif stimuli_opts.concept in ("folder", "manifest"):
@@ -206,10 +245,13 @@ def main(argv: list[str] | None = None) -> Path:
                  if stimuli_opts.concept == "folder" else table_options.pop("manifest", None))
         if table is None:
             raise FileNotFoundError("--stimuli.concept manifest needs --stimuli.options '{manifest: FILE.csv}'")
-        stimuli = load_stimuli_table(table, sample_rate=stimuli_opts.sample_rate, **table_options)
+        stimuli = load_stimuli_table(table, sample_rate=stimuli_opts.sample_rate, **table_options,
+                                     check=lambda labels, source: check_label_columns(labels, source, probe_opts))
     else:
         stimuli = render_stimuli(stimuli_opts.concept, stimuli_opts.cache_dir, stimuli_opts.sample_rate,
                                  **stimuli_opts.options)
+    if stimuli_opts.concept not in ("folder", "manifest"):  # a table's columns were checked before decoding
+        check_label_columns(stimuli.labels, stimuli.table_path, probe_opts)
     cached, rank_zero = extract(backbone, stimuli, options, progress=options.progress)
     streaming = probe_opts.linear.protocol == "streaming"
     if not (rank_zero or streaming):  # another rank of a multi-device extraction: rank 0 probes
@@ -217,15 +259,12 @@ def main(argv: list[str] | None = None) -> Path:
     audible = ~stimuli.labels["silent"] if "silent" in stimuli.labels else np.ones(len(stimuli), bool)
     labels = {name: values[audible] for name, values in stimuli.labels.items()}
     if streaming:  # every rank trains on its share of mini-batches read from the memory map
-        probes = stream_targets(cached, np.flatnonzero(audible), labels, stimuli.table_path, probe_opts.linear,
-                                options)
+        probes = stream_targets(cached, np.flatnonzero(audible), labels, probe_opts.linear, options)
         if not rank_zero:
             return None
     features = np.asarray(cached[audible], dtype=np.float32)  # (N, L, D)
     if not streaming:
-        probes = probe_targets(features, labels, stimuli.table_path, probe_opts.linear, options.progress)
-    run_dir = Path(options.run_dir) if options.run_dir else create_run_dir(config_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        probes = probe_targets(features, labels, probe_opts.linear, options.progress)
     helix_opts = probe_opts.helix
     helix = None
     if helix_opts.enabled and helix_opts.pitch_label in labels:
@@ -260,7 +299,8 @@ def main(argv: list[str] | None = None) -> Path:
         "config": config_name,
         "backbone": {"name": backbone.name, "weights_id": backbone.weights_id, "layers": layer_names},
         "stimuli": {"concept": stimuli_opts.concept, "key": stimuli.key, "n_clips": len(stimuli),
-                    "n_silent_dropped": int((~audible).sum()), "table": str(stimuli.table_path)},
+                    "n_silent_dropped": int((~audible).sum()), "table": str(stimuli.table_path),
+                    "duplicates": {"count": len(stimuli.duplicates), "items": [list(d) for d in stimuli.duplicates]}},
         "feature_cache": {"key": Path(cached.filename).parent.name,  # the cache folder is named by its key
                           "path": str(Path(cached.filename).parent), "shape": list(cached.shape)},
         "probes": {target: probe_summary(result, layer_names) for target, result in probes.items()},
@@ -277,10 +317,9 @@ def main(argv: list[str] | None = None) -> Path:
     return path
 
 
-
-
 if __name__ == "__main__":
     try:
         main()
     except (FileNotFoundError, ImportError, ValueError, OSError) as error:  # missing weights, bad options, full disk
-        sys.exit(f"probe.py: {type(error).__name__}: {error}")
+        sys.exit(f"probe.py: {error}" if isinstance(error, UsageError)
+                 else f"probe.py: {type(error).__name__}: {error}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import wandb
-from pytorch_lightning.callbacks import ModelCheckpoint
+from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
@@ -26,19 +25,24 @@ from earlens.audio import AudioError
 from earlens.lightning_modules.checkpointing import (
     AtomicCheckpointIO,
     CheckpointError,
+    FreshLastCheckpoint,
     RNGStateCallback,
     read_checkpoint,
     remove_stale_temporaries,
 )
-from earlens.lightning_modules.classifier import AudioClassifier
+from earlens.lightning_modules.classifier import AudioClassifier, check_hyperparameters
 from earlens.lightning_modules.cli import (
     UsageError,
-    create_run_dir,
-    quiet_startup,
-    short_help,
+    claim_run_dir,
+    close_dead_attempt,
     expand_config_args,
+    is_launcher,
+    parse_error_line,
+    quiet_startup,
     read_attempts,
     record_attempt,
+    remove_failed_run_dir,
+    short_help,
     start_wandb_run,
     write_summary,
 )
@@ -54,7 +58,7 @@ class RunPlan:
     config_name: str | None
     run_dir: Path
     resume_from: Path | None = None
-    created: bool = False  # this invocation made the folder (removed again if the start fails)
+    created: Path | None = None  # the top-most folder this invocation made (removed again if the start fails)
     resuming: bool = False  # continuing this folder's own run from its last.ckpt
 
 
@@ -110,15 +114,22 @@ def plan_run(argv: list[str]) -> RunPlan:
         read_checkpoint(ckpt_path)
     if inherited:
         return RunPlan(argv, config_name, Path(inherited), Path(ckpt_path) if ckpt_path else None)
-    if run_dir:
-        folder = Path(run_dir).resolve()
-        if (folder / "checkpoints").is_dir():
-            raise UsageError(f"--run_dir {run_dir} already holds a run; resume it with --resume {run_dir}")
-        created = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        return RunPlan(argv, config_name, folder, Path(ckpt_path) if ckpt_path else None, created=created)
-    return RunPlan(argv, config_name, create_run_dir(config_name), Path(ckpt_path) if ckpt_path else None,
-                   created=True)
+    if run_dir and (Path(run_dir) / "checkpoints").is_dir():
+        raise UsageError(f"--run_dir {run_dir} already holds a run; resume it with --resume {run_dir}")
+    folder, created = claim_run_dir(run_dir, config_name)
+    return RunPlan(argv, config_name, folder, Path(ckpt_path) if ckpt_path else None, created=created)
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Writes `config.yaml` into the run folder whatever loggers the run has (Lightning's callback writes it into the
+    first logger's folder, which is `csv/version_N/` when W&B is off)."""
+
+    def __init__(self, parser, config, run_dir: Path):
+        super().__init__(parser, config, save_to_log_dir=False)
+        self.run_dir = run_dir
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.parser.save(self.config, str(self.run_dir / "config.yaml"), skip_none=False, overwrite=True)
 
 
 class TrainCLI(LightningCLI):
@@ -130,7 +141,7 @@ class TrainCLI(LightningCLI):
         parser.add_argument("--wandb_project", type=str, default="earlens")
         parser.add_argument("--wandb_group", type=str | None, default=None,
                             help="W&B group of runs that belong together (default: the config name)")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(FreshLastCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.dirpath": str(self.plan.run_dir / "checkpoints"), "checkpoint.save_last": True,
                              "checkpoint.monitor": "val/acc_macro", "checkpoint.mode": "max",
                              "checkpoint.filename": "best-{epoch:03d}"})
@@ -149,29 +160,32 @@ class TrainCLI(LightningCLI):
         if max_epochs == -1 and (max_steps is None or max_steps == -1):
             raise UsageError("--trainer.max_epochs -1 trains forever; give --trainer.max_steps N (the learning-rate "
                              "schedule needs an end)")
-        frontend = self.config["model"]["frontend"]  # built once here: a bad frontend option fails before decoding
+        model = self.config["model"]
+        check_hyperparameters(**{k: v for k, v in vars(model).items() if k != "frontend"})
+        frontend = model["frontend"]  # built once here: a bad frontend option fails before decoding
         module, name = frontend.class_path.rsplit(".", 1)
         getattr(importlib.import_module(module), name)(**vars(frontend.init_args))
+        data_rate = (self.config["data"].get("init_args") or {}).get("sample_rate")
+        model_rate = frontend.init_args.get("sample_rate")
+        if None not in (data_rate, model_rate) and data_rate != model_rate:
+            raise UsageError(f"--data.init_args.sample_rate {data_rate} != --model.frontend.init_args.sample_rate "
+                             f"{model_rate}: set both to the same rate")
 
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         plan = self.plan
-        if self._get(self.config, "trainer.logger") in (None, True) and _is_launcher():
+        if self._get(self.config, "trainer.logger") in (None, True) and is_launcher():
             run = start_wandb_run(project=self._get(self.config, "wandb_project"), dir=str(plan.run_dir),
                                   name=f"{plan.config_name}/{plan.run_dir.name}", config=self.config.as_dict(),
                                   group=self._get(self.config, "wandb_group") or plan.config_name, job_type="train",
                                   resume="allow", id=_wandb_id(plan.run_dir))
-            kwargs["logger"] = [WandbLogger(experiment=run, save_dir=str(plan.run_dir)),
-                                CSVLogger(save_dir=plan.run_dir, name="csv")]  # csv/version_N: one per attempt
+            kwargs["logger"] = [CSVLogger(save_dir=plan.run_dir, name="csv")]  # csv/version_N: one per attempt
+            if run is not None:  # None: W&B could not start (one warning said why); the CSV log goes on
+                kwargs["logger"].insert(0, WandbLogger(experiment=run, save_dir=str(plan.run_dir)))
         elif self._get(self.config, "trainer.logger") in (None, True):
             kwargs["logger"] = [WandbLogger(save_dir=str(plan.run_dir)), CSVLogger(save_dir=plan.run_dir, name="csv")]
         kwargs["plugins"] = [*(self._get(self.config_init, "trainer.plugins") or []), AtomicCheckpointIO()]
         kwargs["callbacks"] = [*(self._get(self.config_init, "trainer.callbacks") or []), RNGStateCallback()]
         return super().instantiate_trainer(**kwargs)
-
-
-def _is_launcher() -> bool:
-    """The process the user started (rank 0 of node 0), as opposed to the DDP ranks Lightning launches."""
-    return not os.environ.get("LOCAL_RANK") and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def _wandb_id(run_dir: Path) -> str:
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> Path:
         return Path(".")
     argv = ["--help" if arg == "--help-all" else arg for arg in argv]
     plan = plan_run(argv)
-    attempts = read_attempts(plan.run_dir)
+    attempts = close_dead_attempt(plan.run_dir) if is_launcher() else read_attempts(plan.run_dir)
     if plan.resuming and attempts and attempts[-1].get("status") == "finished":
         print(f"{plan.run_dir} is finished ({attempts[-1].get('epochs_run')} epochs): nothing to do; its summary is "
               f"{plan.run_dir / 'summary.json'}")
@@ -216,20 +230,25 @@ def main(argv: list[str] | None = None) -> Path:
         cli = TrainCLI(plan, model_class=AudioClassifier, datamodule_class=pl.LightningDataModule,
                        subclass_mode_data=True, run=False, args=plan.argv,
                        trainer_defaults={"default_root_dir": str(plan.run_dir)},
-                       save_config_callback=None if plan.resuming else SaveConfigCallback,
-                       save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False})
+                       save_config_callback=None if plan.resuming else RunConfigCallback,
+                       save_config_kwargs={"run_dir": plan.run_dir},
+                       parser_kwargs={"default_env": False, "exit_on_error": False})
     except BaseException as err:
-        if plan.created and not any(plan.run_dir.rglob("*.ckpt")):
-            shutil.rmtree(plan.run_dir, ignore_errors=True)  # a failed start leaves no empty run folder
+        remove_failed_run_dir(plan.run_dir, plan.created)  # a failed start leaves no run folder
+        if isinstance(err, ArgumentError):  # jsonargparse's report of a bad option, as one line
+            raise UsageError(parse_error_line(str(err))) from None
         cause = _chain(err, ValueError)[-1:]  # the innermost: jsonargparse wraps a constructor's own error
         cause = cause[0] if cause else None
         if cause is not None and user_error(err) is None:  # a constructor refused an option: say which, in one line
             raise UsageError(str(cause).splitlines()[0]) from err
         raise
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    splits = getattr(data, "split_sizes", {})  # an AudioDataModule's; other datamodules have none
     if trainer.is_global_zero:
         record_attempt(plan.run_dir, config=plan.config_name, argv=plan.argv,
                        resumed_from=str(plan.resume_from) if plan.resume_from else None)
+        if splits:
+            print("items per split: " + ", ".join(f"{name} {n}" for name, n in splits.items()), flush=True)
     try:
         fit_started = time.time()
         trainer.fit(model, datamodule=data, ckpt_path=str(plan.resume_from) if plan.resume_from else None)
@@ -264,8 +283,11 @@ def main(argv: list[str] | None = None) -> Path:
         params={"total": n_params, "frontend": sum(p.numel() for p in model.frontend.parameters())},
         world_size=trainer.world_size,
         data_root=str(getattr(data, "root", None)),
+        splits=splits,
         skipped={"count": len(getattr(data, "skipped", [])),
                  "items": [list(map(str, s)) for s in getattr(data, "skipped", [])]},
+        duplicates={"count": len(getattr(data, "duplicates", [])),
+                    "items": [list(map(str, d)) for d in getattr(data, "duplicates", [])]},
         attempts=attempts,
         run_dir=str(plan.run_dir),
     )

@@ -196,6 +196,8 @@ def log_summary_run(ours: dict[str, list], group: str, settings: dict) -> None:
 
     run = start_wandb_run(project="earlens", name=group, group=group, job_type="bench-summary", config=settings,
                           dir=str(Path(__file__).resolve().parent.parent / "runs"))
+    if run is None:  # W&B could not start; the bench's own output is complete without it
+        return
     paper = {name: PAPER.get(name, [None] * len(PAPER_ORDER)) for name in ours}
     rows = [[name, concept, ours[name][i], paper[name][i],
              None if None in (ours[name][i], paper[name][i]) else ours[name][i] - paper[name][i]]

@@ -174,6 +174,8 @@ def log_summary_run(results: dict[str, list[dict]], group: str) -> None:
 
     run = start_wandb_run(project="earlens", name=group, group=group, job_type="bench-summary",
                           dir=str(REPO / "runs"))
+    if run is None:  # W&B could not start; the bench's own output is complete without it
+        return
     rows = [[key.split("/")[0], key.split("/")[1], i, s["test_metrics"][HEADLINE[key.split("/")[0]]], s["run_dir"]]
             for key, summaries in results.items() for i, s in enumerate(summaries)]
     import wandb

@@ -79,6 +79,20 @@ class ConvEncoder(nn.Module):
         return zero_padding(self.temporal(x.flatten(1, 2)), frames)
 
 
+def check_hyperparameters(lr: float = 2e-3, weight_decay: float = 1e-4, frontend_lr: float | None = None,
+                          dropout: float = 0.1, **_) -> None:
+    """Refuse, in one line naming the option, values the optimiser would reject only at the first training step
+    (after the data are decoded); `train.py` calls it on the parsed config before anything is built."""
+    problems = [f"--model.{name} {value}: must be > 0 (e.g. --model.{name} 0.002)"
+                for name, value in (("lr", lr), ("frontend_lr", frontend_lr)) if value is not None and not value > 0]
+    if not weight_decay >= 0:
+        problems.append(f"--model.weight_decay {weight_decay}: must be >= 0")
+    if not 0 <= dropout < 1:
+        problems.append(f"--model.dropout {dropout}: must be in [0, 1)")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 class AudioClassifier(pl.LightningModule):
     """Waveform → `frontend` (B, C, F, T) → `ConvEncoder` → logits per clip (B, K) or per frame (B, K, T).
 
@@ -94,6 +108,7 @@ class AudioClassifier(pl.LightningModule):
         (class path + init args) so `AudioClassifier.load_from_checkpoint(path)` rebuilds it on its own.
         `class_names` (linked from the datamodule) names the outputs for `predict.py`."""
         super().__init__()
+        check_hyperparameters(lr=lr, weight_decay=weight_decay, frontend_lr=frontend_lr, dropout=dropout)
         if task not in ("clip", "frame"):
             raise ValueError(f"task must be 'clip' or 'frame', got {task!r}")
         if frontend is None:

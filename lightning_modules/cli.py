@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import netrc
 import os
+import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -91,6 +98,11 @@ def composed_parts(path: Path) -> list[Path]:
     return [path]
 
 
+def is_launcher() -> bool:
+    """The process the user started (rank 0 of node 0), as opposed to the DDP ranks Lightning launches."""
+    return not os.environ.get("LOCAL_RANK") and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 class UsageError(ValueError):
     """A bad option or configuration, reported as one line before any heavy work."""
 
@@ -100,7 +112,7 @@ def create_run_dir(config_name: str | None, root: str | os.PathLike = "runs") ->
     two folders (`mkdir` either creates the folder or fails, so no two processes can both own one)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parent = Path(root) / (config_name or "adhoc")
-    parent.mkdir(parents=True, exist_ok=True)
+    _make_writable_folder(parent, "the runs folder")
     for suffix in range(10_000):
         path = parent / (stamp if suffix == 0 else f"{stamp}-{suffix}")
         try:
@@ -109,6 +121,75 @@ def create_run_dir(config_name: str | None, root: str | os.PathLike = "runs") ->
         except FileExistsError:
             continue
     raise UsageError(f"could not create a new run folder under {parent}")
+
+
+def claim_run_dir(run_dir: str | os.PathLike | None, config_name: str | None) -> tuple[Path, Path | None]:
+    """The run's folder, checked writable before any data are decoded or W&B starts: `run_dir` (created if
+    missing) or a new `runs/<config>/<timestamp>`. Returns the folder and the top-most folder this call created
+    (None if it existed), which `remove_failed_run_dir` takes away again when the start fails."""
+    if run_dir is None:
+        top = _first_missing(Path("runs") / (config_name or "adhoc"))
+        folder = create_run_dir(config_name)
+        return folder, top.resolve() if top else folder
+    folder = Path(run_dir).resolve()
+    top = _first_missing(folder)
+    _make_writable_folder(folder, f"--run_dir {run_dir}")
+    return folder, top
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The top-most of `path` and its parents that does not exist yet."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _make_writable_folder(folder: Path, what: str) -> None:
+    """`mkdir -p folder` and write a probe file in it; any failure is one `UsageError` line naming the folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()  # unique name, gone when closed
+    except OSError as err:
+        raise UsageError(f"{what}: cannot write to {folder} ({err.strerror or type(err).__name__}); "
+                         "choose a writable folder") from None
+
+
+def remove_failed_run_dir(folder: Path, created: Path | None) -> None:
+    """Take away the folders `claim_run_dir` created for a start that failed before the run produced anything
+    (no checkpoint, no summary): the run folder, then each created parent left empty (never another run's)."""
+    if created is None or any(folder.rglob("*.ckpt")) or (folder / "summary.json").is_file():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if not parent.is_relative_to(created):
+            break
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only if empty
+
+
+def parse_error_line(message: str) -> str:
+    """One line from a jsonargparse error (`Parser key "trainer.max_epochs": ... Given value: abc`): the option,
+    the reasons other than 'expected None', and the value given."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)":', lines[0]) if lines else None
+    reasons, given = [], None
+    for line in lines[1:] if key else lines:
+        if line.startswith("Given value:"):
+            given = line.split(":", 1)[1].strip()
+        elif line.startswith("- "):
+            reasons.append(line[2:])
+        elif reasons and not line.startswith(("Subtypes:", "Errors:", "Given value type:")):
+            reasons[-1] += " " + line  # the continuation of a listed reason
+        elif not line.startswith(("Subtypes:", "Errors:", "Given value type:", "Does not validate")):
+            reasons.append(line)
+    text = "; ".join(dict.fromkeys(r for r in reasons if "NoneType" not in r)) or message.strip()
+    text = re.sub(r"(?:an? )?<class '([\w.]+)'>", r"\1", text)
+    if given is not None and len(given) < 80 and "Got value" not in text:
+        text += f" (got {given})"
+    return f"--{key.group(1)}: {text}" if key else text
 
 
 def _wandb_has_key() -> bool:
@@ -121,30 +202,40 @@ def _wandb_has_key() -> bool:
         return False
 
 
-def _wandb_server_reachable(timeout: float) -> str | None:
-    """None if a TCP connection to the W&B server opens within `timeout` seconds, else why not."""
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+def wandb_timeout() -> float:
+    """Seconds the W&B server may take to answer: W&B's own `WANDB_INIT_TIMEOUT` (default 10) bounds both the
+    server check and `wandb.init`."""
+    return float(os.environ.get("WANDB_INIT_TIMEOUT", 10))
+
+
+def _wandb_server_answers(timeout: float) -> str | None:
+    """None if the W&B server answers an HTTP request (any status) within `timeout` seconds, else why not. A port
+    that accepts connections but never replies fails here, before `wandb.init` (and W&B's own analytics) would
+    wait on it."""
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as err:
-        return f"{host}:{port} unreachable ({err.strerror or type(err).__name__})"
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # an HTTP error status is an answer
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        return f"{url} did not answer within {timeout:g} s ({reason})"
+    return None
 
 
-def ensure_wandb_mode(timeout: float = 5.0) -> str:
+def ensure_wandb_mode() -> str:
     """Decide W&B's mode once, before any run starts, so W&B can never block or lose a run.
 
     Offline unless the user set `WANDB_MODE` or has credentials; an online mode whose key is missing or whose
-    server does not answer within `timeout` seconds falls back to offline with one warning (sync later with
+    server does not answer within `wandb_timeout()` seconds falls back to offline with one warning (sync later with
     `wandb sync`). The decision is stored in `WANDB_MODE`, so DDP ranks and later calls agree.
     """
     mode = os.environ.get("WANDB_MODE")
     if mode is None:
         mode = "online" if _wandb_has_key() else "offline"
-    elif mode in ("online", "run"):
+    if mode in ("online", "run"):
         problem = None if _wandb_has_key() else "no API key (WANDB_API_KEY or ~/.netrc)"
-        problem = problem or _wandb_server_reachable(timeout)
+        problem = problem or _wandb_server_answers(wandb_timeout())
         if problem:
             warnings.warn(f"W&B online mode not possible: {problem}; logging offline instead "
                           "(upload later with `wandb sync <run>/wandb/offline-run-*`)", stacklevel=2)
@@ -154,19 +245,34 @@ def ensure_wandb_mode(timeout: float = 5.0) -> str:
 
 
 def start_wandb_run(**init_kwargs):
-    """`wandb.init` that cannot hang or crash a run: a 10 s init timeout, then offline on any failure."""
+    """`wandb.init` that cannot hang or crash a run: online init gives up after `wandb_timeout()` seconds, then
+    W&B is restarted offline; if that fails too the run goes on without W&B (returns None),
+    its CSV log and `summary.json` unaffected. Every fallback is one warning."""
     import wandb
 
     mode = ensure_wandb_mode()
-    settings = wandb.Settings(init_timeout=10, silent=True)
+    settings = wandb.Settings(init_timeout=wandb_timeout(), silent=True)
     try:
         return wandb.init(mode=mode, settings=settings, **init_kwargs)
     except Exception as err:  # noqa: BLE001 - any W&B failure must fall back, never end the run
-        if mode == "offline":
-            raise
-        warnings.warn(f"W&B init failed ({type(err).__name__}: {err}); logging offline instead", stacklevel=2)
+        problem = _first_line(err)
+    if mode != "offline":
+        warnings.warn(f"W&B {mode} init failed ({problem}); logging offline instead", stacklevel=2)
         os.environ["WANDB_MODE"] = "offline"
-        return wandb.init(mode="offline", settings=settings, **init_kwargs)
+        try:
+            wandb.teardown()  # the service still holds the run id of the failed init ("run ID ... is in use")
+            return wandb.init(mode="offline", settings=settings, **init_kwargs)
+        except Exception as err:  # noqa: BLE001
+            problem = _first_line(err)
+    warnings.warn(f"W&B offline init failed ({problem}); this run has no W&B log (CSV log and summary.json "
+                  "are written as usual)", stacklevel=2)
+    with contextlib.suppress(Exception):
+        wandb.teardown()
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -178,19 +284,52 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def read_attempts(run_dir: str | os.PathLike) -> list[dict]:
     """The attempts recorded in `run_dir/attempts.json` (one per start or resume), oldest first."""
     path = Path(run_dir) / "attempts.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise UsageError(f"{path}: not valid JSON ({err}); move it aside to start a new attempt record") from None
 
 
 def record_attempt(run_dir: str | os.PathLike, **fields) -> list[dict]:
-    """Start a new attempt (`status="running"`) or, with `status` given, update the last one; atomic."""
+    """Start a new attempt (`status="running"`, with host and pid) or, with `status` given, update the last one;
+    atomic. Call `close_dead_attempt` before a new attempt starts."""
     attempts = read_attempts(run_dir)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     if fields.get("status", "running") == "running":
-        attempts.append({"attempt": len(attempts) + 1, "started": now, **fields, "status": "running"})
+        attempts.append({"attempt": len(attempts) + 1, "started": now, "host": socket.gethostname(),
+                         "pid": os.getpid(), **fields, "status": "running"})
     else:
         attempts[-1].update(fields, ended=now)
     _atomic_write_text(Path(run_dir) / "attempts.json", json.dumps(attempts, indent=1) + "\n")
     return attempts
+
+
+def close_dead_attempt(run_dir: str | os.PathLike) -> list[dict]:
+    """Mark a last attempt still "running" whose process is gone (killed, crashed, machine lost) as "died"; refuse
+    in one line while that process is alive on this host (two processes must not train into one folder)."""
+    attempts = read_attempts(run_dir)
+    last = attempts[-1] if attempts else None
+    if last is None or last.get("status") != "running":
+        return attempts
+    if last.get("host") == socket.gethostname() and _process_alive(last.get("pid")):
+        raise UsageError(f"{run_dir} is being trained by process {last['pid']} (its attempts.json); wait for it to "
+                         "end")
+    last.update(status="died", died_noticed=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    _atomic_write_text(Path(run_dir) / "attempts.json", json.dumps(attempts, indent=1) + "\n")
+    return attempts
+
+
+def _process_alive(pid) -> bool:
+    """Whether `pid` is a live Python process on this host (a zombie or a reused pid of another program is not;
+    without `/proc` every recorded process counts as gone)."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def package_versions() -> dict[str, str]:

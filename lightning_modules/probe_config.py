@@ -118,7 +118,7 @@ TRAINER_OWNED = {"logger", "callbacks", "enable_checkpointing", "default_root_di
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="configs/NAME.yaml or a path")
     parser.add_argument("--stimuli", type=StimuliOptions, default=StimuliOptions())
     parser.add_argument("--backbone", type=BackboneOptions, default=BackboneOptions())

@@ -73,13 +73,15 @@ def charted_metrics(columns: list[str]) -> list[str]:
 
 
 def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], long: list[dict],
-              plots: dict[str, Path], summary: dict) -> str:
+              plots: dict[str, Path], summary: dict) -> str | None:
     """One W&B run: per-layer metrics as steps (step = layer), the layer table (wide and long, with intervals),
     a line chart of each headline metric against layer, the plots and the summary."""
     import wandb
 
     run = start_wandb_run(project=project, name=name, dir=str(run_dir), config=config, job_type="probe",
                           group=name.split("/")[0])
+    if run is None:  # W&B could not start (one warning said why); the tables and summary.json are on disk
+        return None
     for step, row in enumerate(rows):  # step = the row's layer index
         run.log({key: value for key, value in row.items() if isinstance(value, (int, float))}, step=step)
     columns = list(rows[0])
