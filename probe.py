@@ -207,7 +207,7 @@ def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) 
 
 def main(argv: list[str] | None = None) -> Path:
     """Parse and check the options, claim the run folder (writable, before anything heavy), then probe; a probe that
-    fails before its summary is written leaves no run folder."""
+    fails before writing anything into it leaves no run folder."""
     began = time.perf_counter()
     argv, config_name = expand_config_args(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         return run_probe(options, config, config_name, run_dir, began)
     except BaseException:
-        if run_dir is not None:
+        if run_dir is not None and not any(run_dir.iterdir()):  # tables already written are kept
             remove_failed_run_dir(run_dir, created)
         raise
 
