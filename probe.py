@@ -278,7 +278,7 @@ def run_probe(options, config, config_name: str | None, run_dir: Path | None, be
     helix_summary = None
     if helix is not None:
         best = int(np.argmax(helix.r2))
-        figures["helicality_vs_layer"] = plot_helicality_vs_layer(helix, layer_names,
+        figures["helicality_vs_layer"] = plot_helicality_vs_layer(helix, layer_names, alpha=helix_opts.alpha,
                                                                   title=f"{backbone.name}: pitch helix")
         figures["helix_best_layer"] = plot_helix(helix, best)
         stats = helix.layer_stats()

@@ -1,11 +1,13 @@
 """Does a pitch helix form while a model trains, when, and where? Reads the helicality a `HelicalityCallback` logged
-in a training run (`train.py --config gabor_notes_interp`), prints R² and p_helix per layer against epoch as a
-markdown table and saves the figure (`earlens.plots.plot_helicality_over_training`) next to the run. Given several
-runs (seeds), it also prints per layer, run by run, the first epoch with p_helix ≤ 0.05, how many epochs reach
-p_helix ≤ alpha, and the last epoch's R² (mean ± sd over the runs).
+in training runs (`train.py --config gabor_notes_interp`), prints R², p_helix and the turn rate per layer against
+epoch as a markdown table and saves the figure (`earlens.plots.plot_helicality_over_training`) next to each run.
+
+Every layer of every epoch of every run is a test: verdicts use Benjamini–Hochberg q-values over all of them
+(`q ≤ alpha`). Per layer, run by run: the first epoch with q_helix ≤ alpha, how many epochs reach it, the same for
+octave equivalence (q_octave), and the last epoch's R² (mean ± sd over the runs).
 
     python train.py --config gabor_notes_interp --trainer.max_epochs 6
-    python bench/helix_training.py runs/gabor_notes_interp/<timestamp> [more runs ...] [--alpha 0.01]
+    python bench/helix_training.py runs/gabor_notes_interp/<timestamp> [more runs ...] [--alpha 0.05]
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from earlens.multiple_testing import benjamini_hochberg  # noqa: E402
 from earlens.plots import plot_helicality_over_training  # noqa: E402
+
+STATS = ("r2", "p_helix", "omega_periodic", "p_octave")
 
 
 def helicality_log(run_dir: Path) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
@@ -36,8 +41,8 @@ def helicality_log(run_dir: Path) -> tuple[np.ndarray, list[str], dict[str, np.n
         raise FileNotFoundError(f"{run_dir}: no helix/<layer>/r2 values in csv/version_*/metrics.csv (was the run "
                                 "trained with a HelicalityCallback and the CSV logger?)")
     epochs = np.array(sorted(by_epoch))
-    stats = {stat: np.array([[float(by_epoch[e][f"helix/{layer}/{stat}"] or "nan") for layer in layers]
-                             for e in epochs]) for stat in ("r2", "p_helix", "omega_chroma")}
+    stats = {stat: np.array([[float(by_epoch[e].get(f"helix/{layer}/{stat}") or "nan") for layer in layers]
+                             for e in epochs]) for stat in STATS}
     return epochs, layers, stats
 
 
@@ -52,48 +57,62 @@ def _callback_layers(run_dir: Path) -> list[str]:
                  if str(c.get("class_path", "")).endswith("HelicalityCallback")), [])
 
 
-def print_run(run_dir: Path, alpha: float) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
-    epochs, layers, stats = helicality_log(run_dir)
+def with_q_values(logs: list) -> list:
+    """Adds q_helix and q_octave (E, L) to each run's stats: BH over every run, epoch and layer together."""
+    for name in ("p_helix", "p_octave"):
+        q = benjamini_hochberg(np.concatenate([stats[name].ravel() for _, _, stats in logs]))
+        bounds = np.cumsum([0] + [stats[name].size for _, _, stats in logs])
+        for (_, _, stats), start, stop in zip(logs, bounds[:-1], bounds[1:]):
+            stats["q" + name[1:]] = q[start:stop].reshape(stats[name].shape)
+    return logs
+
+
+def print_run(run_dir: Path, log: tuple, alpha: float) -> None:
+    epochs, layers, stats = log
     print(f"\n{run_dir}\n\n| epoch | " + " | ".join(layers) + " |\n|---" + "|---" * len(layers) + "|")
     for index, epoch in enumerate(epochs):
-        cells = [f"{r2:.3f} (p {p:.2f}, ω {omega:.2f})" for r2, p, omega in
-                 zip(stats["r2"][index], stats["p_helix"][index], stats["omega_chroma"][index])]
+        cells = [f"{r2:.3f} (q {q:.3f}, ω {omega:.2f})" for r2, q, omega in
+                 zip(stats["r2"][index], stats["q_helix"][index], stats["omega_periodic"][index])]
         print(f"| {epoch} | " + " | ".join(cells) + " |")
-    figure = plot_helicality_over_training(epochs, stats["r2"], stats["p_helix"], layers, alpha=alpha,
+    figure = plot_helicality_over_training(epochs, stats["r2"], stats["q_helix"], layers, alpha=alpha,
                                            title=f"helicality during training ({run_dir.name})")
     out = run_dir / "helicality_over_training.png"
     figure.savefig(out, dpi=120)
-    print(f"\nhelix R² (p_helix against smooth surrogates, ω_chroma in rad/semitone) per layer; figure: {out}")
-    return epochs, layers, stats
+    print(f"\nhelix R² (q_helix over every run, epoch and layer; ω where the layer turns, rad/semitone) per layer; "
+          f"figure: {out}")
 
 
 def print_runs_summary(logs: list, alpha: float) -> None:
-    """Per layer, run by run: first epoch with p_helix ≤ 0.05, epochs with p_helix ≤ alpha, the last R²."""
+    """Per layer, run by run: first epoch and number of epochs with q ≤ alpha (helix, octave), the last R²."""
     layers = logs[0][1]
-    print(f"\n{len(logs)} runs | first epoch with p_helix ≤ 0.05 | epochs with p_helix ≤ {alpha} | "
-          "last epoch's R² (mean ± sd) | last epoch's p_helix\n|---|---|---|---|---|")
+    print(f"\n{len(logs)} runs | first epoch with q_helix ≤ {alpha} | epochs with q_helix ≤ {alpha} | "
+          f"epochs with q_octave ≤ {alpha} | last epoch's R² (mean ± sd) | last epoch's p_helix\n"
+          "|---|---|---|---|---|---|")
     for layer in layers:
-        first, count, last_r2, last_p = [], [], [], []
+        first, count, octave, last_r2, last_p = [], [], [], [], []
         for epochs, run_layers, stats in logs:
-            p = stats["p_helix"][:, run_layers.index(layer)]
-            hits = np.flatnonzero(p <= 0.05)
+            column = run_layers.index(layer)
+            q = stats["q_helix"][:, column]
+            hits = np.flatnonzero(q <= alpha)
             first.append(str(epochs[hits[0]]) if len(hits) else "–")
-            count.append(f"{int((p <= alpha).sum())}/{len(p)}")
-            last_r2.append(stats["r2"][-1, run_layers.index(layer)])
-            last_p.append(f"{p[-1]:.2f}")
+            count.append(f"{int((q <= alpha).sum())}/{len(q)}")
+            octave.append(f"{int((stats['q_octave'][:, column] <= alpha).sum())}/{len(q)}")
+            last_r2.append(stats["r2"][-1, column])
+            last_p.append(f"{stats['p_helix'][-1, column]:.3f}")
         spread = np.std(last_r2, ddof=1) if len(last_r2) > 1 else float("nan")
-        print(f"| {layer} | {' '.join(first)} | {' '.join(count)} | {np.mean(last_r2):.3f} ± {spread:.3f} | "
-              f"{' '.join(last_p)} |")
+        print(f"| {layer} | {' '.join(first)} | {' '.join(count)} | {' '.join(octave)} | "
+              f"{np.mean(last_r2):.3f} ± {spread:.3f} | {' '.join(last_p)} |")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", type=Path, nargs="+")
-    parser.add_argument("--alpha", type=float, default=0.01, help="significance level drawn on the p_helix panel")
+    parser.add_argument("--alpha", type=float, default=0.05, help="false discovery rate of the verdicts")
     args = parser.parse_args(argv)
-    logs = [print_run(run_dir, args.alpha) for run_dir in args.run_dirs]
-    if len(logs) > 1:
-        print_runs_summary(logs, args.alpha)
+    logs = with_q_values([helicality_log(run_dir) for run_dir in args.run_dirs])
+    for run_dir, log in zip(args.run_dirs, logs):
+        print_run(run_dir, log, args.alpha)
+    print_runs_summary(logs, args.alpha)
 
 
 if __name__ == "__main__":

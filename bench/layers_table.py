@@ -1,10 +1,11 @@
 """Print a probe run's `layers.csv` as the README's per-layer table: `python bench/layers_table.py RUN_DIR [...]`.
 
-Columns: linear-probe test accuracy of each classification target, then the helix: R², its p-value against
-smoothness-preserving surrogates (`p_helix`), R² gained over the best smooth curve with as many parameters, ω with
-its bootstrap CI, and the octave-equivalence index. A partials run (`--config partials_*`): per latent layer the
-band-presence AUC, context invariance and share of single-band units, each beside its shuffled-label null and, where
-the run has one, the same architecture at random initialisation.
+Columns: linear-probe test accuracy of each classification target, then the helix: R², whether the layer turns with
+pitch beyond smooth curves (`p_helix` and its Benjamini–Hochberg `q_helix` over the layers), the rate ω where it
+turns, R² gained over the best smooth curve with as many parameters, and octave equivalence beyond smooth curves
+(d_strict and its `p_octave`; RSA's chroma coefficient and its p-value). A partials run (`--config partials_*`): per
+latent layer the band-presence AUC, context invariance and share of single-band units, each beside its shuffled-label
+null and, where the run has one, the same architecture at random initialisation.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ def table(run_dir: Path) -> str:
     helix = "helix/r2" in rows[0]
     head = ["layer", *[f"{t} test acc" for t in targets]]
     if helix:
-        head += ["helix R²", "p_helix (smooth null)", "ΔR² vs smooth", "ω (95 % CI)", "octave index"]
+        head += ["helix R²", "p_helix", "q_helix", "ω turn", "ΔR² vs smooth", "d_strict", "p_octave", "RSA chroma",
+                 "p RSA chroma"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in rows:
         cells = [row["layer_name"], *[f"{float(row[f'{t}/test_accuracy']):.3f}" for t in targets]]
         if helix:
-            cells += [f"{float(row['helix/r2']):.3f}", f"{float(row['helix/p_helix']):.2f}",
-                      f"{float(row['helix/delta_r2_smooth']):+.3f}",
-                      f"{float(row['helix/omega_chroma']):.2f} ({float(row['helix/omega_ci_low']):.2f}–"
-                      f"{float(row['helix/omega_ci_high']):.2f})", f"{float(row['helix/octave_index']):.2f}"]
+            cells += [f"{float(row['helix/r2']):.3f}", f"{float(row['helix/p_helix']):.3f}",
+                      f"{float(row['helix/q_helix']):.3f}", f"{float(row['helix/omega_periodic']):.2f}",
+                      f"{float(row['helix/delta_r2_smooth']):+.3f}", f"{float(row['helix/d_strict']):+.2f}",
+                      f"{float(row['helix/p_octave']):.3f}", f"{float(row['helix/rsa_chroma']):+.2f}",
+                      f"{float(row['helix/p_rsa_chroma']):.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ output is averaged over time into one vector per note, and `earlens.helicality.h
 `probe.py` uses) fits the helix. Under DDP every rank embeds an equal shard of the notes, the activations are
 all-gathered, and every rank fits the identical helix, so every rank logs the same values and nobody waits on
 anyone; rank 0 writes the per-layer table (`tables/helix.csv`, W&B `tables/helix`) and sends the plots
-(the best layer's helix, R² over epoch × layer) to W&B.
+(the best layer's helix, R² over epoch × layer) to W&B. Testing every layer at every evaluation is many tests:
+`q_helix_epochs` and `q_octave_epochs` are Benjamini–Hochberg q-values over every layer and evaluation so far (kept in
+the callback's checkpoint state, so a resumed run continues the same family).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from earlens.callbacks.capture import capture_layers, model_sample_rate
 from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.helicality import HelixProbeResult, helix_probe
+from earlens.multiple_testing import benjamini_hochberg
 from earlens.plots import plot_epoch_layer_heatmap, plot_helix
 from earlens.report import read_layer_table
 from earlens.stimuli import render_stimuli
@@ -27,8 +30,9 @@ LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer
 
 class HelicalityCallback(EveryNValidationEpochs):
     """Log `helix/{layer}/{stat}` for every statistic of `HelixProbeResult.layer_stats` (`score` is the paper's
-    1/MSE, `null_z` the z against smooth surrogates, `p_helix` their p-value; NaN ones, such as ω's interval with
-    one program, are not logged) and (W&B) a 3-D plot of the most helical layer.
+    1/MSE, `null_z` the periodic likelihood ratio's z against the smooth null, `p_helix` its p-value; NaN ones,
+    such as ω's interval with one program, are not logged), `q_helix_epochs` / `q_octave_epochs` (q-values over
+    every layer and evaluation so far) and (W&B) a 3-D plot of the most helical layer.
 
     layers: module names in `pl_module` (`pl_module.get_submodule(name)`).
     time_dim: axis of each layer output averaged away (other non-batch axes are flattened into the vector);
@@ -39,13 +43,13 @@ class HelicalityCallback(EveryNValidationEpochs):
     midi_pitches / programs: the notes rendered (default piano C3–B5, the helix paper's set); with two or more
       programs every pitch has several clips and ω gets a bootstrap interval.
     n_surrogates / alpha / n_bootstrap / n_permutations / seed: as in `earlens.helicality.helix_probe`; the seed makes
-      every rank draw the same surrogates.
+      every rank draw the same null; `alpha` is also the false discovery rate of the heatmap's dots.
     """
 
     def __init__(self, layers: list[str], every_n_epochs: int = 1, time_dim: int = -1, input_fn: str | None = None,
                  sample_rate: int | None = None, midi_pitches: list[int] | None = None,
-                 programs: list[int] | None = None, n_components: int = 5, n_surrogates: int = 99,
-                 alpha: float = 0.01, n_bootstrap: int = 100, n_permutations: int = 0, select_by: str = "r2",
+                 programs: list[int] | None = None, n_components: int = 5, n_surrogates: int = 499,
+                 alpha: float = 0.05, n_bootstrap: int = 100, n_permutations: int = 0, select_by: str = "r2",
                  batch_size: int = 12, seed: int = 0):
         if not layers:
             raise ValueError("HelicalityCallback needs at least one layer name")
@@ -58,6 +62,13 @@ class HelicalityCallback(EveryNValidationEpochs):
                               "n_bootstrap": n_bootstrap, "n_permutations": n_permutations, "select_by": select_by,
                               "seed": seed}
         self.last_result: HelixProbeResult | None = None
+        self.p_history: dict[str, list[list[float]]] = {"p_helix": [], "p_octave": []}  # evaluations × layers
+
+    def state_dict(self) -> dict:
+        return {"p_history": self.p_history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.p_history = state_dict.get("p_history", self.p_history)
 
     def layer_vectors(self, pl_module: pl.LightningModule, audio: np.ndarray) -> list[torch.Tensor]:
         """One time-averaged vector per clip and layer: list over layers of (N, D_layer) float32 tensors."""
@@ -86,6 +97,9 @@ class HelicalityCallback(EveryNValidationEpochs):
             return
         result = self.last_result = self.probe(trainer, pl_module)
         stats = result.layer_stats()
+        for name in self.p_history:  # BH over every layer and evaluation so far; the newest row is this one
+            self.p_history[name].append([float(p) for p in stats[name]])
+            stats[f"q{name[1:]}_epochs"] = benjamini_hochberg(self.p_history[name])[-1]
         for name, values in stats.items():
             for layer, value in zip(self.layers, values):
                 if np.isfinite(value):
@@ -100,8 +114,8 @@ class HelicalityCallback(EveryNValidationEpochs):
                      f"ω={result.omega_chroma[best]:.3f}")
             helix = figure_image(plot_helix(result, best, title=title))
             heatmap = figure_image(plot_epoch_layer_heatmap(
-                read_layer_table(table), "r2", "p_helix", self.probe_options["alpha"],
-                title="helix R² per layer and epoch (dots: p_helix ≤ α, beyond smooth curves)"))
+                read_layer_table(table), "r2", "q_helix_epochs", self.probe_options["alpha"],
+                title="helix R² per layer and epoch (dots: turns beyond smooth curves, q ≤ α over layers × epochs)"))
             for logger in loggers:
                 logger.log_image(key="helix/best_layer", images=[helix], caption=[self.layers[best]])
                 logger.log_image(key="helix/r2_epoch_layer", images=[heatmap])

@@ -1,6 +1,9 @@
 """Helicality of every layer (Yagi & Takamichi 2025): per-pitch means → PCA → a helix fit (`earlens.helix`) per
-triple of the top PCs → the best triple, with its significance against smooth surrogates (`earlens.helix_nulls`),
-chroma diagnostics (R² over ω, octave equivalence), a clip bootstrap for ω and ω's aliasing on gapped pitch sets.
+triple of the top PCs → the best triple; whether the layer turns with pitch beyond what smooth curves give (the
+periodic likelihood ratio against a smooth spiked null, `earlens.helix_nulls`); the field's octave-equivalence
+measures (octave index, d_strict, an RSA decomposition into pitch height and chroma) against the same null;
+Benjamini–Hochberg q-values over layers; chroma diagnostics (R² over ω), a clip bootstrap for ω and ω's aliasing on
+gapped pitch sets.
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ from itertools import combinations
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from earlens.helix import OMEGA_MIN, HelixFit, fit_helix, fold_omega, helix_r2_profile, pitch_step
-from earlens.helix_nulls import averaging_weights, bootstrap_grams, double_centre, smooth_surrogate_grams
+from earlens.helix_nulls import (
+    PROJECTED_COORDINATES, SmoothSpikedNull, averaging_weights, bootstrap_grams, double_centre,
+    periodic_lr, periodic_omegas, smooth_kernels,
+)
+from earlens.multiple_testing import benjamini_hochberg
 
 
 @dataclass
@@ -22,8 +30,10 @@ class HelixProbeResult:
     """Per-layer helicality (arrays with leading axis L); `layer_stats()` gives every per-layer number by name.
 
     Two triple selections: the headline one (`select_by`, R² by default) and the paper's (`paper_*`, 1/MSE).
-    Significance (`p_helix`, `z`, `null_*`) is against smooth surrogates (`smooth_surrogate_grams`); the pitch
-    permutation null (`perm_*`) is kept for comparison only: any curve ordered by pitch beats it.
+    Significance (`p_helix` of the periodic likelihood ratio, `p_octave` of d_strict, `p_rsa_chroma`,
+    `p_octave_index`) is against
+    draws of the smooth spiked null (`earlens.helix_nulls`), and `q_*` are their Benjamini–Hochberg q-values over the
+    layers; the pitch permutation null (`perm_*`) is kept for comparison only: any curve ordered by pitch beats it.
     """
 
     fit: HelixFit  # headline selection, leading shape (L,)
@@ -34,12 +44,15 @@ class HelixProbeResult:
     t: np.ndarray  # (P,) pitch indices (semitones above the lowest pitch)
     pitches: np.ndarray  # (P,) pitch labels in the order of t
     step: int  # pitch grid step in semitones; ω is identifiable in (0, π/step]
-    alpha: float  # level at which `helix_beyond_smooth` is called
+    alpha: float  # false discovery rate at which `helix_beyond_smooth` is called (q_helix ≤ alpha)
     line_r2: np.ndarray  # (L,) R² of the straight pitch-height line alone (no circle) on the same points
     smooth_r2: np.ndarray  # (L,) R² of a quadratic curve in t in the same 3-D subspace (9 parameters vs 8)
     axis_pitch_corr: np.ndarray  # (L,) correlation of the projection on the axis c with pitch
     paper_axis_pitch_corr: np.ndarray  # (L,)
-    null_r2: np.ndarray  # (L, n_surrogates) headline R² of smooth surrogates through the same pipeline
+    periodic_lr: np.ndarray  # (L,) the periodic likelihood ratio (`earlens.helix_nulls.periodic_lr`)
+    omega_periodic: np.ndarray  # (L,) the ω where it peaks
+    null_periodic_lr: np.ndarray  # (L, n_surrogates) the same on draws of the smooth spiked null
+    n_spikes: np.ndarray  # (L,) spike directions of each layer's null
     perm_null_r2: np.ndarray  # (L, n_permutations) same on shuffled pitch order
     omega_boot: np.ndarray  # (L, n_bootstrap) ω of clip-resampled replicates (empty without clip features)
     omega_grid: np.ndarray  # (G,) ω of the profile
@@ -48,8 +61,8 @@ class HelixProbeResult:
     r2_at_pi3: np.ndarray  # (L,) R² at ω = π/3
     r2_off_harmonic: np.ndarray  # (L,) best R² at ω at least π/24 away from every k·π/6
     omega_off_harmonic: np.ndarray  # (L,)
-    octave_index: np.ndarray  # (L,) mean cosine similarity 12 semitones apart minus that at 11 and 13
-    null_octave_index: np.ndarray  # (L, n_surrogates)
+    octave: dict  # name → (L,) octave measures (`octave_measures`) of the data
+    null_octave: dict  # name → (L, n_surrogates) the same on the null's draws
     triple_r2: np.ndarray  # (L, n_triples) R² of every triple
     explained_variance: np.ndarray  # (L, n_components) ratio per PC
 
@@ -70,26 +83,29 @@ class HelixProbeResult:
         return np.pi / self.step
 
     @property
-    def null_mean(self) -> np.ndarray:
-        return _mean(self.null_r2)
-
-    @property
-    def null_std(self) -> np.ndarray:
-        return _std(self.null_r2)
-
-    @property
     def z(self) -> np.ndarray:
-        """(r2 − null mean) / null std against the smooth surrogates."""
-        return (self.r2 - self.null_mean) / np.maximum(self.null_std, 1e-12)
+        """(periodic LR − its null mean) / its null sd."""
+        return (self.periodic_lr - _mean(self.null_periodic_lr)) / np.maximum(_std(self.null_periodic_lr), 1e-12)
 
     @property
     def p_helix(self) -> np.ndarray:
-        """One-sided surrogate p-value of R², (1 + #{null ≥ observed}) / (1 + n)."""
-        return _p_value(self.r2, self.null_r2)
+        """One-sided p-value of the periodic likelihood ratio against the smooth null, (1 + #{null ≥ observed}) /
+        (1 + n): does the layer turn with pitch beyond what smooth curves of its rank and shape give?"""
+        return _p_value(self.periodic_lr, self.null_periodic_lr)
+
+    @property
+    def octave_index(self) -> np.ndarray:
+        return self.octave["octave_index"]
 
     @property
     def p_octave(self) -> np.ndarray:
-        return _p_value(self.octave_index, self.null_octave_index)
+        """Octave equivalence beyond smooth curves: the p-value of d_strict (`octave_measures`; a whole number of
+        turns per octave, one or more)."""
+        return _p_value(self.octave["d_strict"], self.null_octave["d_strict"])
+
+    @property
+    def q_helix(self) -> np.ndarray:
+        return benjamini_hochberg(self.p_helix)
 
     @property
     def perm_z(self) -> np.ndarray:
@@ -110,15 +126,21 @@ class HelixProbeResult:
         n_layers = len(self.r2)
         stats = {
             "r2": fit.r2, "score_inv_mse": fit.score_inv_mse, "line_r2": self.line_r2,
-            "p_helix": self.p_helix, "z": self.z, "null_mean": self.null_mean, "null_std": self.null_std,
-            "helix_beyond_smooth": (self.p_helix <= self.alpha).astype(np.float64),
+            "p_helix": self.p_helix, "q_helix": self.q_helix, "z": self.z, "periodic_lr": self.periodic_lr,
+            "omega_periodic": self.omega_periodic, "n_spikes": self.n_spikes,
+            "helix_beyond_smooth": (self.q_helix <= self.alpha).astype(np.float64),
             "smooth_r2": self.smooth_r2, "delta_r2_smooth": fit.r2 - self.smooth_r2,
             "helix_beats_smooth": (fit.r2 > self.smooth_r2).astype(np.float64),
             "omega_chroma": fit.omega, "omega_ci_low": self.omega_ci[:, 0], "omega_ci_high": self.omega_ci[:, 1],
             "omega_max": np.full(n_layers, self.omega_max), "omega_aliased": np.full(n_layers, float(self.step > 1)),
             "r2_at_pi6": self.r2_at_pi6, "r2_at_pi3": self.r2_at_pi3, "r2_off_harmonic": self.r2_off_harmonic,
             "omega_off_harmonic": self.omega_off_harmonic,
-            "octave_index": self.octave_index, "p_octave": self.p_octave,
+            "d_strict": self.octave["d_strict"], "p_octave": self.p_octave,
+            "q_octave": benjamini_hochberg(self.p_octave),
+            "rsa_height": self.octave["rsa_height"], "rsa_chroma": self.octave["rsa_chroma"],
+            "p_rsa_chroma": _p_value(self.octave["rsa_chroma"], self.null_octave["rsa_chroma"]),
+            "octave_index": self.octave_index,
+            "p_octave_index": _p_value(self.octave["octave_index"], self.null_octave["octave_index"]),
             "perm_z": self.perm_z, "perm_null_mean": _mean(self.perm_null_r2), "perm_null_std": _std(self.perm_null_r2),
             "h_pitch": fit.h_pitch, "h0": fit.h0, "r_slope": fit.r_slope, "r0": fit.r0, "t0": fit.t0,
             "axis_pitch_corr": self.axis_pitch_corr,
@@ -138,9 +160,11 @@ def _std(values: np.ndarray) -> np.ndarray:
 
 
 def _p_value(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(1 + #{null ≥ observed}) / (1 + n) per layer; NaN where the statistic is undefined or there is no null."""
     if null.shape[1] == 0:
         return np.full(len(observed), np.nan)
-    return (1.0 + (null >= observed[:, None]).sum(axis=1)) / (1.0 + null.shape[1])
+    p = (1.0 + (null >= observed[:, None]).sum(axis=1)) / (1.0 + null.shape[1])
+    return np.where(np.isfinite(observed), p, np.nan)
 
 
 def per_pitch_means(features, pitch) -> tuple[np.ndarray, np.ndarray]:
@@ -171,17 +195,46 @@ def _pca_scores(gram: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nda
     return scores, explained
 
 
-def _octave_index(gram: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Mean cosine similarity of centred per-pitch points 12 semitones apart minus the mean at 11 and 13."""
+def _cosine(gram: np.ndarray) -> np.ndarray:
     norm = np.sqrt(np.maximum(np.diagonal(gram, axis1=-2, axis2=-1), 1e-300))
-    cosine = gram / (norm[..., :, None] * norm[..., None, :])
+    return gram / (norm[..., :, None] * norm[..., None, :])
+
+
+OCTAVE_MEASURES = ("octave_index", "d_strict", "rsa_height", "rsa_chroma")
+
+
+def octave_measures(gram: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    """Octave equivalence of points from their centred Grams (..., P, P) at pitch indices t (semitones).
+
+    sim(Δ) is the mean cosine similarity of pitches Δ semitones apart. `octave_index`: sim(12) − (sim(11) +
+    sim(13))/2. `d_strict` (topo-music 2026): sim(12) − max sim(7..11). RSA (Grasse & Tata 2026): the
+    dissimilarity 1 − cosine of every pitch pair regressed on pitch distance |Δ| and chroma distance
+    min(Δ mod 12, 12 − Δ mod 12), all standardised: `rsa_height`, `rsa_chroma` (> 0: pitches an octave apart are
+    closer than their height predicts). NaN where the pitch set has no pair at a needed distance.
+    """
+    cosine = _cosine(gram)
     distance = np.abs(t[:, None] - t[None, :])
+    shape = gram.shape[:-2]
 
-    def mean_at(semitones):
+    def sim(semitones):
         mask = np.isclose(distance, semitones)
-        return (cosine * mask).sum(axis=(-2, -1)) / mask.sum() if mask.any() else np.full(gram.shape[:-2], np.nan)
+        return (cosine * mask).sum(axis=(-2, -1)) / mask.sum() if mask.any() else np.full(shape, np.nan)
 
-    return mean_at(12) - (mean_at(11) + mean_at(13)) / 2
+    at = {d: sim(d) for d in range(7, 14)}
+    upper = np.triu_indices(len(t), 1)
+    height = distance[upper]
+    chroma = np.minimum(height % 12, 12 - height % 12)
+    design = np.stack([height, chroma], axis=1)
+    rsa = np.full(shape + (2,), np.nan)
+    if len(height) > 3 and design.std(axis=0).min() > 0:
+        design = (design - design.mean(axis=0)) / design.std(axis=0)
+        dissimilarity = 1 - cosine[..., upper[0], upper[1]]
+        spread = dissimilarity.std(axis=-1, keepdims=True)
+        standard = (dissimilarity - dissimilarity.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, np.nan)
+        rsa = standard @ np.linalg.pinv(design).T
+    return {"octave_index": at[12] - (at[11] + at[13]) / 2,
+            "d_strict": at[12] - np.max(np.stack([at[d] for d in range(7, 12)]), axis=0),
+            "rsa_height": rsa[..., 0], "rsa_chroma": rsa[..., 1]}
 
 
 class _Pipeline:
@@ -229,10 +282,10 @@ def helix_probe(
     features,
     pitch=None,
     n_components: int = 5,
-    n_surrogates: int = 99,
+    n_surrogates: int = 499,
     n_bootstrap: int = 100,
     n_permutations: int = 0,
-    alpha: float = 0.01,
+    alpha: float = 0.05,
     seed: int = 0,
     select_by: str = "r2",
     **fit_options,
@@ -245,9 +298,11 @@ def helix_probe(
     only identifiable in (0, π/step]: it is fitted there, and a warning says so. `select_by` "r2" (scale-free) or
     "inv_mse" picks the headline triple; the paper's 1/MSE selection is reported beside it either way.
 
-    Significance: `n_surrogates` smooth surrogates (`smooth_surrogate_grams`) through the same pipeline give
-    `p_helix`; `helix_beyond_smooth` is p_helix ≤ `alpha`. `n_permutations` > 0 adds the shuffled-pitch null.
-    All randomness comes from `seed`, so equal inputs give equal results (every DDP rank agrees).
+    Significance: `n_surrogates` draws of each layer's smooth spiked null (`layer_null`) give `p_helix` (periodic
+    likelihood ratio), `p_octave` (d_strict), `p_rsa_chroma` and `p_octave_index`; `helix_beyond_smooth` is
+    q_helix ≤ `alpha`, the
+    Benjamini–Hochberg q-value over the layers. `n_permutations` > 0 adds the shuffled-pitch null. All randomness
+    comes from `seed`, so equal inputs give equal results (every DDP rank agrees).
     """
     if select_by not in ("r2", "inv_mse"):
         raise ValueError(f"select_by must be 'r2' or 'inv_mse', got {select_by!r}")
@@ -283,15 +338,17 @@ def helix_probe(
     best, paper = fits[layers, chosen], fits[layers, paper_chosen]
     best_points, paper_points = points[layers, chosen], points[layers, paper_chosen]
 
-    surrogate_gram = smooth_surrogate_grams(means, t, n_surrogates, rng)
+    nulls = [layer_null(layer_means, t, step, n_surrogates, np.random.default_rng([seed, layer]))
+             for layer, layer_means in enumerate(tqdm(means, desc="helix nulls", unit="layer", leave=False,
+                                                      disable=n_layers < 4 or not n_surrogates))]
     permutations = rng.permuted(np.tile(np.arange(n_pitches), (n_permutations, 1)), axis=1)
     permuted_gram = gram[:, permutations[:, :, None], permutations[:, None, :]].swapaxes(0, 1)
     do_bootstrap = n_bootstrap > 0 and index is not None and np.bincount(index).min() >= 2
     boot_gram = (bootstrap_grams(clip_gram, index, n_bootstrap, rng) if do_bootstrap
                  else np.zeros((0, n_layers, n_pitches, n_pitches)))
-    replicates = np.concatenate([surrogate_gram, permuted_gram, boot_gram])
+    replicates = np.concatenate([permuted_gram, boot_gram])
     selected = pipeline.selected(replicates) if len(replicates) else None
-    bounds = np.cumsum([0, len(surrogate_gram), len(permuted_gram), len(boot_gram)])
+    bounds = np.cumsum([0, len(permuted_gram), len(boot_gram)])
 
     def replicate_values(part: int, field: str) -> np.ndarray:  # (L, n) of one kind of replicate
         if bounds[part + 1] == bounds[part]:
@@ -305,13 +362,68 @@ def helix_probe(
         line_r2=_polynomial_r2(best_points, t, 1), smooth_r2=_polynomial_r2(best_points, t, 2),
         axis_pitch_corr=_axis_pitch_corr(best, best_points, t),
         paper_axis_pitch_corr=_axis_pitch_corr(paper, paper_points, t),
-        null_r2=replicate_values(0, "r2"), perm_null_r2=replicate_values(1, "r2"),
-        omega_boot=replicate_values(2, "omega"),
+        periodic_lr=np.array([null.periodic_lr for null in nulls]),
+        omega_periodic=np.array([null.omega for null in nulls]),
+        null_periodic_lr=np.stack([null.null_periodic_lr for null in nulls]),
+        n_spikes=np.array([null.n_spikes for null in nulls], dtype=np.float64),
+        perm_null_r2=replicate_values(0, "r2"), omega_boot=replicate_values(1, "omega"),
         omega_grid=omega_grid, r2_profile=profile, r2_at_pi6=at_harmonics[:, 0], r2_at_pi3=at_harmonics[:, 1],
         r2_off_harmonic=off_harmonic[0], omega_off_harmonic=off_harmonic[1],
-        octave_index=_octave_index(gram, t), null_octave_index=_octave_index(surrogate_gram, t).T,
+        octave=octave_measures(gram, t),
+        null_octave={key: np.stack([null.null_octave[key] for null in nulls]) for key in nulls[0].null_octave},
         triple_r2=fits.r2, explained_variance=explained,
     )
+
+
+@dataclass
+class LayerNull:
+    """One layer's periodic likelihood ratio and octave measures against draws of its smooth spiked null."""
+
+    periodic_lr: float
+    omega: float  # where the ratio peaks
+    null_periodic_lr: np.ndarray  # (n,)
+    null_octave: dict  # name → (n,) `octave_measures` of the draws
+    n_spikes: int
+
+
+def layer_null(means: np.ndarray, t: np.ndarray, step: int, n_surrogates: int, rng: np.random.Generator,
+               chunk: int = 50) -> LayerNull:
+    """Test one layer's per-pitch means (P, D) against `n_surrogates` draws of its smooth spiked null.
+
+    The statistic sums over a fixed random projection of the layer to at most `PROJECTED_COORDINATES` coordinates
+    (drawn from `rng`, the same for data and draws). Draws keep the data's pitch-height line. A dead layer (no
+    variance across pitch) gets NaN; a layer that is a pitch-height line and nothing else has no periodic evidence
+    (ratio 0, every draw equal to the data).
+    """
+    centred = means - means.mean(axis=0)
+    centred = centred[:, np.abs(centred).max(axis=0) > 0]  # drops a narrower layer's zero padding
+    if centred.size == 0:
+        return LayerNull(np.nan, np.nan, np.full(n_surrogates, np.nan),
+                         {key: np.full(n_surrogates, np.nan) for key in OCTAVE_MEASURES}, 0)
+    family = smooth_kernels(t)
+    omegas = periodic_omegas(t, step)
+    contrasts = family.basis.T @ centred
+    slope = family.line @ centred  # (D,) the pitch-height line
+    norm = np.linalg.norm(slope)
+    line_gram = norm**2 * np.outer(family.line, family.line)
+    if np.linalg.norm(contrasts) <= 1e-9 * np.linalg.norm(centred):  # a line: nothing turns
+        null_octave = octave_measures(np.broadcast_to(line_gram, (n_surrogates,) + line_gram.shape), t)
+        return LayerNull(0.0, np.nan, np.zeros(n_surrogates), null_octave, 0)
+    width = centred.shape[1]
+    projection = np.linalg.qr(rng.standard_normal((width, min(width, PROJECTED_COORDINATES))))[0]
+    ratio, where = periodic_lr((contrasts @ projection)[None], t, omegas)
+    direction = slope / norm if norm > 0 else np.zeros(width)
+    null = SmoothSpikedNull(contrasts, smooth_kernels(t, null=True),
+                            np.concatenate([projection, direction[:, None]], axis=1))
+    ratios, octaves = [np.zeros(0)], [{key: np.zeros(0) for key in OCTAVE_MEASURES}]
+    for start in range(0, n_surrogates, chunk):
+        scatter, coordinates = null.draw(min(chunk, n_surrogates - start), rng)
+        ratios.append(periodic_lr(coordinates[..., :-1], t, omegas)[0])
+        cross = (family.basis @ coordinates[..., -1:]) * (norm * family.line)  # (n, P, P): draws × the line
+        octaves.append(octave_measures(family.basis @ scatter @ family.basis.T + cross + np.swapaxes(cross, 1, 2)
+                                       + line_gram, t))
+    return LayerNull(float(ratio[0]), float(omegas[where[0]]), np.concatenate(ratios),
+                     {key: np.concatenate([o[key] for o in octaves]) for key in OCTAVE_MEASURES}, null.n_spikes)
 
 
 def _chroma_profile(points: np.ndarray, t: np.ndarray, step: int, n_omegas: int = 96):

@@ -79,15 +79,20 @@ def plot_helix(result: HelixProbeResult, layer: int | None = None, title: str | 
     return fig
 
 
-def plot_helicality_vs_layer(result: HelixProbeResult, layer_names=None, title: str = "helicality"):
-    """R² per layer with the smooth-surrogate null's mean ± 2 std band, and ω_chroma on a second axis."""
+def plot_helicality_vs_layer(result: HelixProbeResult, layer_names=None, title: str = "helicality",
+                             alpha: float = 0.05):
+    """R² per layer with the shuffled-pitch null's mean ± 2 std band, stars where the turn beats smooth curves
+    (q_helix ≤ alpha over layers), and ω_chroma on a second axis."""
     x = np.arange(len(result.r2))
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
-    ax.fill_between(x, result.null_mean - 2 * result.null_std, result.null_mean + 2 * result.null_std,
-                    color="0.85", label="smooth null ± 2σ")
-    ax.plot(x, result.null_mean, color="0.5", lw=1)
+    stats = result.layer_stats()
+    mean, std = stats["perm_null_mean"], stats["perm_null_std"]
+    ax.fill_between(x, mean - 2 * std, mean + 2 * std, color="0.85", label="shuffled pitch ± 2σ")
+    ax.plot(x, mean, color="0.5", lw=1)
     ax.plot(x, result.r2, "o-", color="C0", label="helix R²")
+    beyond = stats["q_helix"] <= alpha
+    ax.plot(x[beyond], result.r2[beyond], "*", color="C3", ms=11, label=f"beyond smooth (q ≤ {alpha:g})")
     ax.set_xlabel("layer")
     ax.set_ylabel("R²")
     ax.set_title(title)
@@ -196,19 +201,19 @@ def plot_scores_vs_layer(layer_names: list[str], probes: dict[str, ProbeResult])
     return fig
 
 
-def plot_helicality_over_training(epochs: np.ndarray, r2: np.ndarray, p_helix: np.ndarray, layer_names,
-                                  alpha: float = 0.01, title: str = "helicality during training"):
-    """Helix R² (left) and p_helix against smooth surrogates (right, log scale, `alpha` dashed) per layer against
-    epoch: `r2`, `p_helix` `(E, L)` at `epochs` `(E,)`, as `HelicalityCallback` logs them."""
+def plot_helicality_over_training(epochs: np.ndarray, r2: np.ndarray, q_helix: np.ndarray, layer_names,
+                                  alpha: float = 0.05, title: str = "helicality during training"):
+    """Helix R² (left) and the q-value of turning beyond smooth curves (right, log scale, `alpha` dashed) per layer
+    against epoch: `r2`, `q_helix` `(E, L)` at `epochs` `(E,)`."""
     fig = Figure(figsize=(10, 3.8))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for layer, name in enumerate(layer_names):
         left.plot(epochs, r2[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
-        right.plot(epochs, p_helix[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
+        right.plot(epochs, q_helix[:, layer], "o-", ms=3, color=f"C{layer}", label=name)
     right.axhline(alpha, color="0.3", ls="--", lw=1, label=f"α = {alpha}")
     right.set_yscale("log")
     left.set(xlabel="epoch", ylabel="helix R²", title=title)
-    right.set(xlabel="epoch", ylabel="p_helix (smooth-surrogate null)")
+    right.set(xlabel="epoch", ylabel="q_helix (BH over layers × epochs)")
     left.legend(fontsize=7, loc="best")
     right.legend(handles=right.get_lines()[-1:], fontsize=7, loc="lower left")
     fig.tight_layout()

@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from earlens.plots import plot_epoch_layer_heatmap
 
 TABLE_COLUMNS = ("epoch", "step", "layer", "metric", "value", "ci_low", "ci_high")  # of `tables/<callback>.csv`
-HEATMAPS = {"helix": [("r2", "p_helix", 0.01)], "partials": [("band_auc", None, None), ("invariance", None, None)],
+HEATMAPS = {"helix": [("r2", "q_helix_epochs", 0.05)],
+            "partials": [("band_auc", None, None), ("invariance", None, None)],
             "zipf": [("alpha_zm", None, None), ("alpha_tail", None, None)],
             "filters": [("move/omega_t_rel_change", None, None), ("move/sigma_t_rel_change", None, None)]}
 # (metric, marked where `mark` ≤ bound) per callback table

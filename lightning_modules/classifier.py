@@ -83,8 +83,8 @@ def check_hyperparameters(lr: float = 2e-3, weight_decay: float = 1e-4, frontend
                           dropout: float = 0.1, **_) -> None:
     """Refuse, in one line naming the option, values the optimiser would reject only at the first training step
     (after the data are decoded); `train.py` calls it on the parsed config before anything is built."""
-    problems = [f"--model.{name} {value}: must be > 0 (e.g. --model.{name} 0.002)"
-                for name, value in (("lr", lr), ("frontend_lr", frontend_lr)) if value is not None and not value > 0]
+    problems = [f"--model.{name} {value}: must be >= 0 (e.g. --model.{name} 0.002; 0 keeps those weights fixed)"
+                for name, value in (("lr", lr), ("frontend_lr", frontend_lr)) if value is not None and not value >= 0]
     if not weight_decay >= 0:
         problems.append(f"--model.weight_decay {weight_decay}: must be >= 0")
     if not 0 <= dropout < 1:

@@ -322,14 +322,22 @@ def close_dead_attempt(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def _process_alive(pid) -> bool:
-    """Whether `pid` is a live Python process on this host (a zombie or a reused pid of another program is not;
-    without `/proc` every recorded process counts as gone)."""
-    if not isinstance(pid, int) or pid == os.getpid():
+    """Whether `pid` is a live process on this host that may be a Python run: signal 0 decides; where `/proc`
+    belongs to this pid namespace, a zombie or a pid reused by another program counts as gone."""
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
     try:
-        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
+    try:
+        if int(os.readlink("/proc/self")) != os.getpid():
+            return True  # a /proc of another pid namespace says nothing about our pids
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return True
 
 
 def package_versions() -> dict[str, str]:

@@ -79,16 +79,16 @@ class LinearProbeOptions:
 class HelixOptions:
     """Pitch helix on the `pitch_label` column (skipped when disabled or the stimuli have no such column).
 
-    Significance against `n_surrogates` smooth surrogates (`helix_beyond_smooth`: p_helix <= `alpha`); ω's interval
-    from `n_bootstrap` clip resamplings within pitch; `n_permutations` > 0 adds the shuffled-pitch null (for
-    comparison only). See `earlens.helicality.helix_probe`.
+    Significance against `n_surrogates` draws of each layer's smooth null (`helix_beyond_smooth`: q_helix <= `alpha`,
+    Benjamini–Hochberg over the layers); ω's interval from `n_bootstrap` clip resamplings within pitch;
+    `n_permutations` > 0 adds the shuffled-pitch null (for comparison only). See `earlens.helicality.helix_probe`.
     """
 
     enabled: bool = True
     pitch_label: str = "midi_pitch"
     n_components: int = 5
-    n_surrogates: int = 99
-    alpha: float = 0.01
+    n_surrogates: int = 499
+    alpha: float = 0.05
     n_bootstrap: int = 100
     n_permutations: int = 0
     select_by: str = "r2"

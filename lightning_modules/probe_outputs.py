@@ -69,7 +69,7 @@ def write_tables(run_dir: Path, rows: list[dict], long: list[dict]) -> dict[str,
 def charted_metrics(columns: list[str]) -> list[str]:
     """The columns worth a metric-against-layer chart: each target's test score and the helix's headline numbers."""
     return [c for c in columns if c.endswith(("/test_accuracy", "/test_r2"))
-            or c in ("helix/r2", "helix/p_helix", "helix/octave_index", "helix/omega_chroma")]
+            or c in ("helix/r2", "helix/p_helix", "helix/q_helix", "helix/p_octave", "helix/omega_periodic")]
 
 
 def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], long: list[dict],

@@ -78,6 +78,7 @@ def test_logged_values_equal_a_direct_helix_probe(tmp_path):
 
     table = read_layer_table(tmp_path / "tables" / "helix.csv")  # the same numbers as long rows, ω with its CI
     stats = direct.layer_stats()
+    stats.update(q_helix_epochs=stats["q_helix"], q_octave_epochs=stats["q_octave"])  # BH over one evaluation
     for row in table:
         assert row["epoch"] == "1"
         i = ["filters", "mix"].index(row["layer"])

@@ -23,7 +23,7 @@ def write_run(run_dir: Path, layers: list[str], r2: np.ndarray, p_helix: np.ndar
                                          "  - class_path: earlens.callbacks.HelicalityCallback\n"
                                          "    init_args:\n      layers: [" + ", ".join(layers) + "]\n")
     columns = ["epoch", "step", "val/loss"] + sorted(f"helix/{layer}/{stat}" for layer in layers
-                                                     for stat in ("r2", "p_helix", "omega_chroma"))
+                                                     for stat in ("r2", "p_helix", "omega_periodic", "p_octave"))
     with open(run_dir / "csv" / "version_0" / "metrics.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, columns)
         writer.writeheader()
@@ -33,7 +33,8 @@ def write_run(run_dir: Path, layers: list[str], r2: np.ndarray, p_helix: np.ndar
             writer.writerow({"epoch": epoch, "step": 10 * epoch,
                              **{f"helix/{layer}/r2": v for layer, v in zip(layers, values)},
                              **{f"helix/{layer}/p_helix": p for layer, p in zip(layers, p_values)},
-                             **{f"helix/{layer}/omega_chroma": 0.52 for layer in layers}})
+                             **{f"helix/{layer}/p_octave": p for layer, p in zip(layers, p_values)},
+                             **{f"helix/{layer}/omega_periodic": 0.52 for layer in layers}})
 
 
 def test_reads_epochs_in_the_callbacks_layer_order_and_saves_the_figure(tmp_path, capsys):
@@ -45,7 +46,7 @@ def test_reads_epochs_in_the_callbacks_layer_order_and_saves_the_figure(tmp_path
     assert names == layers and list(epochs) == [0, 1]
     np.testing.assert_allclose(stats["r2"], r2)
     script.main([str(tmp_path)])
-    assert "| 1 | 0.400 (p 0.50" in capsys.readouterr().out
+    assert "| 1 | 0.400 (q 0.500, ω 0.52)" in capsys.readouterr().out
     assert (tmp_path / "helicality_over_training.png").stat().st_size > 1000
 
 
@@ -61,7 +62,8 @@ def test_several_runs_summarise_when_and_how_often_each_layer_is_helical(tmp_pat
     r2 = np.array([[0.5, 0.4], [0.5, 0.6], [0.5, 0.8]])
     write_run(tmp_path / "seed0", layers, r2, np.array([[1.0, 0.5], [1.0, 0.04], [1.0, 0.01]]))
     write_run(tmp_path / "seed1", layers, r2 - 0.1, np.array([[1.0, 0.01], [1.0, 0.2], [1.0, 0.3]]))
-    load_script().main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--alpha", "0.01"])
+    load_script().main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--alpha", "0.1"])
     summary = capsys.readouterr().out.split("2 runs |")[1]
-    assert "| frontend | – – | 0/3 0/3 | 0.450 ± 0.071 | 1.00 1.00 |" in summary
-    assert "| encoder.temporal | 1 0 | 1/3 1/3 | 0.750 ± 0.071 | 0.01 0.30 |" in summary
+    # BH over the 12 tests: the two p = 0.01 get q = 0.06, p = 0.04 gets 0.16
+    assert "| frontend | – – | 0/3 0/3 | 0/3 0/3 | 0.450 ± 0.071 | 1.000 1.000 |" in summary
+    assert "| encoder.temporal | 2 0 | 1/3 1/3 | 1/3 1/3 | 0.750 ± 0.071 | 0.010 0.300 |" in summary

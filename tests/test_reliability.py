@@ -250,7 +250,7 @@ def bad_inputs(tmp_path, monkeypatch) -> Path:
     (["--trainer.max_epochs", "-1"], "trains forever"),
     (["--trainer.max_epochs", "abc"], "--trainer.max_epochs: Expected int (got abc)"),
     (["--model.frontend.init_args.n_filters", "0"], "n_filters must be >= 1"),
-    (["--model.lr", "-1"], "--model.lr -1.0: must be > 0"),
+    (["--model.lr", "-1"], "--model.lr -1.0: must be >= 0"),
     (["--data.init_args.sample_rate", "8000"], "--data.init_args.sample_rate 8000 != --model.frontend"),
     (["--data.init_args.root", "EMPTY"], "dataset fsdd not found"),
     (["--data.init_args.root", "NO_RECORDINGS"], "no audio files in"),
