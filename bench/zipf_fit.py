@@ -42,7 +42,7 @@ def main() -> None:
         counts = counts[counts > 0]
         fit = fit_count_power_law(counts)
         for draws in args.draws:
-            p_value = power_law_p_value(counts, fit, draws)
+            p_value = power_law_p_value(counts, fit, draws).value
             row = [median_seconds(args.repeats, fit_count_power_law, counts),
                    median_seconds(args.repeats, power_law_p_value, counts, fit, draws),
                    median_seconds(args.repeats, compare_alternatives, counts, fit),

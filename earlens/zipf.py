@@ -19,10 +19,10 @@ On finite samples they are different estimators with different ranges, so every 
   Each *type* weighs the same in that distance, so the few head types (the largest counts) cannot dominate it,
   unlike a token-weighted KS over ranks 1..R (which settles on the smallest R on any curved head). In rank terms
   the range is ranks 1..n_tail; ``alpha_tail = 1/(gamma − 1)`` is the rank exponent it implies.
-* ``p_value``: CSN's semi-parametric bootstrap of that fit (x_min refitted on every synthetic data set); p < 0.1 rules
-  the power law out. ``comparisons``: normalised log-likelihood ratios with Vuong p-values against discrete
-  lognormal, exponential and stretched exponential on the same tail (``powerlaw.Fit.distribution_compare``'s
-  conventions), so "not a power law" comes with what fits better.
+* ``p_value``: CSN's semi-parametric bootstrap of that fit (x_min refitted on every synthetic data set, sets with no
+  x_min excluded and counted); p < 0.1 rules the power law out. ``comparisons``: normalised log-likelihood ratios
+  with Vuong p-values against discrete lognormal, exponential and stretched exponential on the same tail
+  (``powerlaw.Fit.distribution_compare``'s conventions), so "not a power law" comes with what fits better.
 * ``alpha_ls``: least-squares slope of log f on log r over a stated rank range, the line the papers draw.
 
 Limits worth knowing (measured): the count test judges the *sampled* counts, and when most types are seen a few
@@ -77,8 +77,9 @@ class ZipfResult:
     """Zipf/Heaps statistics of one symbol stream (see the module docstring for which exponent is which).
 
     alpha_zm, q_zm: Zipf–Mandelbrot MLE over ranks 1..vocab_size. gamma, xmin, n_tail, ks: CSN count-distribution tail
-    (ranks 1..n_tail); alpha_tail = 1/(gamma − 1). p_value: bootstrap goodness of fit of that tail over n_bootstrap
-    synthetic sets (< 0.1: not a power law). comparisons: against each alternative; preferred: the alternative that
+    (ranks 1..n_tail); alpha_tail = 1/(gamma − 1). p_value: bootstrap goodness of fit of that tail over
+    n_bootstrap synthetic sets less the n_bootstrap_unfit ones that span less than a decade (< 0.1: not a power
+    law); p_value_reason says why it is NaN. comparisons: against each alternative; preferred: the alternative that
     fits significantly better (Vuong p < 0.1, most negative ratio), else "power_law" if not rejected, else "none".
     alpha_ls: LS slope over ls_rank_range. heaps_beta: V(n) ∝ n^beta.
     """
@@ -98,6 +99,8 @@ class ZipfResult:
     alpha_tail_se: float
     p_value: float
     n_bootstrap: int
+    n_bootstrap_unfit: int
+    p_value_reason: str
     comparisons: tuple[Comparison, ...]
     preferred: str
     alpha_ls: float
@@ -284,8 +287,9 @@ def zipf_statistics(counts, rank_range: tuple[int, int] = (1, 100), heaps_points
         alpha_zm=zm.alpha, alpha_zm_se=zm.alpha_se, q_zm=zm.q, q_zm_se=zm.q_se,
         gamma=tail.gamma, gamma_se=tail.gamma_se, xmin=tail.xmin, n_tail=tail.n_tail, ks=tail.ks,
         alpha_tail=tail.alpha, alpha_tail_se=tail.alpha_se,
-        p_value=p_value, n_bootstrap=n_bootstrap, comparisons=comparisons,
-        preferred=preferred_model(p_value, comparisons),
+        p_value=p_value.value, n_bootstrap=n_bootstrap, n_bootstrap_unfit=p_value.n_unfit,
+        p_value_reason=p_value.reason, comparisons=comparisons,
+        preferred=preferred_model(p_value.value, comparisons),
         alpha_ls=alpha_ls, ls_rank_range=used_range,
         heaps_beta=heaps_exponent(*expected_vocabulary_growth(counts, heaps_points)),
     )
