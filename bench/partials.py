@@ -30,12 +30,12 @@ LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC 
                 ("split_half", "split-half"),
                 ("unit_one_band_share", "units 1-band"), ("random_direction_one_band_share", "random dirs 1-band"),
                 ("unit_median_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
-                ("null_direction_peak_in_band", "null dir. peak")]
+                ("null_direction_peak_in_band", "null dir. peak"), ("note", "note")]
 CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), ("mi_norm", "MI/H(band)"),
               ("mi_norm_null_p95", "null p95"), ("purity", "purity"), ("purity_null", "purity null"),
               ("bands_spanned", "bands spanned"), ("bands_spanned_null", "bands null"), ("hit_rate", "map hit rate"),
               ("hit_rate_null", "hit null"),
-              ("coverage", "coverage")]
+              ("coverage", "coverage"), ("note", "note")]
 
 
 def backbone_encode(backbone):

@@ -85,9 +85,12 @@ def codes_layer(tone_codes: np.ndarray, tone_bands: np.ndarray, item_codes: np.n
     for view, columns in views:
         tone_symbols = _tuple_symbols(tone_codes[..., columns], radix)
         item_symbols = _tuple_symbols(item_codes[..., columns], radix)
-        stats[view] = {**code_stats(tone_symbols, tone_bands, n_bands, seed=seed),
-                       **code_map_survival(tone_symbols, tone_bands, item_symbols, frame_presence, n_bands,
-                                           seed=seed)}
+        values = {**code_stats(tone_symbols, tone_bands, n_bands, seed=seed),
+                  **code_map_survival(tone_symbols, tone_bands, item_symbols, frame_presence, n_bands, seed=seed)}
+        constant = np.unique(np.concatenate([tone_symbols.ravel(), item_symbols.ravel()])).size == 1
+        if constant:  # one code on every frame (a dead quantiser): no statistic says anything about partials
+            values = {key: float("nan") for key in values} | {"n_codes": 1}
+        stats[view] = {**values, "constant_layer": float(constant)}
     return {"codes": stats}
 
 

@@ -156,6 +156,30 @@ def _tuning_summary(stats: dict[str, np.ndarray], prefix: str) -> dict[str, floa
 
 
 # ---------------------------------------------------------------------------------------- latent statistics
+TUNING_PREFIXES = ("unit", "random_direction", "band_direction", "null_direction")
+
+
+def is_constant(activations: np.ndarray) -> bool:
+    """Every unit gives the same value on every row (up to float32 rounding of the largest value): a dead or
+    constant layer, about which no partial statistic says anything."""
+    spread = np.ptp(activations, axis=0).max(initial=0.0)
+    return bool(spread <= 1e-6 * np.abs(activations).max(initial=0.0))
+
+
+def constant_layer_stats(n_bands: int, tone_hz: np.ndarray, edges: np.ndarray, contexts: Sequence[str]) -> dict:
+    """``latent_stats`` of a constant layer: every statistic NaN (flat tuning curves have none), flagged."""
+    undefined = np.full(n_bands, np.nan)
+    flat = tuning_stats(np.zeros((n_bands, len(tone_hz))), tone_hz, edges)
+    out = {key: undefined for key in ("band_auc", "band_auc_null", "band_r2", "band_r2_null", "frame_auc",
+                                      "frame_auc_null", "invariance", "invariance_null", "split_half",
+                                      "invariance_halves")}
+    for prefix in TUNING_PREFIXES:
+        out.update(_tuning_summary(flat, prefix))
+    return {**out, "contexts": list(dict.fromkeys(contexts)), "band_direction_peak_in_band": float("nan"),
+            "null_direction_peak_in_band": float("nan"), "unit_tuning": flat,
+            "direction_curves": np.full((n_bands, len(tone_hz)), np.nan), "constant_layer": 1.0}
+
+
 def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray, presence: np.ndarray,
                  level: np.ndarray, frame_presence: np.ndarray, context: np.ndarray, tone_pooled: np.ndarray,
                  tone_hz: np.ndarray, edges: np.ndarray, n_folds: int = 5, n_shuffles: int = 3,
@@ -224,14 +248,13 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     rotated = tuning_stats((tones @ random_basis).T, tone_hz, edges)
     band_directions = tuning_stats((tones @ directions[0]).T, tone_hz, edges)
     null_band_directions = tuning_stats((tones @ null_directions[0]).T, tone_hz, edges)
-    out.update(_tuning_summary(units, "unit"))
-    out.update(_tuning_summary(rotated, "random_direction"))
-    out.update(_tuning_summary(band_directions, "band_direction"))
-    out.update(_tuning_summary(null_band_directions, "null_direction"))
+    for prefix, stats in zip(TUNING_PREFIXES, (units, rotated, band_directions, null_band_directions)):
+        out.update(_tuning_summary(stats, prefix))
     out["band_direction_peak_in_band"] = float(np.nanmean(band_directions["peak_band"] == np.arange(n_bands)))
     out["null_direction_peak_in_band"] = float(np.nanmean(null_band_directions["peak_band"] == np.arange(n_bands)))
     out["unit_tuning"] = units
     out["direction_curves"] = (tones @ directions[0]).T
+    out["constant_layer"] = 0.0
     return out
 
 
@@ -318,6 +341,10 @@ def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.nd
         slots = np.sort(rng.choice(n_frames, size=min(frames_per_item, n_frames), replace=False))
         frames = activations[:, slots].reshape(-1, activations.shape[2])
         frame_items = np.repeat(np.arange(len(items)), len(slots))
+        if is_constant(np.concatenate([activations.reshape(-1, activations.shape[2]),
+                                       tone_out[name].reshape(-1, activations.shape[2])])):
+            layers[name] = constant_layer_stats(n_bands, tone_hz, edges, items.context)
+            continue
         layers[name] = latent_stats(activations.mean(1).astype(np.float64), frames.astype(np.float64), frame_items,
                                     presence, level, frame_presence[:, slots].reshape(-1, n_bands), items.context,
                                     tone_out[name].mean(1).astype(np.float64), tone_hz, edges, n_folds,
@@ -325,21 +352,39 @@ def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.nd
     return layers
 
 
+def band_mean(values: np.ndarray) -> float:
+    """Mean over the bands with a value; NaN when none has one (a constant layer)."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    return float(values[finite].mean()) if finite.any() else float("nan")
+
+
 LATENT_COLUMNS = ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null", "band_r2", "band_r2_null",
                   "invariance", "invariance_null", "split_half", "invariance_halves")
+CONSTANT_NOTE = "constant layer: every unit gives the same value on every stimulus"
 
 
 def summary_rows(layers: dict[str, dict]) -> list[dict]:
-    """One flat row per layer (latents: band means of the per-band arrays) or per layer x codebook view."""
+    """One flat row per layer (latents: band means of the per-band arrays) or per layer x codebook view, each with a
+    ``note`` saying why its statistics are NaN ("" when none is)."""
     rows = []
     for name, stats in layers.items():
         if "codes" in stats:
-            rows += [{"layer": name, "view": view, **values} for view, values in stats["codes"].items()]
+            rows += [{"layer": name, "view": view, **values,
+                      "note": "constant codes: one code on every frame" if values["constant_layer"] else ""}
+                     for view, values in stats["codes"].items()]
             continue
-        row = {"layer": name}
-        row.update({key: float(np.nanmean(stats[key])) for key in LATENT_COLUMNS})
-        # across-context over within-context cosine of equal-size halves, as a ratio of band means (stable near 0)
-        row["invariance_ratio"] = row["invariance_halves"] / row["split_half"]
+        row = {"layer": name, **{key: band_mean(stats[key]) for key in LATENT_COLUMNS}}
         row.update({key: value for key, value in stats.items() if isinstance(value, float)})
+        # across-context over within-context cosine of equal-size halves, as a ratio of band means (stable near 0);
+        # halves of one context that do not agree (split-half ≤ 0) leave nothing to compare with
+        reliable = row["split_half"] > 0
+        row["invariance_ratio"] = row["invariance_halves"] / row["split_half"] if reliable else float("nan")
+        if stats["constant_layer"]:
+            row["note"] = CONSTANT_NOTE
+        elif not reliable:
+            row["note"] = f"split-half cosine {row['split_half']:.3f} ≤ 0: no invariance ratio"
+        else:
+            row["note"] = ""
         rows.append(row)
     return rows

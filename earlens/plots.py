@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from scipy.special import logsumexp
 
 from earlens.filters import ArrayLike, tile_kernels
+from earlens.partials import band_mean
 from earlens.power_law import clean_counts
 from earlens.zipf import ZipfResult
 
@@ -133,8 +134,9 @@ def rank_frequency_plot(counts, fit: ZipfResult, title: str = "rank–frequency"
 def plot_partials(result: dict, title: str = "") -> Figure:
     """Per latent layer: context invariance (with its shuffled-label null, split-half ceiling and the random-init
     model) and the share of single-band units; and the band directions' tuning curves to pure tones in the most
-    invariant layer (each curve scaled to [0, 1], band edges dotted)."""
-    layers = {name: stats for name, stats in result["layers"].items() if "codes" not in stats}
+    invariant layer (each curve scaled to [0, 1], band edges dotted). Constant layers (no statistics) are left out."""
+    layers = {name: stats for name, stats in result["layers"].items()
+              if "codes" not in stats and not stats["constant_layer"]}
     init = {name: stats for name, stats in (result.get("init") or {}).items() if "codes" not in stats}
     figure = Figure(figsize=(15, 4.2))
     axes = figure.subplots(1, 3)
@@ -147,7 +149,7 @@ def plot_partials(result: dict, title: str = "") -> Figure:
               ("shuffled-label null", layers, "invariance_null", "--^"), ("random init", init, "invariance", "-x")]
     for label, source, key, style in series:
         if source:
-            axes[0].plot(x, [np.nanmean(source[name][key]) for name in names], style, label=label)
+            axes[0].plot(x, [band_mean(source[name][key]) for name in names], style, label=label)
     for label, source, key, style in [("units", layers, "unit_one_band_share", "-o"),
                                       ("random directions", layers, "random_direction_one_band_share", "--^"),
                                       ("units, random init", init, "unit_one_band_share", "-x")]:
@@ -157,7 +159,7 @@ def plot_partials(result: dict, title: str = "") -> Figure:
         axis.set_xticks(x, names, rotation=45, ha="right")
         axis.set_ylabel(ylabel)
         axis.legend(fontsize=8)
-    best = max(names, key=lambda name: np.nanmean(layers[name]["invariance"]))
+    best = max(names, key=lambda name: band_mean(layers[name]["invariance"]))
     curves = layers[best]["direction_curves"]
     span = curves.max(1, keepdims=True) - curves.min(1, keepdims=True)
     scaled = (curves - curves.min(1, keepdims=True)) / np.where(span > 0, span, 1)

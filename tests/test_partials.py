@@ -9,7 +9,7 @@ from sklearn.metrics import mutual_info_score, roc_auc_score
 from earlens.backbones import load_backbone
 from earlens.partial_codes import code_stats
 from earlens.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
-from earlens.partials import auc, partials_probe, summary_rows, tuning_stats
+from earlens.partials import LATENT_COLUMNS, auc, partials_probe, summary_rows, tuning_stats
 from earlens.plots import plot_partials
 
 SR = 8000
@@ -125,6 +125,35 @@ def test_filterbank_is_partial_stable_and_random_mixing_is_not(seed):
     assert before["invariance"] < bank["invariance"] - 0.1 and before["band_auc"] < bank["band_auc"]
     # linear mixing after it keeps context-stable directions (a basis-free property) but not unit selectivity
     assert after["unit_one_band_share"] <= 0.25 and after["invariance"] > after["invariance_null"] + 0.3
+
+
+def test_a_constant_layer_is_reported_as_such_not_a_crash():
+    """A dead (all-zero) or constant layer has no partial statistics: NaN, flagged, with a note in every row."""
+    def encode(waves):
+        bank = filterbank(waves)["bank"]
+        return {"bank": bank, "dead": torch.zeros_like(bank), "constant": torch.full_like(bank, 3.0),
+                "one_code": torch.zeros(*bank.shape[:2], 1, dtype=torch.long)}
+
+    result = probe(encode)
+    rows = {(row["layer"], row.get("view")): row for row in summary_rows(result["layers"])}
+    for name in ("dead", "constant"):
+        row = rows[name, None]
+        assert "constant layer" in row["note"] and row["constant_layer"] == 1.0
+        for key in (*LATENT_COLUMNS, "invariance_ratio", "unit_one_band_share", "band_direction_peak_in_band"):
+            assert np.isnan(row[key]), (name, key)
+    bank = rows["bank", None]
+    assert bank["note"] == "" and bank["constant_layer"] == 0.0 and np.isfinite(bank["invariance_ratio"])
+    one_code = rows["one_code", "codebook_0"]
+    assert "one code on every frame" in one_code["note"] and one_code["constant_layer"] == 1.0
+    assert np.isnan(one_code["mi_norm"]) and np.isnan(one_code["hit_rate"])
+    assert len(plot_partials(result).axes) == 3  # the figure leaves the constant layers out
+
+
+def test_invariance_ratio_needs_a_positive_split_half():
+    layers = probe(filterbank)["layers"]
+    layers["bank"]["split_half"] = np.full(8, -0.05)  # halves of one context disagree: nothing to compare with
+    (row,) = summary_rows(layers)
+    assert np.isnan(row["invariance_ratio"]) and "split-half" in row["note"]
 
 
 def test_band_quantiser_codes_are_pure_and_a_random_codebook_is_not():
