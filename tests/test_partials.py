@@ -9,7 +9,7 @@ from sklearn.metrics import mutual_info_score, roc_auc_score
 from earlens.backbones import load_backbone
 from earlens.partial_codes import code_stats
 from earlens.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
-from earlens.partials import LATENT_COLUMNS, auc, partials_probe, summary_rows, tuning_stats
+from earlens.partials import LATENT_COLUMNS, auc, fold_auc, partials_probe, summary_rows, tuning_stats
 from earlens.plots import plot_partials
 
 SR = 8000
@@ -70,6 +70,11 @@ def test_auc_matches_sklearn():
     scores = labels + rng.standard_normal((200, 3))
     scores[:, 2] = np.round(scores[:, 2])  # ties
     np.testing.assert_allclose(auc(labels, scores), [roc_auc_score(labels[:, k], scores[:, k]) for k in range(3)])
+    fold = rng.integers(0, 4, 200)
+    labels[fold == 3, 1] = False  # one class only in fold 3 of column 1: that fold has no AUC there
+    expected = [np.mean([roc_auc_score(labels[fold == f, k], scores[fold == f, k]) for f in range(4)
+                         if labels[fold == f, k].any()]) for k in range(3)]
+    np.testing.assert_allclose(fold_auc(labels, scores, fold), expected)
 
 
 def test_tuning_stats_recover_a_known_bandwidth():
@@ -125,6 +130,22 @@ def test_filterbank_is_partial_stable_and_random_mixing_is_not(seed):
     assert before["invariance"] < bank["invariance"] - 0.1 and before["band_auc"] < bank["band_auc"]
     # linear mixing after it keeps context-stable directions (a basis-free property) but not unit selectivity
     assert after["unit_one_band_share"] <= 0.25 and after["invariance"] > after["invariance_null"] + 0.3
+
+
+def test_an_uninformative_encoder_decodes_at_chance():
+    """Features independent of the audio carry nothing about any band: AUC 0.50 ± 0.02 (pooled out-of-fold
+    predictions carry each fold's intercept, which anti-correlates with the held-out labels: 0.42-0.46)."""
+    rows = []
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+
+        def noise(waves, generator=generator):
+            return {"noise": torch.randn(len(waves), 4, 16, generator=generator)}
+
+        layers = probe(noise, seed)["layers"]
+        rows += summary_rows(layers)
+    for key in ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null"):
+        assert np.mean([row[key] for row in rows]) == pytest.approx(0.5, abs=0.02), key
 
 
 def test_a_constant_layer_is_reported_as_such_not_a_crash():
