@@ -29,7 +29,7 @@ LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC 
                 ("invariance_null", "inv. null"), ("invariance_ratio", "inv. ratio (halves)"),
                 ("split_half", "split-half"),
                 ("unit_one_band_share", "units 1-band"), ("random_direction_one_band_share", "random dirs 1-band"),
-                ("unit_median_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
+                ("unit_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
                 ("null_direction_peak_in_band", "null dir. peak"), ("note", "note")]
 CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), ("mi_norm", "MI/H(band)"),
               ("mi_norm_null_p95", "null p95"), ("purity", "purity"), ("purity_null", "purity null"),
@@ -59,6 +59,12 @@ def encodec_encode(model, bandwidth: float | None = None):
         return layers
 
     return encode
+
+
+def median_q(row: dict, prefix: str = "unit") -> str:
+    """The median Q, or "≥ bound" where lobes narrower than the tone grid resolves leave only its lower bound."""
+    value, bound = row.get(f"{prefix}_median_q", float("nan")), row.get(f"{prefix}_median_q_at_least", float("nan"))
+    return f"{value:.2f}" if value == value else (f"≥ {bound:.2f}" if bound == bound else "nan")
 
 
 def markdown(rows: list[dict], columns) -> str:
@@ -111,7 +117,7 @@ def main(argv=None):
         if not layers:
             continue
         rows = summary_rows(layers)
-        latent_rows = [row for row in rows if "view" not in row]
+        latent_rows = [{**row, "unit_q": median_q(row)} for row in rows if "view" not in row]
         code_rows = [row for row in rows if "view" in row]
         if latent_rows:
             print(f"### latents, {title}\n\n{markdown(latent_rows, LATENT_TABLE)}\n")

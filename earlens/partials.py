@@ -129,43 +129,67 @@ def fold_auc(labels: np.ndarray, scores: np.ndarray, fold: np.ndarray) -> np.nda
 
 
 # ------------------------------------------------------------------------------------------- tuning curves
+def half_max_q(bandwidth_octaves):
+    """Q = f_peak / (f_high − f_low) of a lobe whose half-max points lie bandwidth_octaves apart around its peak."""
+    ratio = 2.0 ** np.asarray(bandwidth_octaves, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.sqrt(ratio) / (ratio - 1)
+
+
 def tuning_stats(curves: np.ndarray, tone_hz: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
     """Per curve (C, n_tones) on a log-frequency tone grid: peak Hz, half-max bandwidth (octaves, the contiguous
     lobe around the peak), Q = f_peak / bandwidth_Hz, and how many bands reach half the peak (1 = one band).
 
+    The half-max points are interpolated linearly between the tones that bracket them. That measures lobes with at
+    least three tones at or above half max (Gaussian and Lorentzian lobes within 15 %); a narrower lobe gets only
+    ``q_at_least``, the Q of the widest lobe its tones allow (half max reached within a step beyond the outermost
+    tone above it on each side), a bound every lobe inside the grid has. Lobes cut by the grid's ends get NaN (their
+    width is unknown).
     Responses are taken above each curve's minimum; flat curves give NaN.
     """
     response = curves - curves.min(axis=1, keepdims=True)
+    rows, n_tones = np.arange(len(curves)), response.shape[1]
     peak = response.argmax(axis=1)
-    height = response.max(axis=1)
-    below = response < 0.5 * height[:, None]
-    index = np.arange(response.shape[1])
-    left = np.maximum.accumulate(np.where(below, index, -1), axis=1)[np.arange(len(peak)), peak]
-    right = np.minimum.accumulate(np.where(below, index, response.shape[1])[:, ::-1], axis=1)[:, ::-1][
-        np.arange(len(peak)), peak]
+    half = 0.5 * response.max(axis=1)
+    below = response < half[:, None]
+    index = np.arange(n_tones)
+    left = np.maximum.accumulate(np.where(below, index, -1), axis=1)[rows, peak]
+    right = np.minimum.accumulate(np.where(below, index, n_tones)[:, ::-1], axis=1)[:, ::-1][rows, peak]
+    inside = (left >= 0) & (right < n_tones)
+    above = right - left - 1  # tones at or above half max around the peak
+    outer_left, outer_right = np.clip(left, 0, n_tones - 1), np.clip(right, 0, n_tones - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crossing_left = outer_left + (half - response[rows, outer_left]) / (
+            response[rows, np.minimum(outer_left + 1, n_tones - 1)] - response[rows, outer_left])
+        crossing_right = outer_right - (half - response[rows, outer_right]) / (
+            response[rows, np.maximum(outer_right - 1, 0)] - response[rows, outer_right])
     step = np.log2(tone_hz[1] / tone_hz[0])
-    bandwidth_octaves = (right - left - 1) * step
-    ratio = 2.0 ** bandwidth_octaves
-    q = np.sqrt(ratio) / np.maximum(ratio - 1, 1e-12)
+    bandwidth_octaves = np.where(inside & (above >= 3), (crossing_right - crossing_left) * step, np.nan)
     band = np.searchsorted(edges, tone_hz) - 1
     band_max = np.full((len(curves), len(edges) - 1), -np.inf)
-    inside = (band >= 0) & (band < len(edges) - 1)
-    np.maximum.at(band_max.T, band[inside], response[:, inside].T)
-    n_bands = (band_max >= 0.5 * height[:, None]).sum(axis=1).astype(float)
-    flat = height <= 1e-9 * np.abs(curves).max(axis=1).clip(1e-30)
-    stats = {"peak_hz": tone_hz[peak], "bandwidth_octaves": bandwidth_octaves, "q": q, "n_bands": n_bands,
+    in_bands = (band >= 0) & (band < len(edges) - 1)
+    np.maximum.at(band_max.T, band[in_bands], response[:, in_bands].T)
+    n_bands = (band_max >= half[:, None]).sum(axis=1).astype(float)
+    flat = 2 * half <= 1e-9 * np.abs(curves).max(axis=1).clip(1e-30)
+    stats = {"peak_hz": tone_hz[peak], "bandwidth_octaves": bandwidth_octaves, "q": half_max_q(bandwidth_octaves),
+             "q_at_least": np.where(inside, half_max_q((above + 1) * step), np.nan), "n_bands": n_bands,
              "peak_band": band[peak].astype(float)}
     return {key: np.where(flat, np.nan, value) for key, value in stats.items()}
 
 
-def _tuning_summary(stats: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
+def tuning_summary(stats: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
+    """Share of curves tuned to one band, and the median Q of the lobes inside the grid. Lobes too narrow for the
+    grid enter with their bound: ``median_q`` is given when they cannot move the median (the medians of the
+    per-lobe lower bounds and of the upper bounds, ∞ for those lobes, agree), ``median_q_at_least`` always."""
     valid = ~np.isnan(stats["n_bands"])
-    if not valid.any():
-        return {f"{prefix}_one_band_share": float("nan"), f"{prefix}_median_q": float("nan"),
-                f"{prefix}_median_bandwidth_oct": float("nan")}
-    return {f"{prefix}_one_band_share": float((stats["n_bands"][valid] == 1).mean()),
-            f"{prefix}_median_q": float(np.median(stats["q"][valid])),
-            f"{prefix}_median_bandwidth_oct": float(np.median(stats["bandwidth_octaves"][valid]))}
+    bounded = ~np.isnan(stats["q_at_least"])
+    measured = ~np.isnan(stats["q"])
+    lower = np.where(measured, stats["q"], stats["q_at_least"])[bounded]
+    upper = np.where(measured, stats["q"], np.inf)[bounded]
+    at_least = float(np.median(lower)) if lower.size else float("nan")
+    median = at_least if lower.size and np.median(upper) == at_least else float("nan")
+    return {f"{prefix}_one_band_share": float((stats["n_bands"][valid] == 1).mean()) if valid.any() else float("nan"),
+            f"{prefix}_median_q": median, f"{prefix}_median_q_at_least": at_least}
 
 
 # ---------------------------------------------------------------------------------------- latent statistics
@@ -187,7 +211,7 @@ def constant_layer_stats(n_bands: int, tone_hz: np.ndarray, edges: np.ndarray, c
                                       "frame_auc_null", "invariance", "invariance_null", "split_half",
                                       "invariance_halves")}
     for prefix in TUNING_PREFIXES:
-        out.update(_tuning_summary(flat, prefix))
+        out.update(tuning_summary(flat, prefix))
     return {**out, "contexts": list(dict.fromkeys(contexts)), "band_direction_peak_in_band": float("nan"),
             "null_direction_peak_in_band": float("nan"), "unit_tuning": flat,
             "direction_curves": np.full((n_bands, len(tone_hz)), np.nan), "constant_layer": 1.0}
@@ -264,7 +288,7 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     band_directions = tuning_stats((tones @ directions[0]).T, tone_hz, edges)
     null_band_directions = tuning_stats((tones @ null_directions[0]).T, tone_hz, edges)
     for prefix, stats in zip(TUNING_PREFIXES, (units, rotated, band_directions, null_band_directions)):
-        out.update(_tuning_summary(stats, prefix))
+        out.update(tuning_summary(stats, prefix))
     out["band_direction_peak_in_band"] = float(np.nanmean(band_directions["peak_band"] == np.arange(n_bands)))
     out["null_direction_peak_in_band"] = float(np.nanmean(null_band_directions["peak_band"] == np.arange(n_bands)))
     out["unit_tuning"] = units

@@ -9,7 +9,15 @@ from sklearn.metrics import mutual_info_score, roc_auc_score
 from earlens.backbones import load_backbone
 from earlens.partial_codes import code_stats
 from earlens.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
-from earlens.partials import LATENT_COLUMNS, auc, fold_auc, partials_probe, summary_rows, tuning_stats
+from earlens.partials import (
+    LATENT_COLUMNS,
+    tuning_summary,
+    auc,
+    fold_auc,
+    partials_probe,
+    summary_rows,
+    tuning_stats,
+)
 from earlens.plots import plot_partials
 
 SR = 8000
@@ -88,6 +96,44 @@ def test_tuning_stats_recover_a_known_bandwidth():
     assert stats["q"][0] == pytest.approx(np.sqrt(2**0.5) / (2**0.5 - 1), rel=0.1)  # Q of a half-octave filter
     assert stats["n_bands"][0] <= 2 and stats["n_bands"][1] >= 3  # two lobes reach several bands
     assert np.isnan(stats["q"][2])  # a flat curve has no tuning
+
+
+def half_max_q(fwhm_octaves):
+    """Q = f_peak / (f_high − f_low) of a lobe whose half-max points lie fwhm_octaves apart, centred in log f."""
+    ratio = 2.0**fwhm_octaves
+    return np.sqrt(ratio) / (ratio - 1)
+
+
+def test_tuning_q_is_measured_at_the_grid_resolution_or_bounded():
+    """On the probe's default grid (48 tones over 80-6400 Hz: 0.134-octave steps) a lobe three or more steps wide is
+    measured between interpolated half-max crossings; a narrower one gets only a lower bound (counting grid steps
+    gives every lobe with one tone above half max Q 10.77, whatever its width)."""
+    tone_hz = np.geomspace(80 * 1.01, 6400 / 1.01, 48)
+    step = np.log2(tone_hz[1] / tone_hz[0])
+    octaves = np.log2(tone_hz / tone_hz[20])
+
+    def lobe(fwhm, offset=0.0):
+        return np.exp(-0.5 * ((octaves - offset * step) / (fwhm / (2 * np.sqrt(2 * np.log(2))))) ** 2)
+
+    widths = np.array([0.45, 0.7, 1.2])
+    offsets = np.array([0.0, 0.3, 0.5, 0.8])  # the peak between tones
+    stats = tuning_stats(np.stack([lobe(w, o) for w in widths for o in offsets]), tone_hz, EDGES)
+    expected = np.repeat(widths, len(offsets))
+    np.testing.assert_allclose(stats["bandwidth_octaves"], expected, rtol=0.1)
+    np.testing.assert_allclose(stats["q"], half_max_q(expected), rtol=0.1)
+    assert np.all(stats["q_at_least"] <= half_max_q(expected))
+    narrow = tuning_stats(np.stack([lobe(w) for w in (0.005, 0.02, 0.06)]), tone_hz, EDGES)
+    assert np.all(np.isnan(narrow["q"])) and np.all(np.isnan(narrow["bandwidth_octaves"]))
+    np.testing.assert_allclose(narrow["q_at_least"], half_max_q(2 * step))  # half max lies within a step each side
+    two_tones = tuning_stats(lobe(0.25, 0.5)[None], tone_hz, EDGES)  # 1.9 steps wide, two tones above half max
+    assert np.isnan(two_tones["q"][0]) and half_max_q(3 * step) == pytest.approx(two_tones["q_at_least"][0])
+    assert two_tones["q_at_least"][0] <= half_max_q(0.25)
+    # the median: measured while the unresolved lobes cannot move it, else only bounded
+    summary = tuning_summary({key: np.concatenate([stats[key], narrow[key]]) for key in stats}, "unit")
+    assert summary["unit_median_q"] == pytest.approx(np.median(stats["q"].tolist() + [np.inf] * 3), rel=1e-9)
+    mostly_narrow = tuning_summary({key: np.concatenate([stats[key][:2], narrow[key]]) for key in stats}, "unit")
+    assert np.isnan(mostly_narrow["unit_median_q"])
+    assert mostly_narrow["unit_median_q_at_least"] == pytest.approx(half_max_q(2 * step))
 
 
 def test_code_mi_is_plug_in_plus_miller_madow_and_purity_counts_bands():
