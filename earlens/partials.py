@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import false_discovery_control, rankdata
 
 from earlens.partial_codes import codes_layer
 from earlens.partial_stimuli import (
@@ -403,9 +403,13 @@ LATENT_COLUMNS = ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null", "b
 CONSTANT_NOTE = "constant layer: every unit gives the same value on every stimulus"
 
 
+CODE_P_VALUES = ("mi_p_value", "hit_rate_p_value")
+
+
 def summary_rows(layers: dict[str, dict]) -> list[dict]:
     """One flat row per layer (latents: band means of the per-band arrays) or per layer x codebook view, each with a
-    ``note`` saying why its statistics are NaN ("" when none is)."""
+    ``note`` saying why its statistics are NaN ("" when none is). The code views' permutation p-values come with
+    ``<p-value>_bh``: Benjamini–Hochberg adjusted over every code view of every layer in the table."""
     rows = []
     for name, stats in layers.items():
         if "codes" in stats:
@@ -425,5 +429,33 @@ def summary_rows(layers: dict[str, dict]) -> list[dict]:
             row["note"] = f"split-half cosine {row['split_half']:.3f} ≤ 0: no invariance ratio"
         else:
             row["note"] = ""
+        rows.append(row)
+    code_rows = [row for row in rows if "view" in row]
+    for key in CODE_P_VALUES:
+        p_values = np.array([row[key] for row in code_rows], dtype=float)
+        tested = np.isfinite(p_values)
+        adjusted = np.full(p_values.shape, np.nan)
+        if tested.any():
+            adjusted[tested] = false_discovery_control(p_values[tested], method="bh")
+        for row, value in zip(code_rows, adjusted):
+            row[f"{key}_bh"] = float(value)
+    return rows
+
+
+def seed_summary_rows(layers_per_seed: Sequence[dict[str, dict]]) -> list[dict]:
+    """``summary_rows`` of the same layers probed with several seeds (stimuli, folds and shuffles drawn anew): each
+    numeric column's mean over the seeds with a value, its standard deviation across them as ``<column>_sd`` (what
+    one seed's number may swing by: a one-unit layer's invariance moves between −0.09 and 0.44), every seed's notes
+    joined."""
+    rows = []
+    for group in zip(*(summary_rows(layers) for layers in layers_per_seed)):
+        row = {key: group[0][key] for key in ("layer", "view") if key in group[0]}
+        for key, value in group[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = np.array([r[key] for r in group], dtype=float)
+                finite = values[np.isfinite(values)]
+                row[key] = float(finite.mean()) if finite.size else float("nan")
+                row[f"{key}_sd"] = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+        row["note"] = "; ".join(dict.fromkeys(r["note"] for r in group if r["note"]))
         rows.append(row)
     return rows

@@ -15,6 +15,7 @@ from earlens.partials import (
     auc,
     fold_auc,
     partials_probe,
+    seed_summary_rows,
     summary_rows,
     tuning_stats,
 )
@@ -223,6 +224,22 @@ def test_invariance_ratio_needs_a_positive_split_half():
     assert np.isnan(row["invariance_ratio"]) and "split-half" in row["note"]
 
 
+def test_small_layers_carry_their_seed_spread():
+    """A one-unit layer's band directions are signs: its invariance swings with the stimuli drawn (−0.09 to 0.44
+    over seeds 0-4), the filterbank's does not; the spread comes with the mean."""
+    def encode(waves):
+        bank = filterbank(waves)["bank"]
+        return {"bank": bank, "one_unit": bank[..., 2:3]}
+
+    per_seed = [probe(encode, seed)["layers"] for seed in range(3)]
+    rows = {row["layer"]: row for row in seed_summary_rows(per_seed)}
+    for name in ("bank", "one_unit"):
+        values = [next(r for r in summary_rows(layers) if r["layer"] == name)["invariance"] for layers in per_seed]
+        assert rows[name]["invariance"] == pytest.approx(np.mean(values))
+        assert rows[name]["invariance_sd"] == pytest.approx(np.std(values, ddof=1))
+    assert rows["one_unit"]["invariance_sd"] > 0.1 > 0.03 > rows["bank"]["invariance_sd"]
+
+
 def test_band_quantiser_codes_are_pure_and_a_random_codebook_is_not():
     projections = torch.tensor(np.random.default_rng(5).standard_normal((N_FFT, 8)).astype(np.float32))
 
@@ -243,6 +260,17 @@ def test_band_quantiser_codes_are_pure_and_a_random_codebook_is_not():
     assert bad["mi_norm"] < bad["mi_norm_null_p95"] + 0.1
     assert bad["hit_rate"] < bad["hit_rate_null"] + 0.1
     assert band["tuple_0-1"]["mi_norm"] >= good["mi_norm"] - 1e-9  # adding a codebook never loses band information
+    # permutation p-values (100 shuffles), Benjamini–Hochberg adjusted over every code view of the table
+    assert good["mi_p_value"] == good["hit_rate_p_value"] == pytest.approx(1 / 101)
+    assert bad["mi_p_value"] > 0.05
+    rows = [row for row in summary_rows(layers) if "view" in row]
+    for key in ("mi_p_value", "hit_rate_p_value"):
+        p_values = np.array([row[key] for row in rows])
+        order = np.argsort(p_values)
+        ranked = p_values[order] * len(p_values) / np.arange(1, len(p_values) + 1)
+        reference = np.empty_like(p_values)
+        reference[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+        np.testing.assert_allclose([row[f"{key}_bh"] for row in rows], reference)
 
 
 def test_init_encoder_is_probed_on_the_same_stimuli():
