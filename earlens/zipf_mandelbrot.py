@@ -4,15 +4,16 @@ of the source the tokens were drawn from, with a confidence interval.
 ``fit_zipf_mandelbrot``: maximum likelihood over the ranks 1..V of the V types seen (a vectorised Newton solver over
 many data sets; sums over ranks in closed form, ``earlens.power_law.power_sums``). As an estimate of the source's
 law it is biased: the unseen types are missing from the normaliser and the sample's ranks are ordered by sampling
-noise. Tokens of a 5000-type Zipf source (alpha 1) give alpha 0.74 at 10^3 tokens, 0.93 at 10^4, and 95 % intervals
-from the observed information cover the truth in 0 % of samples (``bench/zipf_calibration.py``).
+noise. Tokens of a 5000-type Zipf source (alpha 1) give alpha 0.74 at 10^3 tokens and 0.93 at 10^4, far outside its
+sampling spread (``bench/zipf_calibration.py``).
 
 ``zipf_mandelbrot_source``: the source's (alpha, q) by indirect inference, a parametric bootstrap. The source is a
 Zipf–Mandelbrot law over P types (P ≥ V: the unseen ones included); for a candidate (alpha, q), P is the population
 whose expected number of types seen in n tokens is V, and sets of n tokens (Poisson) drawn from it are fitted over
-their observed ranks like the data. The candidate is moved (Newton steps, the Jacobian of the mean fit from the score
-of the draws) until the mean of those fits equals the data's fit; the interval maps the spread of the fits through
-that Jacobian. ``bench/zipf_calibration.py`` prints its coverage and bias.
+their observed ranks like the data. The candidate is moved by Newton steps until the mean of those fits equals the
+data's fit; the interval maps the spread of the fits through the Jacobian of that mean. Every simulation uses the
+same seed (common random numbers between steps and finite differences). ``bench/zipf_calibration.py`` prints its
+coverage and bias.
 """
 
 from __future__ import annotations
