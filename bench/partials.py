@@ -1,13 +1,15 @@
 """Do partials stabilise inside waveform encoders? Per-layer tables of `earlens.partials.partials_probe`.
 
-    python bench/partials.py --model crepe-tiny --plot partials_crepe.png
-    python bench/partials.py --model lyra --plot partials_lyra.png
+    python bench/partials.py --model crepe-tiny --plot partials_crepe.png [--seeds 0 1 2]
+    python bench/partials.py --model lyra --plot partials_lyra.png [--seeds 0 1 2]
     python bench/partials.py --model encodec --name_or_path DIR_OR_HUB_ID   # real EnCodec weights (local)
 
 (from the repository root with earlens installed, or `PYTHONPATH=.`)
 
 CREPE and EnCodec are also probed at random initialisation (same architecture, seeded PyTorch default init) on
-the same stimuli; the Lyra TFLite graph cannot be re-initialised, so its null is the shuffled-label one only.
+the same stimuli; the Lyra TFLite graph cannot be re-initialised, so its null is the shuffled-label one only. With
+several --seeds every number is the mean ± standard deviation over the seeds (stimuli, folds, shuffles and the
+random-init weights drawn anew), the spread a single seed's number carries.
 Prints one markdown table of latent layers (band means: presence AUC time-pooled and per frame, level R²,
 context invariance with its within-context split-half ceiling, unit and band-direction selectivity) and one of
 code views (MI, purity, bands spanned, code→band map hit rate across contexts), each next to its null.
@@ -21,7 +23,7 @@ import time
 import torch
 
 from earlens.backbones import load_backbone, random_init
-from earlens.partials import partials_probe, summary_rows
+from earlens.partials import partials_probe, seed_summary_rows
 from earlens.plots import plot_partials
 
 LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC null"), ("frame_auc", "frame AUC"),
@@ -29,13 +31,14 @@ LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC 
                 ("invariance_null", "inv. null"), ("invariance_ratio", "inv. ratio (halves)"),
                 ("split_half", "split-half"),
                 ("unit_one_band_share", "units 1-band"), ("random_direction_one_band_share", "random dirs 1-band"),
-                ("unit_median_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
-                ("null_direction_peak_in_band", "null dir. peak")]
+                ("unit_q", "unit Q"), ("band_direction_peak_in_band", "dir. peak in band"),
+                ("null_direction_peak_in_band", "null dir. peak"), ("note", "note")]
 CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), ("mi_norm", "MI/H(band)"),
-              ("mi_norm_null_p95", "null p95"), ("purity", "purity"), ("purity_null", "purity null"),
+              ("mi_norm_null_p95", "null p95"), ("mi_p_value_bh", "MI p (BH)"), ("purity", "purity"),
+              ("purity_null", "purity null"),
               ("bands_spanned", "bands spanned"), ("bands_spanned_null", "bands null"), ("hit_rate", "map hit rate"),
-              ("hit_rate_null", "hit null"),
-              ("coverage", "coverage")]
+              ("hit_rate_null", "hit null"), ("hit_rate_p_value_bh", "hit p (BH)"),
+              ("coverage", "coverage"), ("note", "note")]
 
 
 def backbone_encode(backbone):
@@ -61,12 +64,44 @@ def encodec_encode(model, bandwidth: float | None = None):
     return encode
 
 
+def median_q(row: dict, prefix: str = "unit") -> str:
+    """The median Q, or "≥ bound" where lobes narrower than the tone grid resolves leave only its lower bound."""
+    value, bound = row.get(f"{prefix}_median_q", float("nan")), row.get(f"{prefix}_median_q_at_least", float("nan"))
+    return f"{value:.2f}" if value == value else (f"≥ {bound:.2f}" if bound == bound else "nan")
+
+
 def markdown(rows: list[dict], columns) -> str:
+    """A markdown table; a number with a finite ``<key>_sd`` (several seeds) prints as mean ± sd."""
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [row.get(key, "") for key, _ in columns]
-        lines.append("| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+        cells = []
+        for key, _ in columns:
+            value, spread = row.get(key, ""), row.get(f"{key}_sd", float("nan"))
+            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            cells.append(text + (f" ± {spread:.3f}" if spread == spread and isinstance(value, float) else ""))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def encoders(args, parser, seed: int):
+    """(encode, init_encode or None, sample rate) of the model, the random-init copy drawn with ``seed``."""
+    if args.model.startswith("crepe") or args.model == "lyra":  # as `probe.py --config partials_crepe/_lyra`
+        if args.model == "lyra":
+            trained = load_backbone("lyra", k=4)
+        else:
+            trained = load_backbone("crepe", args.model.split("-")[1], hop_length=args.hop_length)
+        fresh = random_init(trained, seed)  # None for Lyra's TFLite graph
+        return backbone_encode(trained), fresh and backbone_encode(fresh), trained.sample_rate
+    import transformers
+
+    from earlens.backbones import from_pretrained_local
+
+    if not args.name_or_path:
+        parser.error("--model encodec needs --name_or_path (local EnCodec weights)")
+    model = from_pretrained_local(transformers.EncodecModel, args.name_or_path, "encodec").eval()
+    torch.manual_seed(seed)
+    return encodec_encode(model), encodec_encode(transformers.EncodecModel(model.config).eval()), \
+        model.config.sampling_rate
 
 
 def main(argv=None):
@@ -77,41 +112,27 @@ def main(argv=None):
     parser.add_argument("--n_per_context", type=int, default=100)
     parser.add_argument("--n_bands", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", help="PNG path for the tuning-curve / invariance figure")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one probe per seed (stimuli, folds, shuffles, random-init weights); several print "
+                             "mean ± sd across them")
+    parser.add_argument("--plot", help="PNG path for the tuning-curve / invariance figure (first seed)")
     args = parser.parse_args(argv)
 
-    init = None
-    if args.model.startswith("crepe") or args.model == "lyra":  # as `probe.py --config partials_crepe/_lyra`
-        if args.model == "lyra":
-            trained = load_backbone("lyra", k=4)
-        else:
-            trained = load_backbone("crepe", args.model.split("-")[1], hop_length=args.hop_length)
-        fresh = random_init(trained, args.seed)  # None for Lyra's TFLite graph
-        encode, init = backbone_encode(trained), fresh and backbone_encode(fresh)
-        sample_rate = trained.sample_rate
-    else:
-        import transformers
-
-        from earlens.backbones import from_pretrained_local
-
-        if not args.name_or_path:
-            parser.error("--model encodec needs --name_or_path (local EnCodec weights)")
-        model = from_pretrained_local(transformers.EncodecModel, args.name_or_path, "encodec").eval()
-        torch.manual_seed(args.seed)
-        encode, init = encodec_encode(model), encodec_encode(transformers.EncodecModel(model.config).eval())
-        sample_rate = model.config.sampling_rate
+    results = []
     start = time.perf_counter()
-    result = partials_probe(encode, sample_rate, n_bands=args.n_bands, n_per_context=args.n_per_context,
-                            seconds=args.seconds, seed=args.seed, init_encode=init)
+    for seed in args.seeds:
+        encode, init, sample_rate = encoders(args, parser, seed)
+        results.append(partials_probe(encode, sample_rate, n_bands=args.n_bands, n_per_context=args.n_per_context,
+                                      seconds=args.seconds, seed=seed, init_encode=init))
+    result = results[0]
     print(f"{args.model}: {args.n_bands} bands {result['bands'][0]:.0f}-{result['bands'][-1]:.0f} Hz, "
-          f"{args.n_per_context} items x 5 contexts, {len(result['tone_hz'])} tones, "
+          f"{args.n_per_context} items x 5 contexts, {len(result['tone_hz'])} tones, seeds {args.seeds}, "
           f"{time.perf_counter() - start:.0f} s\n")
-    for title, layers in (("trained", result["layers"]), ("random init", result.get("init"))):
-        if not layers:
+    for title, key in (("trained", "layers"), ("random init", "init")):
+        if not result.get(key):
             continue
-        rows = summary_rows(layers)
-        latent_rows = [row for row in rows if "view" not in row]
+        rows = seed_summary_rows([r[key] for r in results])
+        latent_rows = [{**row, "unit_q": median_q(row)} for row in rows if "view" not in row]
         code_rows = [row for row in rows if "view" in row]
         if latent_rows:
             print(f"### latents, {title}\n\n{markdown(latent_rows, LATENT_TABLE)}\n")

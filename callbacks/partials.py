@@ -18,14 +18,15 @@ from earlens.callbacks.capture import capture_layers, model_sample_rate
 from earlens.callbacks.media import log_layer_table
 from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
-from earlens.partials import probe_activations
+from earlens.partials import band_mean, probe_activations
 
 LOGGED = ("band_auc", "frame_auc", "invariance", "invariance_null", "split_half", "unit_one_band_share",
-          "random_direction_one_band_share", "band_direction_peak_in_band")
+          "random_direction_one_band_share", "band_direction_peak_in_band", "constant_layer")
 
 
 class PartialsCallback(EveryNValidationEpochs):
-    """Log `partials/{layer}/{stat}` (band means) for `LOGGED` stats, and the same as rows of `tables/partials.csv`.
+    """Log `partials/{layer}/{stat}` (band means) for `LOGGED` stats, and the same as rows of `tables/partials.csv`;
+    a constant (dead) layer logs `constant_layer` 1 and NaN statistics.
 
     layers: module names in `pl_module`. time_dim: the time axis of each layer output (-1 for (B, C, T) and
     (B, C, F, T) convolution outputs; 1 for (B, T, D)); the other non-batch axes become the feature vector.
@@ -76,7 +77,7 @@ class PartialsCallback(EveryNValidationEpochs):
         if not self._is_due(trainer):
             return
         result = self.last_result = self.probe(trainer, pl_module)
-        means = {key: {layer: float(np.nanmean(stats[key])) for layer, stats in result.items()} for key in LOGGED}
+        means = {key: {layer: band_mean(stats[key]) for layer, stats in result.items()} for key in LOGGED}
         for key, per_layer in means.items():
             for layer, value in per_layer.items():
                 pl_module.log(f"partials/{layer}/{key}", value)

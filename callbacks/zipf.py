@@ -21,6 +21,7 @@ import numpy as np
 import pytorch_lightning as pl
 import soxr
 import torch
+from scipy.stats import false_discovery_control
 
 from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
@@ -37,9 +38,11 @@ from earlens.zipf import (
 )
 
 ORDER_PREFIX = {1: "", 2: "bigram_", 3: "trigram_"}
-LOGGED_FIELDS = ("alpha_zm", "q_zm", "alpha_tail", "gamma", "xmin", "n_tail", "ks", "p_value", "alpha_ls",
-                 "heaps_beta", "vocab_size", "n_tokens")
-PREFERRED_CODES = {"power_law": 0.0, "lognormal": 1.0, "exponential": 2.0, "stretched_exponential": 3.0, "none": -1.0}
+LOGGED_FIELDS = ("alpha_zm", "alpha_zm_low", "alpha_zm_high", "q_zm", "q_zm_low", "q_zm_high", "population_size",
+                 "alpha_zm_observed", "q_zm_observed", "alpha_tail", "gamma", "xmin", "n_tail", "ks", "p_value",
+                 "n_bootstrap_unfit", "power_lognormal", "alpha_ls", "heaps_beta", "vocab_size", "n_tokens")
+PREFERRED_CODES = {"power_law": 0.0, "lognormal": 1.0, "exponential": 2.0, "stretched_exponential": 3.0, "none": -1.0,
+                   "too_small_to_tell": 4.0}
 
 
 def _all_gather_objects(obj) -> list:
@@ -62,13 +65,20 @@ def _pad_rows(rows: list[np.ndarray]) -> np.ndarray:
 class ZipfCallback(EveryNValidationEpochs):
     """Log `zipf/{,bigram_,trigram_}<statistic>` and a rank–frequency plot (W&B). Which exponent is which:
 
-    `alpha_zm`, `q_zm`: Zipf–Mandelbrot f(r) ∝ (r + q)^−α by maximum likelihood over all ranks 1..`vocab_size`.
+    `alpha_zm`, `q_zm` (`*_low`, `*_high`: 95 % interval): the Zipf–Mandelbrot law f(r) ∝ (r + q)^−α of the source,
+      over an estimated `population_size` types (unseen ones included; `earlens.zipf_mandelbrot`);
+      `alpha_zm_observed`, `q_zm_observed`: the maximum-likelihood fit over the observed ranks 1..`vocab_size` it
+      corrects (`interval_draws` bootstrap samples; 0 leaves the source NaN).
     `gamma`, `xmin`, `n_tail`, `ks`: Clauset et al. power law of the count distribution, counts ≥ xmin (ranks
       1..n_tail); `alpha_tail` = 1/(gamma − 1), the rank exponent it implies.
-    `p_value`: bootstrap goodness of fit of that power law (`n_bootstrap` sets; < 0.1 rules it out);
-      `llr_<alternative>`: normalised log-likelihood ratio against lognormal / exponential / stretched exponential
-      (< 0: the alternative fits better); `preferred`: 0 power law, 1 lognormal, 2 exponential, 3 stretched
-      exponential, −1 none (ruled out, nothing significantly better), NaN when the counts span less than a decade.
+    `p_value`: bootstrap goodness of fit of that power law (`n_bootstrap` sets less `n_bootstrap_unfit` with no
+      x_min; < 0.1 rules it out); `p_value_bh`: Benjamini–Hochberg adjusted over every p-value this callback has
+      logged (all orders, all epochs so far); `llr_<alternative>`: normalised log-likelihood ratio against
+      lognormal / exponential / stretched exponential (< 0: the alternative fits better); `preferred`: 0 power law,
+      1 lognormal, 2 exponential, 3 stretched exponential, −1 none (ruled out, nothing significantly better), NaN
+      when the counts span less than a decade; `power_lognormal`: where `preferred` is 0, the test's power against a
+      matched lognormal source (`power_draws` samples); `verdict`: `preferred`'s code, 4 where it is 0 but that
+      power is below 0.5 (too small to tell).
     `alpha_ls`: least-squares slope over ranks `rank_range`. `heaps_beta`: V(n) ∝ n^β.
     `unit_shift` (k-means units refitted): mean distance between matched old and new centroids over the old
       centroids' spread (mean distance to their mean).
@@ -87,7 +97,8 @@ class ZipfCallback(EveryNValidationEpochs):
 
     def __init__(self, source: Literal["audio", "layer", "codes"] = "audio", every_n_epochs: int = 1,
                  orders: tuple[int, ...] = (1, 2, 3), rank_range: tuple[int, int] = (1, 100),
-                 n_bootstrap: int = 200, deduplicate: bool = False,
+                 n_bootstrap: int = 200, interval_draws: int = 100, power_draws: int = 20,
+                 deduplicate: bool = False,
                  codebooks: int = 1, sample_rate: int | None = None,
                  layer: str | None = None, feature_dim: int = -1, n_units: int = 50, max_fit_frames: int = 20_000,
                  refit_units: bool = False,
@@ -104,6 +115,8 @@ class ZipfCallback(EveryNValidationEpochs):
         super().__init__(every_n_epochs)
         self.source, self.orders, self.rank_range = source, orders, rank_range
         self.n_bootstrap, self.deduplicate = n_bootstrap, deduplicate
+        self.interval_draws, self.power_draws = interval_draws, power_draws
+        self.tested_p_values: list[float] = []  # every p-value logged so far, for the Benjamini–Hochberg adjustment
         self.codebooks, self.sample_rate = codebooks, sample_rate
         self.layer, self.feature_dim, self.max_fit_frames, self.seed = layer, feature_dim, max_fit_frames, seed
         self.refit_units = refit_units
@@ -256,7 +269,9 @@ class ZipfCallback(EveryNValidationEpochs):
             _, counts = merge_counts(*(g[n] for g in gathered))
             if counts.sum() == 0:
                 continue
-            result = zipf_statistics(counts, self.rank_range, n_bootstrap=self.n_bootstrap, seed=self.seed)
+            result = zipf_statistics(counts, self.rank_range, n_bootstrap=self.n_bootstrap, seed=self.seed,
+                                     max_population=self.vocab_size if n == 1 else None,
+                                     interval_draws=self.interval_draws, power_draws=self.power_draws)
             self.last_results[n] = result
             prefix = f"zipf/{ORDER_PREFIX[n]}"
             # Identical on every rank (the counts are gathered, the bootstrap seeded), so safe to monitor.
@@ -264,6 +279,8 @@ class ZipfCallback(EveryNValidationEpochs):
             values |= {f"llr_{c.alternative}": c.normalized_llr for c in result.comparisons}
             values |= {f"llr_{name}": float("nan") for name in ALTERNATIVES if f"llr_{name}" not in values}
             values["preferred"] = PREFERRED_CODES.get(result.preferred, float("nan"))
+            values["verdict"] = PREFERRED_CODES.get(result.verdict, float("nan"))
+            values["p_value_bh"] = self._adjusted(result.p_value)
             for key, value in values.items():
                 pl_module.log(prefix + key, value)
                 table.setdefault(key, {})[f"{n}-gram"] = value
@@ -272,14 +289,23 @@ class ZipfCallback(EveryNValidationEpochs):
         if table:
             log_layer_table(trainer, "zipf", table)
 
+    def _adjusted(self, p_value: float) -> float:
+        """This p-value Benjamini–Hochberg adjusted among every one logged so far (NaN ones are not tests)."""
+        if not np.isfinite(p_value):
+            return float("nan")
+        self.tested_p_values.append(float(p_value))
+        return float(false_discovery_control(self.tested_p_values, method="bh")[-1])
+
     def state_dict(self) -> dict:
         state = super().state_dict()
+        state["tested_p_values"] = list(self.tested_p_values)
         if self.units is not None and self.units.fitted:  # a resumed run keeps (or refits from) these units
             state["centroids"] = self.units.centroids
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
+        self.tested_p_values = list(state_dict.get("tested_p_values", []))
         if "centroids" in state_dict:
             self.units.set_centroids(state_dict["centroids"])
 

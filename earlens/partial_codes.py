@@ -23,7 +23,8 @@ def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles:
                seed: int = 0) -> dict[str, float]:
     """MI (bits, Miller-Madow) between code symbol and band, normalised by H(band); purity (share of a code's
     frames in its modal band) and bands spanned (2^H(band | code): the effective number of bands), frame-weighted.
-    Nulls: the same on band labels permuted across items, all shuffles in one array."""
+    Nulls: the same on band labels permuted across items, all shuffles in one array; mi_p_value the permutation
+    p-value of MI/H(band), (1 + shuffles at least as high) / (1 + shuffles)."""
     rng = np.random.default_rng(seed)
     items, n_frames = symbols.shape
     _, codes = np.unique(symbols, return_inverse=True)
@@ -47,6 +48,7 @@ def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles:
     return {"mi_bits": float(mi[0]), "mi_norm": float(mi[0] / norm[0]),
             "mi_norm_null": float(np.mean(mi[1:] / norm[1:])),
             "mi_norm_null_p95": float(np.quantile(mi[1:] / norm[1:], 0.95)),
+            "mi_p_value": float((1 + np.sum(mi[1:] / norm[1:] >= mi[0] / norm[0])) / len(mi)),
             "purity": float(purity[0]), "purity_null": float(purity[1:].mean()),
             "bands_spanned": float(spanned[0]), "bands_spanned_null": float(spanned[1:].mean()),
             "n_codes": int(n_codes)}
@@ -55,7 +57,8 @@ def code_stats(symbols: np.ndarray, bands: np.ndarray, n_bands: int, n_shuffles:
 def code_map_survival(tone_symbols: np.ndarray, tone_bands: np.ndarray, context_symbols: np.ndarray,
                       context_presence: np.ndarray, n_bands: int, n_shuffles: int = 100, seed: int = 0) -> dict:
     """Fit code → modal band on pure tones; in other contexts, the share of frames (with a known code) whose
-    mapped band holds an active partial. Null: the same with the code → band map permuted over codes."""
+    mapped band holds an active partial. Null: the same with the code → band map permuted over codes;
+    hit_rate_p_value its permutation p-value."""
     rng = np.random.default_rng(seed)
     vocabulary, inverse = np.unique(np.concatenate([tone_symbols.ravel(), context_symbols.ravel()]),
                                     return_inverse=True)
@@ -71,6 +74,7 @@ def code_map_survival(tone_symbols: np.ndarray, tone_bands: np.ndarray, context_
     hit = np.take_along_axis(context_presence[None], maps[:, context_codes][..., None], axis=-1)[..., 0]
     rates = (hit & covered[None]).sum((1, 2)) / max(covered.sum(), 1)
     return {"hit_rate": float(rates[0]), "hit_rate_null": float(rates[1:].mean()),
+            "hit_rate_p_value": float((1 + np.sum(rates[1:] >= rates[0])) / len(rates)),
             "coverage": float(covered.mean())}
 
 
@@ -85,9 +89,12 @@ def codes_layer(tone_codes: np.ndarray, tone_bands: np.ndarray, item_codes: np.n
     for view, columns in views:
         tone_symbols = _tuple_symbols(tone_codes[..., columns], radix)
         item_symbols = _tuple_symbols(item_codes[..., columns], radix)
-        stats[view] = {**code_stats(tone_symbols, tone_bands, n_bands, seed=seed),
-                       **code_map_survival(tone_symbols, tone_bands, item_symbols, frame_presence, n_bands,
-                                           seed=seed)}
+        values = {**code_stats(tone_symbols, tone_bands, n_bands, seed=seed),
+                  **code_map_survival(tone_symbols, tone_bands, item_symbols, frame_presence, n_bands, seed=seed)}
+        constant = np.unique(np.concatenate([tone_symbols.ravel(), item_symbols.ravel()])).size == 1
+        if constant:  # one code on every frame (a dead quantiser): no statistic says anything about partials
+            values = {key: float("nan") for key in values} | {"n_codes": 1}
+        stats[view] = {**values, "constant_layer": float(constant)}
     return {"codes": stats}
 
 

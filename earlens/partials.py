@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import false_discovery_control, rankdata
 
 from earlens.partial_codes import codes_layer
 from earlens.partial_stimuli import (
@@ -83,8 +83,9 @@ def _ridge_dual(kernel: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def _cv_predictions(features: np.ndarray, targets: np.ndarray, groups: np.ndarray, n_folds: int,
-                    seed: int) -> np.ndarray:
-    """Out-of-fold ridge predictions (N, Y), folds by group (item), penalty chosen inside each training fold."""
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold ridge predictions (N, Y) and each row's fold, folds by group (item), penalty chosen inside each
+    training fold."""
     unique = np.unique(groups)
     fold_of_group = np.random.default_rng(seed).permutation(len(unique)) % n_folds
     fold = fold_of_group[np.searchsorted(unique, groups)]
@@ -95,7 +96,7 @@ def _cv_predictions(features: np.ndarray, targets: np.ndarray, groups: np.ndarra
         x_train = features[train] - mean_x
         alphas = _ridge_dual(x_train @ x_train.T, targets[train] - mean_y)
         predictions[test] = (features[test] - mean_x) @ (x_train.T @ alphas) + mean_y
-    return predictions
+    return predictions, fold
 
 
 def _r2(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -115,47 +116,107 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.where((positives > 0) & (negatives > 0), value, np.nan)
 
 
+def fold_auc(labels: np.ndarray, scores: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """ROC AUC per column within each cross-validation fold, averaged over the folds holding both classes.
+
+    Pooling out-of-fold scores across folds would rank each fold's intercept (its training labels' mean), which
+    anti-correlates with the held-out labels: features that carry nothing then score 0.42-0.46 instead of 0.50.
+    """
+    per_fold = np.stack([auc(labels[fold == k], scores[fold == k]) for k in np.unique(fold)])
+    both = np.isfinite(per_fold)
+    with np.errstate(invalid="ignore"):
+        return np.where(both.any(0), np.where(both, per_fold, 0).sum(0) / both.sum(0), np.nan)
+
+
 # ------------------------------------------------------------------------------------------- tuning curves
+def half_max_q(bandwidth_octaves):
+    """Q = f_peak / (f_high − f_low) of a lobe whose half-max points lie bandwidth_octaves apart around its peak."""
+    ratio = 2.0 ** np.asarray(bandwidth_octaves, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.sqrt(ratio) / (ratio - 1)
+
+
 def tuning_stats(curves: np.ndarray, tone_hz: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
     """Per curve (C, n_tones) on a log-frequency tone grid: peak Hz, half-max bandwidth (octaves, the contiguous
     lobe around the peak), Q = f_peak / bandwidth_Hz, and how many bands reach half the peak (1 = one band).
 
+    The half-max points are interpolated linearly between the tones that bracket them. That measures lobes with at
+    least three tones at or above half max (Gaussian and Lorentzian lobes within 15 %); a narrower lobe gets only
+    ``q_at_least``, the Q of the widest lobe its tones allow (half max reached within a step beyond the outermost
+    tone above it on each side), a bound every lobe inside the grid has. Lobes cut by the grid's ends get NaN (their
+    width is unknown).
     Responses are taken above each curve's minimum; flat curves give NaN.
     """
     response = curves - curves.min(axis=1, keepdims=True)
+    rows, n_tones = np.arange(len(curves)), response.shape[1]
     peak = response.argmax(axis=1)
-    height = response.max(axis=1)
-    below = response < 0.5 * height[:, None]
-    index = np.arange(response.shape[1])
-    left = np.maximum.accumulate(np.where(below, index, -1), axis=1)[np.arange(len(peak)), peak]
-    right = np.minimum.accumulate(np.where(below, index, response.shape[1])[:, ::-1], axis=1)[:, ::-1][
-        np.arange(len(peak)), peak]
+    half = 0.5 * response.max(axis=1)
+    below = response < half[:, None]
+    index = np.arange(n_tones)
+    left = np.maximum.accumulate(np.where(below, index, -1), axis=1)[rows, peak]
+    right = np.minimum.accumulate(np.where(below, index, n_tones)[:, ::-1], axis=1)[:, ::-1][rows, peak]
+    inside = (left >= 0) & (right < n_tones)
+    above = right - left - 1  # tones at or above half max around the peak
+    outer_left, outer_right = np.clip(left, 0, n_tones - 1), np.clip(right, 0, n_tones - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        crossing_left = outer_left + (half - response[rows, outer_left]) / (
+            response[rows, np.minimum(outer_left + 1, n_tones - 1)] - response[rows, outer_left])
+        crossing_right = outer_right - (half - response[rows, outer_right]) / (
+            response[rows, np.maximum(outer_right - 1, 0)] - response[rows, outer_right])
     step = np.log2(tone_hz[1] / tone_hz[0])
-    bandwidth_octaves = (right - left - 1) * step
-    ratio = 2.0 ** bandwidth_octaves
-    q = np.sqrt(ratio) / np.maximum(ratio - 1, 1e-12)
+    bandwidth_octaves = np.where(inside & (above >= 3), (crossing_right - crossing_left) * step, np.nan)
     band = np.searchsorted(edges, tone_hz) - 1
     band_max = np.full((len(curves), len(edges) - 1), -np.inf)
-    inside = (band >= 0) & (band < len(edges) - 1)
-    np.maximum.at(band_max.T, band[inside], response[:, inside].T)
-    n_bands = (band_max >= 0.5 * height[:, None]).sum(axis=1).astype(float)
-    flat = height <= 1e-9 * np.abs(curves).max(axis=1).clip(1e-30)
-    stats = {"peak_hz": tone_hz[peak], "bandwidth_octaves": bandwidth_octaves, "q": q, "n_bands": n_bands,
+    in_bands = (band >= 0) & (band < len(edges) - 1)
+    np.maximum.at(band_max.T, band[in_bands], response[:, in_bands].T)
+    n_bands = (band_max >= half[:, None]).sum(axis=1).astype(float)
+    flat = 2 * half <= 1e-9 * np.abs(curves).max(axis=1).clip(1e-30)
+    stats = {"peak_hz": tone_hz[peak], "bandwidth_octaves": bandwidth_octaves, "q": half_max_q(bandwidth_octaves),
+             "q_at_least": np.where(inside, half_max_q((above + 1) * step), np.nan), "n_bands": n_bands,
              "peak_band": band[peak].astype(float)}
     return {key: np.where(flat, np.nan, value) for key, value in stats.items()}
 
 
-def _tuning_summary(stats: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
+def tuning_summary(stats: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
+    """Share of curves tuned to one band, and the median Q of the lobes inside the grid. Lobes too narrow for the
+    grid enter with their bound: ``median_q`` is given when they cannot move the median (the medians of the
+    per-lobe lower bounds and of the upper bounds, ∞ for those lobes, agree), ``median_q_at_least`` always."""
     valid = ~np.isnan(stats["n_bands"])
-    if not valid.any():
-        return {f"{prefix}_one_band_share": float("nan"), f"{prefix}_median_q": float("nan"),
-                f"{prefix}_median_bandwidth_oct": float("nan")}
-    return {f"{prefix}_one_band_share": float((stats["n_bands"][valid] == 1).mean()),
-            f"{prefix}_median_q": float(np.median(stats["q"][valid])),
-            f"{prefix}_median_bandwidth_oct": float(np.median(stats["bandwidth_octaves"][valid]))}
+    bounded = ~np.isnan(stats["q_at_least"])
+    measured = ~np.isnan(stats["q"])
+    lower = np.where(measured, stats["q"], stats["q_at_least"])[bounded]
+    upper = np.where(measured, stats["q"], np.inf)[bounded]
+    at_least = float(np.median(lower)) if lower.size else float("nan")
+    median = at_least if lower.size and np.median(upper) == at_least else float("nan")
+    return {f"{prefix}_one_band_share": float((stats["n_bands"][valid] == 1).mean()) if valid.any() else float("nan"),
+            f"{prefix}_median_q": median, f"{prefix}_median_q_at_least": at_least}
 
 
 # ---------------------------------------------------------------------------------------- latent statistics
+TUNING_PREFIXES = ("unit", "random_direction", "band_direction", "null_direction")
+
+
+def is_constant(activations: np.ndarray) -> bool:
+    """Every unit gives the same value on every row (up to float32 rounding of the largest value): a dead or
+    constant layer, about which no partial statistic says anything."""
+    spread = np.ptp(activations, axis=0).max(initial=0.0)
+    return bool(spread <= 1e-6 * np.abs(activations).max(initial=0.0))
+
+
+def constant_layer_stats(n_bands: int, tone_hz: np.ndarray, edges: np.ndarray, contexts: Sequence[str]) -> dict:
+    """``latent_stats`` of a constant layer: every statistic NaN (flat tuning curves have none), flagged."""
+    undefined = np.full(n_bands, np.nan)
+    flat = tuning_stats(np.zeros((n_bands, len(tone_hz))), tone_hz, edges)
+    out = {key: undefined for key in ("band_auc", "band_auc_null", "band_r2", "band_r2_null", "frame_auc",
+                                      "frame_auc_null", "invariance", "invariance_null", "split_half",
+                                      "invariance_halves")}
+    for prefix in TUNING_PREFIXES:
+        out.update(tuning_summary(flat, prefix))
+    return {**out, "contexts": list(dict.fromkeys(contexts)), "band_direction_peak_in_band": float("nan"),
+            "null_direction_peak_in_band": float("nan"), "unit_tuning": flat,
+            "direction_curves": np.full((n_bands, len(tone_hz)), np.nan), "constant_layer": 1.0}
+
+
 def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray, presence: np.ndarray,
                  level: np.ndarray, frame_presence: np.ndarray, context: np.ndarray, tone_pooled: np.ndarray,
                  tone_hz: np.ndarray, edges: np.ndarray, n_folds: int = 5, n_shuffles: int = 3,
@@ -174,10 +235,11 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     # decodability: presence AUC and level R², time-pooled and per frame, real and shuffled columns together
     truth = np.concatenate([presence, level], axis=1).astype(float)
     shuffled = shuffled_labels(truth, n_shuffles, rng)
-    predicted = _cv_predictions(x, np.concatenate([truth, *shuffled], axis=1), np.arange(len(x)), n_folds, seed)
+    predicted, fold = _cv_predictions(x, np.concatenate([truth, *shuffled], axis=1), np.arange(len(x)), n_folds,
+                                      seed)
     predicted = predicted.reshape(len(x), n_shuffles + 1, 2 * n_bands).transpose(1, 0, 2)
     all_truth = np.concatenate([truth[None], shuffled])
-    band_auc = np.stack([auc(t[:, :n_bands], p[:, :n_bands]) for t, p in zip(all_truth, predicted)])
+    band_auc = np.stack([fold_auc(t[:, :n_bands], p[:, :n_bands], fold) for t, p in zip(all_truth, predicted)])
     band_r2 = np.stack([_r2(t[:, n_bands:], p[:, n_bands:]) for t, p in zip(all_truth, predicted)])
     out["band_auc"], out["band_auc_null"] = band_auc[0], band_auc[1:].mean(0)
     out["band_r2"], out["band_r2_null"] = band_r2[0], band_r2[1:].mean(0)
@@ -185,9 +247,10 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     frame_truth = frame_presence.astype(float)
     item_perm = rng.permutation(frame_items.max() + 1)  # null: another item's labels, frames kept together
     frame_null = frame_presence_by_item(frame_presence, frame_items, item_perm).astype(float)
-    frame_pred = _cv_predictions(fx, np.concatenate([frame_truth, frame_null], 1), frame_items, n_folds, seed)
-    out["frame_auc"] = auc(frame_truth, frame_pred[:, :n_bands])
-    out["frame_auc_null"] = auc(frame_null, frame_pred[:, n_bands:])
+    frame_pred, frame_fold = _cv_predictions(fx, np.concatenate([frame_truth, frame_null], 1), frame_items, n_folds,
+                                             seed)
+    out["frame_auc"] = fold_auc(frame_truth, frame_pred[:, :n_bands], frame_fold)
+    out["frame_auc_null"] = fold_auc(frame_null, frame_pred[:, n_bands:], frame_fold)
 
     # directions per context (and split halves of each context for the within-context ceiling)
     contexts = list(dict.fromkeys(context))
@@ -224,14 +287,13 @@ def latent_stats(pooled: np.ndarray, frames: np.ndarray, frame_items: np.ndarray
     rotated = tuning_stats((tones @ random_basis).T, tone_hz, edges)
     band_directions = tuning_stats((tones @ directions[0]).T, tone_hz, edges)
     null_band_directions = tuning_stats((tones @ null_directions[0]).T, tone_hz, edges)
-    out.update(_tuning_summary(units, "unit"))
-    out.update(_tuning_summary(rotated, "random_direction"))
-    out.update(_tuning_summary(band_directions, "band_direction"))
-    out.update(_tuning_summary(null_band_directions, "null_direction"))
+    for prefix, stats in zip(TUNING_PREFIXES, (units, rotated, band_directions, null_band_directions)):
+        out.update(tuning_summary(stats, prefix))
     out["band_direction_peak_in_band"] = float(np.nanmean(band_directions["peak_band"] == np.arange(n_bands)))
     out["null_direction_peak_in_band"] = float(np.nanmean(null_band_directions["peak_band"] == np.arange(n_bands)))
     out["unit_tuning"] = units
     out["direction_curves"] = (tones @ directions[0]).T
+    out["constant_layer"] = 0.0
     return out
 
 
@@ -318,6 +380,10 @@ def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.nd
         slots = np.sort(rng.choice(n_frames, size=min(frames_per_item, n_frames), replace=False))
         frames = activations[:, slots].reshape(-1, activations.shape[2])
         frame_items = np.repeat(np.arange(len(items)), len(slots))
+        if is_constant(np.concatenate([activations.reshape(-1, activations.shape[2]),
+                                       tone_out[name].reshape(-1, activations.shape[2])])):
+            layers[name] = constant_layer_stats(n_bands, tone_hz, edges, items.context)
+            continue
         layers[name] = latent_stats(activations.mean(1).astype(np.float64), frames.astype(np.float64), frame_items,
                                     presence, level, frame_presence[:, slots].reshape(-1, n_bands), items.context,
                                     tone_out[name].mean(1).astype(np.float64), tone_hz, edges, n_folds,
@@ -325,21 +391,71 @@ def probe_activations(tone_out: dict[str, np.ndarray], item_out: dict[str, np.nd
     return layers
 
 
+def band_mean(values: np.ndarray) -> float:
+    """Mean over the bands with a value; NaN when none has one (a constant layer)."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    return float(values[finite].mean()) if finite.any() else float("nan")
+
+
 LATENT_COLUMNS = ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null", "band_r2", "band_r2_null",
                   "invariance", "invariance_null", "split_half", "invariance_halves")
+CONSTANT_NOTE = "constant layer: every unit gives the same value on every stimulus"
+
+
+CODE_P_VALUES = ("mi_p_value", "hit_rate_p_value")
 
 
 def summary_rows(layers: dict[str, dict]) -> list[dict]:
-    """One flat row per layer (latents: band means of the per-band arrays) or per layer x codebook view."""
+    """One flat row per layer (latents: band means of the per-band arrays) or per layer x codebook view, each with a
+    ``note`` saying why its statistics are NaN ("" when none is). The code views' permutation p-values come with
+    ``<p-value>_bh``: Benjamini–Hochberg adjusted over every code view of every layer in the table."""
     rows = []
     for name, stats in layers.items():
         if "codes" in stats:
-            rows += [{"layer": name, "view": view, **values} for view, values in stats["codes"].items()]
+            rows += [{"layer": name, "view": view, **values,
+                      "note": "constant codes: one code on every frame" if values["constant_layer"] else ""}
+                     for view, values in stats["codes"].items()]
             continue
-        row = {"layer": name}
-        row.update({key: float(np.nanmean(stats[key])) for key in LATENT_COLUMNS})
-        # across-context over within-context cosine of equal-size halves, as a ratio of band means (stable near 0)
-        row["invariance_ratio"] = row["invariance_halves"] / row["split_half"]
+        row = {"layer": name, **{key: band_mean(stats[key]) for key in LATENT_COLUMNS}}
         row.update({key: value for key, value in stats.items() if isinstance(value, float)})
+        # across-context over within-context cosine of equal-size halves, as a ratio of band means (stable near 0);
+        # halves of one context that do not agree (split-half ≤ 0) leave nothing to compare with
+        reliable = row["split_half"] > 0
+        row["invariance_ratio"] = row["invariance_halves"] / row["split_half"] if reliable else float("nan")
+        if stats["constant_layer"]:
+            row["note"] = CONSTANT_NOTE
+        elif not reliable:
+            row["note"] = f"split-half cosine {row['split_half']:.3f} ≤ 0: no invariance ratio"
+        else:
+            row["note"] = ""
+        rows.append(row)
+    code_rows = [row for row in rows if "view" in row]
+    for key in CODE_P_VALUES:
+        p_values = np.array([row[key] for row in code_rows], dtype=float)
+        tested = np.isfinite(p_values)
+        adjusted = np.full(p_values.shape, np.nan)
+        if tested.any():
+            adjusted[tested] = false_discovery_control(p_values[tested], method="bh")
+        for row, value in zip(code_rows, adjusted):
+            row[f"{key}_bh"] = float(value)
+    return rows
+
+
+def seed_summary_rows(layers_per_seed: Sequence[dict[str, dict]]) -> list[dict]:
+    """``summary_rows`` of the same layers probed with several seeds (stimuli, folds and shuffles drawn anew): each
+    numeric column's mean over the seeds with a value, its standard deviation across them as ``<column>_sd`` (what
+    one seed's number may swing by: a one-unit layer's invariance moves between −0.09 and 0.44), every seed's notes
+    joined."""
+    rows = []
+    for group in zip(*(summary_rows(layers) for layers in layers_per_seed)):
+        row = {key: group[0][key] for key in ("layer", "view") if key in group[0]}
+        for key, value in group[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = np.array([r[key] for r in group], dtype=float)
+                finite = values[np.isfinite(values)]
+                row[key] = float(finite.mean()) if finite.size else float("nan")
+                row[f"{key}_sd"] = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+        row["note"] = "; ".join(dict.fromkeys(r["note"] for r in group if r["note"]))
         rows.append(row)
     return rows

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from scipy.special import logsumexp
 
 from earlens.filters import ArrayLike, tile_kernels
+from earlens.partials import band_mean
 from earlens.power_law import clean_counts
 from earlens.zipf import ZipfResult
 
@@ -108,22 +109,26 @@ def plot_helicality_vs_layer(result: HelixProbeResult, layer_names=None, title: 
 
 
 def rank_frequency_plot(counts, fit: ZipfResult, title: str = "rank–frequency") -> Figure:
-    """Log-log rank–frequency plot with the Zipf–Mandelbrot fit, the count-tail power law (ranks 1..n_tail, through
-    (n_tail, xmin)) and the LS line, each labelled with its exponent, range and the tail's p-value."""
+    """Log-log rank–frequency plot with the Zipf–Mandelbrot fit over the observed ranks (labelled with the source's
+    corrected α and interval), the count-tail power law (ranks 1..n_tail, through (n_tail, xmin)) and the LS line,
+    each labelled with its exponent and range, the tail with its p-value, verdict and power."""
     frequencies = np.sort(clean_counts(counts))[::-1]
     ranks = np.arange(1, frequencies.size + 1)
     figure = Figure(figsize=(5, 4), layout="constrained")
     axes = figure.add_subplot()
     axes.loglog(ranks, frequencies, ".", markersize=3, color="0.3", label="symbols")
-    if np.isfinite(fit.alpha_zm):
-        log_model = -fit.alpha_zm * np.log(ranks + fit.q_zm)
+    if np.isfinite(fit.alpha_zm_observed):
+        log_model = -fit.alpha_zm_observed * np.log(ranks + fit.q_zm_observed)
         expected = fit.n_tokens * np.exp(log_model - logsumexp(log_model))
+        source = (f"; source α={fit.alpha_zm:.3f} [{fit.alpha_zm_low:.3f}, {fit.alpha_zm_high:.3f}]"
+                  if np.isfinite(fit.alpha_zm) else "")
         axes.loglog(ranks, expected, "-", color="C0",
-                    label=f"ZM α={fit.alpha_zm:.3f}, q={fit.q_zm:.2f} (r≤{fit.vocab_size})")
+                    label=f"ZM α={fit.alpha_zm_observed:.3f}, q={fit.q_zm_observed:.2f} (r≤{fit.vocab_size}){source}")
     if np.isfinite(fit.alpha_tail):
         tail_ranks = np.arange(1, fit.n_tail + 1)
+        power = f", power {fit.power_lognormal:.2f}" if np.isfinite(fit.power_lognormal) else ""
         axes.loglog(tail_ranks, fit.xmin * (tail_ranks / fit.n_tail) ** -fit.alpha_tail, ":", color="C2",
-                    label=f"tail α={fit.alpha_tail:.3f} (r≤{fit.n_tail}), p={fit.p_value:.2f}, {fit.preferred}")
+                    label=f"tail α={fit.alpha_tail:.3f} (r≤{fit.n_tail}), p={fit.p_value:.2f}, {fit.verdict}{power}")
     if np.isfinite(fit.alpha_ls):
         lo, hi = fit.ls_rank_range
         ls_ranks = np.arange(lo, hi + 1)
@@ -138,8 +143,9 @@ def rank_frequency_plot(counts, fit: ZipfResult, title: str = "rank–frequency"
 def plot_partials(result: dict, title: str = "") -> Figure:
     """Per latent layer: context invariance (with its shuffled-label null, split-half ceiling and the random-init
     model) and the share of single-band units; and the band directions' tuning curves to pure tones in the most
-    invariant layer (each curve scaled to [0, 1], band edges dotted)."""
-    layers = {name: stats for name, stats in result["layers"].items() if "codes" not in stats}
+    invariant layer (each curve scaled to [0, 1], band edges dotted). Constant layers (no statistics) are left out."""
+    layers = {name: stats for name, stats in result["layers"].items()
+              if "codes" not in stats and not stats["constant_layer"]}
     init = {name: stats for name, stats in (result.get("init") or {}).items() if "codes" not in stats}
     figure = Figure(figsize=(15, 4.2))
     axes = figure.subplots(1, 3)
@@ -152,7 +158,7 @@ def plot_partials(result: dict, title: str = "") -> Figure:
               ("shuffled-label null", layers, "invariance_null", "--^"), ("random init", init, "invariance", "-x")]
     for label, source, key, style in series:
         if source:
-            axes[0].plot(x, [np.nanmean(source[name][key]) for name in names], style, label=label)
+            axes[0].plot(x, [band_mean(source[name][key]) for name in names], style, label=label)
     for label, source, key, style in [("units", layers, "unit_one_band_share", "-o"),
                                       ("random directions", layers, "random_direction_one_band_share", "--^"),
                                       ("units, random init", init, "unit_one_band_share", "-x")]:
@@ -162,7 +168,7 @@ def plot_partials(result: dict, title: str = "") -> Figure:
         axis.set_xticks(x, names, rotation=45, ha="right")
         axis.set_ylabel(ylabel)
         axis.legend(fontsize=8)
-    best = max(names, key=lambda name: np.nanmean(layers[name]["invariance"]))
+    best = max(names, key=lambda name: band_mean(layers[name]["invariance"]))
     curves = layers[best]["direction_curves"]
     span = curves.max(1, keepdims=True) - curves.min(1, keepdims=True)
     scaled = (curves - curves.min(1, keepdims=True)) / np.where(span > 0, span, 1)

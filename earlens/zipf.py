@@ -12,17 +12,23 @@ For a pure Zipf law the number of types with frequency ≥ f is r(f) ∝ f^(−1
 gamma = 1 + 1/alpha: both describe one law, and ``alpha_tail = 1/(gamma − 1)`` reads the count fit as a rank exponent.
 On finite samples they are different estimators with different ranges, so every number here says which it is:
 
-* ``alpha_zm``, ``q_zm``: Zipf–Mandelbrot maximum likelihood on the tokens' ranks over the whole observed vocabulary
-  (ranks 1..vocab_size). No floor or cut-off to choose; the curved head goes into q.
+* ``alpha_zm``, ``q_zm``: the Zipf–Mandelbrot law of the source, with 95 % intervals (`earlens.zipf_mandelbrot`):
+  the maximum-likelihood fit over the observed ranks 1..vocab_size (``alpha_zm_observed``, ``q_zm_observed``; no floor
+  or cut-off to choose, the curved head goes into q) corrected by a parametric bootstrap for the types the sample
+  did not see (it reads α 0.74 for α 1 at 10^3 tokens of 5000 types).
 * ``gamma``, ``xmin``, ``n_tail``: Clauset, Shalizi & Newman (2009) discrete power law (`earlens.power_law`) on the
   counts ≥ x_min, x_min chosen by the Kolmogorov–Smirnov distance between the tail's empirical and fitted CDFs.
   Each *type* weighs the same in that distance, so the few head types (the largest counts) cannot dominate it,
   unlike a token-weighted KS over ranks 1..R (which settles on the smallest R on any curved head). In rank terms
   the range is ranks 1..n_tail; ``alpha_tail = 1/(gamma − 1)`` is the rank exponent it implies.
-* ``p_value``: CSN's semi-parametric bootstrap of that fit (x_min refitted on every synthetic data set); p < 0.1 rules
-  the power law out. ``comparisons``: normalised log-likelihood ratios with Vuong p-values against discrete
-  lognormal, exponential and stretched exponential on the same tail (``powerlaw.Fit.distribution_compare``'s
-  conventions), so "not a power law" comes with what fits better.
+* ``p_value``: CSN's semi-parametric bootstrap of that fit (x_min refitted on every synthetic data set, sets with no
+  x_min excluded and counted); p < 0.1 rules the power law out. ``comparisons``: normalised log-likelihood ratios
+  with Vuong p-values against discrete lognormal, exponential and stretched exponential on the same tail
+  (``powerlaw.Fit.distribution_compare``'s conventions), so "not a power law" comes with what fits better.
+* ``power_lognormal``: next to a "power law" verdict, the share of samples of a matched lognormal source (as many
+  types and tokens, a head that falls as steeply) that the same verdict does not call a power law; below 0.5 the
+  verdict is "too_small_to_tell" (at 600 types and 67 000 tokens such lognormals pass as power laws most of the
+  time).
 * ``alpha_ls``: least-squares slope of log f on log r over a stated rank range, the line the papers draw.
 
 Limits worth knowing (measured): the count test judges the *sampled* counts, and when most types are seen a few
@@ -30,6 +36,7 @@ times the unseen vocabulary bends their bottom, so it rules out even exact Zipf 
 types: 30 % of 10^5-token samples, 90 % of 10^4-token ones; 5 % over 2 000 types); bigram and trigram streams are
 usually in that regime. ``alpha_tail`` includes the largest counts, so a flat Zipf–Mandelbrot head pulls it low
 (0.91–0.97 for α = 1, q = 2.7–10, 10^5 tokens) and few types make it noisy; ``alpha_zm`` separates head and tail.
+Coverage and bias of every interval, the size of the count test and its power: ``bench/zipf_calibration.py``.
 A power law is only fitted to counts spanning a decade (MIN_SPAN).
 
 Everything works on a vector of per-type counts, so counts summed across DDP ranks give the statistics of one
@@ -42,53 +49,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import gammaln, logsumexp
-from threadpoolctl import threadpool_limits
+from scipy.optimize import brentq
+from scipy.special import gammaln, ndtri
 
 from earlens.power_law import (
     Comparison,
+    called_power_law,
     clean_counts,
     compare_alternatives,
     fit_count_power_law,
     power_law_p_value,
     preferred_model,
 )
+from earlens.zipf_mandelbrot import zipf_mandelbrot_source
 
-
-@dataclass(frozen=True)
-class ZipfMandelbrotFit:
-    """Tokens' ranks r = 1..vocab_size follow P(r) ∝ (r + q)^(−alpha); standard errors from the observed information.
-
-    q ≫ vocab_size with a large alpha is the family's exponential limit, (r + q)^(−alpha) ≈ e^(−r·alpha/q): the ranks
-    decay exponentially and alpha is then no Zipf exponent (small codebooks, e.g. 12–16 Lyra symbols, end there).
-    """
-
-    alpha: float
-    alpha_se: float
-    q: float
-    q_se: float
-    n_tokens: int
-    vocab_size: int
+TOO_SMALL_TO_TELL = 0.5  # a "power law" verdict whose power against a matched lognormal is below this says little
+POWER_BOOTSTRAP = 50  # bootstrap sets per p-value of each lognormal sample (p resolved to 0.02 around 0.1)
 
 
 @dataclass(frozen=True)
 class ZipfResult:
     """Zipf/Heaps statistics of one symbol stream (see the module docstring for which exponent is which).
 
-    alpha_zm, q_zm: Zipf–Mandelbrot MLE over ranks 1..vocab_size. gamma, xmin, n_tail, ks: CSN count-distribution tail
-    (ranks 1..n_tail); alpha_tail = 1/(gamma − 1). p_value: bootstrap goodness of fit of that tail over n_bootstrap
-    synthetic sets (< 0.1: not a power law). comparisons: against each alternative; preferred: the alternative that
-    fits significantly better (Vuong p < 0.1, most negative ratio), else "power_law" if not rejected, else "none".
+    alpha_zm, q_zm: the Zipf–Mandelbrot law of the source, bias-corrected for the unseen types (over an estimated
+    population_size), with 95 % intervals *_low..*_high (``earlens.zipf_mandelbrot.zipf_mandelbrot_source``;
+    zm_reason says why they are NaN); alpha_zm_observed, q_zm_observed: the fit over the observed ranks 1..vocab_size
+    that it corrects (the curve of this sample). gamma, xmin, n_tail, ks: CSN count-distribution tail (ranks
+    1..n_tail); alpha_tail = 1/(gamma − 1). p_value: bootstrap goodness of fit of that tail over n_bootstrap
+    synthetic sets less the n_bootstrap_unfit ones that span less than a decade (< 0.1: not a power law);
+    p_value_reason says why it is NaN. comparisons: against each alternative; preferred: the alternative that fits
+    significantly better (Vuong p < 0.1, most negative ratio), else "power_law" if not rejected, else "none".
+    power_lognormal: where preferred is "power_law", the share of power_draws samples of a matched lognormal source
+    (``lognormal_power``) that the same verdict does not call a power law (power_reason says why it is NaN).
     alpha_ls: LS slope over ls_rank_range. heaps_beta: V(n) ∝ n^beta.
     """
 
     n_tokens: int
     vocab_size: int
     alpha_zm: float
-    alpha_zm_se: float
+    alpha_zm_low: float
+    alpha_zm_high: float
     q_zm: float
-    q_zm_se: float
+    q_zm_low: float
+    q_zm_high: float
+    population_size: float
+    zm_reason: str
+    alpha_zm_observed: float
+    q_zm_observed: float
     gamma: float
     gamma_se: float
     xmin: int
@@ -98,8 +105,13 @@ class ZipfResult:
     alpha_tail_se: float
     p_value: float
     n_bootstrap: int
+    n_bootstrap_unfit: int
+    p_value_reason: str
     comparisons: tuple[Comparison, ...]
     preferred: str
+    power_lognormal: float
+    power_draws: int
+    power_reason: str
     alpha_ls: float
     ls_rank_range: tuple[int, int]
     heaps_beta: float
@@ -109,49 +121,13 @@ class ZipfResult:
         """The alternative that comes closest to (or beats) the power law: lowest normalised ratio."""
         return min(self.comparisons, key=lambda c: c.normalized_llr, default=None)
 
-
-def fit_zipf_mandelbrot(counts) -> ZipfMandelbrotFit:
-    """Zipf–Mandelbrot by maximum likelihood on the tokens' ranks: P(r) = (r + q)^(−alpha) / Σ_{r'≤V} (r' + q)^(−alpha).
-
-    Ranks are the observed frequency ranks 1..V over the whole observed vocabulary, so nothing is cut: q absorbs a
-    flat head (q = 0 is pure Zipf). scipy's L-BFGS-B with the analytic gradient; standard errors from the observed
-    information (finite differences of the gradient), conditional on the ranks. Undersampling flattens the sampled
-    curve's tail (types seen once or twice, unseen types missing), which pulls alpha down slightly when most of the
-    vocabulary is rare (about −0.03 for alpha = 1 with 10^5 tokens over 20 000 types; tested).
-    """
-    frequencies = np.sort(clean_counts(counts))[::-1].astype(float)
-    vocab, n_tokens = frequencies.size, int(frequencies.sum())
-    if vocab < 3:
-        return ZipfMandelbrotFit(float("nan"), float("nan"), float("nan"), float("nan"), n_tokens, vocab)
-    ranks = np.arange(1.0, vocab + 1.0)
-    shares = frequencies / n_tokens
-
-    def objective(params):  # negative log-likelihood per token (scaled so L-BFGS-B's tolerances fit any n_tokens)
-        alpha, q = params
-        log_rank = np.log(ranks + q)
-        log_norm = logsumexp(-alpha * log_rank)
-        model = np.exp(-alpha * log_rank - log_norm)
-        inverse = 1.0 / (ranks + q)
-        # Elementwise sums, not BLAS dots: a threaded BLAS call costs milliseconds to wake on a busy machine.
-        data_log, model_log = np.sum(shares * log_rank), np.sum(model * log_rank)
-        data_inverse, model_inverse = np.sum(shares * inverse), np.sum(model * inverse)
-        return alpha * data_log + log_norm, np.array([data_log - model_log, alpha * (data_inverse - model_inverse)])
-
-    bounds = [(1e-3, 50.0), (-1.0 + 1e-6, 1e6)]
-    # One BLAS thread: waking BLAS threads for this 2-parameter problem costs more than each iteration's arithmetic.
-    with threadpool_limits(1, user_api="blas"):
-        result = min((minimize(objective, np.array(start), jac=True, method="L-BFGS-B", bounds=bounds,
-                               options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000})
-                      for start in ((1.0, 1.0), (1.0, 0.0))), key=lambda r: r.fun)
-    alpha, q = result.x
-    steps = 1e-5 * np.maximum(np.abs(result.x), 1e-2)
-    hessian = n_tokens * np.stack([(objective(result.x + h)[1] - objective(result.x - h)[1]) / (2 * s)
-                                   for h, s in zip(np.diag(steps), steps)])
-    variance = np.full(2, np.nan)
-    if np.all(np.isfinite(hessian)):  # not at q's lower bound, where the finite difference leaves the domain
-        variance = np.diag(np.linalg.pinv((hessian + hessian.T) / 2))
-    alpha_se, q_se = np.sqrt(np.where(variance > 0, variance, np.nan))
-    return ZipfMandelbrotFit(float(alpha), float(alpha_se), float(q), float(q_se), n_tokens, vocab)
+    @property
+    def verdict(self) -> str:
+        """``preferred``, except "too_small_to_tell" where the power law stands but the test's power against a
+        matched lognormal source is below TOO_SMALL_TO_TELL (or was not computed)."""
+        if self.preferred == "power_law" and not self.power_lognormal >= TOO_SMALL_TO_TELL:
+            return "too_small_to_tell"
+        return self.preferred
 
 
 def rank_frequency_slope(counts, rank_range: tuple[int, int] = (1, 100)) -> tuple[float, tuple[int, int]]:
@@ -267,36 +243,82 @@ def merge_counts(*sparse_counts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndar
     return merged, np.bincount(inverse, weights=counts, minlength=merged.size).astype(np.int64)
 
 
+def matched_lognormal(vocab_size: int, n_head: int, alpha_head: float) -> np.ndarray | None:
+    """Type probabilities of a lognormal source over vocab_size types (log-probabilities sigma times the standard
+    normal quantiles) whose head falls like the data's: the least-squares slope of log probability on log rank over
+    ranks 1..n_head is −alpha_head. sigma by root finding in [0.01, 50]; None when none there reaches it."""
+    quantiles = ndtri((np.arange(vocab_size, 0, -1) - 0.5) / vocab_size)
+    log_rank = np.log(np.arange(1, n_head + 1))
+    centred = log_rank - log_rank.mean()
+
+    def gap(log_sigma):  # the head's LS slope is linear in sigma
+        return -np.exp(log_sigma) * (centred @ quantiles[:n_head]) / (centred @ centred) - alpha_head
+
+    bounds = np.log([0.01, 50.0])
+    if n_head < 2 or not gap(bounds[0]) < 0 < gap(bounds[1]):
+        return None
+    weights = np.exp(np.exp(brentq(gap, *bounds, xtol=1e-6)) * (quantiles - quantiles[0]))
+    return weights / weights.sum()
+
+
+def lognormal_power(counts, n_head: int, n_draws: int = 50, seed: int = 0) -> tuple[float, str]:
+    """The count test's power against a lognormal source matched to the data (``matched_lognormal``: as many
+    types, as many tokens, a head over ranks 1..n_head (the count tail's) that falls as steeply): the share of
+    n_draws samples of that source whose verdict is not "power_law" (bootstrap p-values from POWER_BOOTSTRAP sets).
+    Returns (power, why it is NaN)."""
+    counts = clean_counts(counts)
+    if n_draws < 1:
+        return float("nan"), "no power draws requested"
+    alpha_head, _ = rank_frequency_slope(counts, (1, n_head))
+    probabilities = matched_lognormal(counts.size, n_head, alpha_head)
+    if probabilities is None:
+        return float("nan"), f"no lognormal over {counts.size} types has a head slope {alpha_head:.3g}"
+    samples = np.random.default_rng(seed).multinomial(int(counts.sum()), probabilities, size=n_draws)
+    return float(1.0 - called_power_law(list(samples), POWER_BOOTSTRAP, seed).mean()), ""
+
+
 def zipf_statistics(counts, rank_range: tuple[int, int] = (1, 100), heaps_points: int = 50,
-                    n_bootstrap: int = 200, seed: int = 0) -> ZipfResult:
+                    n_bootstrap: int = 200, seed: int = 0, max_population: float | None = None,
+                    interval_draws: int = 200, power_draws: int = 50) -> ZipfResult:
     """All statistics of one symbol stream from its per-type counts (order of types irrelevant); seeded, so equal
-    counts give equal results on every DDP rank."""
+    counts give equal results on every DDP rank. max_population bounds the source's size (the codebook's, when
+    known); interval_draws and power_draws are the bootstrap sets of the Zipf–Mandelbrot intervals and of the power
+    (0 leaves them NaN)."""
     counts = clean_counts(counts)
     if counts.size == 0:
         raise ValueError("zipf_statistics needs at least one token")
-    zm = fit_zipf_mandelbrot(counts)
+    source = zipf_mandelbrot_source(counts, max_population, interval_draws, seed)
     tail = fit_count_power_law(counts)
     p_value = power_law_p_value(counts, tail, n_bootstrap, seed)
     comparisons = compare_alternatives(counts, tail)
+    preferred = preferred_model(p_value.value, comparisons)
+    power, power_reason = float("nan"), "computed for a power_law verdict only"
+    if preferred == "power_law":
+        power, power_reason = lognormal_power(counts, tail.n_tail, power_draws, seed)
     alpha_ls, used_range = rank_frequency_slope(counts, rank_range)
     return ZipfResult(
         n_tokens=int(counts.sum()), vocab_size=int(counts.size),
-        alpha_zm=zm.alpha, alpha_zm_se=zm.alpha_se, q_zm=zm.q, q_zm_se=zm.q_se,
+        alpha_zm=source.alpha, alpha_zm_low=source.alpha_low, alpha_zm_high=source.alpha_high, q_zm=source.q,
+        q_zm_low=source.q_low, q_zm_high=source.q_high, population_size=source.population_size,
+        zm_reason=source.reason, alpha_zm_observed=source.observed.alpha, q_zm_observed=source.observed.q,
         gamma=tail.gamma, gamma_se=tail.gamma_se, xmin=tail.xmin, n_tail=tail.n_tail, ks=tail.ks,
         alpha_tail=tail.alpha, alpha_tail_se=tail.alpha_se,
-        p_value=p_value, n_bootstrap=n_bootstrap, comparisons=comparisons,
-        preferred=preferred_model(p_value, comparisons),
+        p_value=p_value.value, n_bootstrap=n_bootstrap, n_bootstrap_unfit=p_value.n_unfit,
+        p_value_reason=p_value.reason, comparisons=comparisons, preferred=preferred,
+        power_lognormal=power, power_draws=power_draws, power_reason=power_reason,
         alpha_ls=alpha_ls, ls_rank_range=used_range,
         heaps_beta=heaps_exponent(*expected_vocabulary_growth(counts, heaps_points)),
     )
 
 
 def ngram_statistics(sequences, vocab_size: int, orders: tuple[int, ...] = (1, 2, 3),
-                     rank_range: tuple[int, int] = (1, 100), n_bootstrap: int = 200,
-                     seed: int = 0) -> dict[int, ZipfResult]:
-    """``zipf_statistics`` of the n-grams of each order (n-grams stay inside each row of ``sequences``)."""
+                     rank_range: tuple[int, int] = (1, 100), n_bootstrap: int = 200, seed: int = 0,
+                     interval_draws: int = 200, power_draws: int = 50) -> dict[int, ZipfResult]:
+    """``zipf_statistics`` of the n-grams of each order (n-grams stay inside each row of ``sequences``); the
+    unigram source has at most vocab_size types."""
     return {n: zipf_statistics(count_ids(ngram_ids(sequences, n, vocab_size))[1], rank_range,
-                               n_bootstrap=n_bootstrap, seed=seed) for n in orders}
+                               n_bootstrap=n_bootstrap, seed=seed, max_population=vocab_size if n == 1 else None,
+                               interval_draws=interval_draws, power_draws=power_draws) for n in orders}
 
 
 def zipf_tokens(alpha: float, n_tokens: int, vocab_size: int, seed: int = 0, q: float = 0.0) -> np.ndarray:

@@ -9,7 +9,16 @@ from sklearn.metrics import mutual_info_score, roc_auc_score
 from earlens.backbones import load_backbone
 from earlens.partial_codes import code_stats
 from earlens.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
-from earlens.partials import auc, partials_probe, summary_rows, tuning_stats
+from earlens.partials import (
+    LATENT_COLUMNS,
+    tuning_summary,
+    auc,
+    fold_auc,
+    partials_probe,
+    seed_summary_rows,
+    summary_rows,
+    tuning_stats,
+)
 from earlens.plots import plot_partials
 
 SR = 8000
@@ -70,6 +79,11 @@ def test_auc_matches_sklearn():
     scores = labels + rng.standard_normal((200, 3))
     scores[:, 2] = np.round(scores[:, 2])  # ties
     np.testing.assert_allclose(auc(labels, scores), [roc_auc_score(labels[:, k], scores[:, k]) for k in range(3)])
+    fold = rng.integers(0, 4, 200)
+    labels[fold == 3, 1] = False  # one class only in fold 3 of column 1: that fold has no AUC there
+    expected = [np.mean([roc_auc_score(labels[fold == f, k], scores[fold == f, k]) for f in range(4)
+                         if labels[fold == f, k].any()]) for k in range(3)]
+    np.testing.assert_allclose(fold_auc(labels, scores, fold), expected)
 
 
 def test_tuning_stats_recover_a_known_bandwidth():
@@ -83,6 +97,44 @@ def test_tuning_stats_recover_a_known_bandwidth():
     assert stats["q"][0] == pytest.approx(np.sqrt(2**0.5) / (2**0.5 - 1), rel=0.1)  # Q of a half-octave filter
     assert stats["n_bands"][0] <= 2 and stats["n_bands"][1] >= 3  # two lobes reach several bands
     assert np.isnan(stats["q"][2])  # a flat curve has no tuning
+
+
+def half_max_q(fwhm_octaves):
+    """Q = f_peak / (f_high − f_low) of a lobe whose half-max points lie fwhm_octaves apart, centred in log f."""
+    ratio = 2.0**fwhm_octaves
+    return np.sqrt(ratio) / (ratio - 1)
+
+
+def test_tuning_q_is_measured_at_the_grid_resolution_or_bounded():
+    """On the probe's default grid (48 tones over 80-6400 Hz: 0.134-octave steps) a lobe three or more steps wide is
+    measured between interpolated half-max crossings; a narrower one gets only a lower bound (counting grid steps
+    gives every lobe with one tone above half max Q 10.77, whatever its width)."""
+    tone_hz = np.geomspace(80 * 1.01, 6400 / 1.01, 48)
+    step = np.log2(tone_hz[1] / tone_hz[0])
+    octaves = np.log2(tone_hz / tone_hz[20])
+
+    def lobe(fwhm, offset=0.0):
+        return np.exp(-0.5 * ((octaves - offset * step) / (fwhm / (2 * np.sqrt(2 * np.log(2))))) ** 2)
+
+    widths = np.array([0.45, 0.7, 1.2])
+    offsets = np.array([0.0, 0.3, 0.5, 0.8])  # the peak between tones
+    stats = tuning_stats(np.stack([lobe(w, o) for w in widths for o in offsets]), tone_hz, EDGES)
+    expected = np.repeat(widths, len(offsets))
+    np.testing.assert_allclose(stats["bandwidth_octaves"], expected, rtol=0.1)
+    np.testing.assert_allclose(stats["q"], half_max_q(expected), rtol=0.1)
+    assert np.all(stats["q_at_least"] <= half_max_q(expected))
+    narrow = tuning_stats(np.stack([lobe(w) for w in (0.005, 0.02, 0.06)]), tone_hz, EDGES)
+    assert np.all(np.isnan(narrow["q"])) and np.all(np.isnan(narrow["bandwidth_octaves"]))
+    np.testing.assert_allclose(narrow["q_at_least"], half_max_q(2 * step))  # half max lies within a step each side
+    two_tones = tuning_stats(lobe(0.25, 0.5)[None], tone_hz, EDGES)  # 1.9 steps wide, two tones above half max
+    assert np.isnan(two_tones["q"][0]) and half_max_q(3 * step) == pytest.approx(two_tones["q_at_least"][0])
+    assert two_tones["q_at_least"][0] <= half_max_q(0.25)
+    # the median: measured while the unresolved lobes cannot move it, else only bounded
+    summary = tuning_summary({key: np.concatenate([stats[key], narrow[key]]) for key in stats}, "unit")
+    assert summary["unit_median_q"] == pytest.approx(np.median(stats["q"].tolist() + [np.inf] * 3), rel=1e-9)
+    mostly_narrow = tuning_summary({key: np.concatenate([stats[key][:2], narrow[key]]) for key in stats}, "unit")
+    assert np.isnan(mostly_narrow["unit_median_q"])
+    assert mostly_narrow["unit_median_q_at_least"] == pytest.approx(half_max_q(2 * step))
 
 
 def test_code_mi_is_plug_in_plus_miller_madow_and_purity_counts_bands():
@@ -127,6 +179,67 @@ def test_filterbank_is_partial_stable_and_random_mixing_is_not(seed):
     assert after["unit_one_band_share"] <= 0.25 and after["invariance"] > after["invariance_null"] + 0.3
 
 
+def test_an_uninformative_encoder_decodes_at_chance():
+    """Features independent of the audio carry nothing about any band: AUC 0.50 ± 0.02 (pooled out-of-fold
+    predictions carry each fold's intercept, which anti-correlates with the held-out labels: 0.42-0.46)."""
+    rows = []
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+
+        def noise(waves, generator=generator):
+            return {"noise": torch.randn(len(waves), 4, 16, generator=generator)}
+
+        layers = probe(noise, seed)["layers"]
+        rows += summary_rows(layers)
+    for key in ("band_auc", "band_auc_null", "frame_auc", "frame_auc_null"):
+        assert np.mean([row[key] for row in rows]) == pytest.approx(0.5, abs=0.02), key
+
+
+def test_a_constant_layer_is_reported_as_such_not_a_crash():
+    """A dead (all-zero) or constant layer has no partial statistics: NaN, flagged, with a note in every row."""
+    def encode(waves):
+        bank = filterbank(waves)["bank"]
+        return {"bank": bank, "dead": torch.zeros_like(bank), "constant": torch.full_like(bank, 3.0),
+                "one_code": torch.zeros(*bank.shape[:2], 1, dtype=torch.long)}
+
+    result = probe(encode)
+    rows = {(row["layer"], row.get("view")): row for row in summary_rows(result["layers"])}
+    for name in ("dead", "constant"):
+        row = rows[name, None]
+        assert "constant layer" in row["note"] and row["constant_layer"] == 1.0
+        for key in (*LATENT_COLUMNS, "invariance_ratio", "unit_one_band_share", "band_direction_peak_in_band"):
+            assert np.isnan(row[key]), (name, key)
+    bank = rows["bank", None]
+    assert bank["note"] == "" and bank["constant_layer"] == 0.0 and np.isfinite(bank["invariance_ratio"])
+    one_code = rows["one_code", "codebook_0"]
+    assert "one code on every frame" in one_code["note"] and one_code["constant_layer"] == 1.0
+    assert np.isnan(one_code["mi_norm"]) and np.isnan(one_code["hit_rate"])
+    assert len(plot_partials(result).axes) == 3  # the figure leaves the constant layers out
+
+
+def test_invariance_ratio_needs_a_positive_split_half():
+    layers = probe(filterbank)["layers"]
+    layers["bank"]["split_half"] = np.full(8, -0.05)  # halves of one context disagree: nothing to compare with
+    (row,) = summary_rows(layers)
+    assert np.isnan(row["invariance_ratio"]) and "split-half" in row["note"]
+
+
+def test_small_layers_carry_their_seed_spread():
+    """A one-unit layer's band directions are signs: its invariance swings with the stimuli drawn (−0.09 to 0.44
+    over seeds 0-4), the filterbank's does not; the spread comes with the mean."""
+    def encode(waves):
+        bank = filterbank(waves)["bank"]
+        return {"bank": bank, "one_unit": bank[..., 2:3]}
+
+    per_seed = [probe(encode, seed)["layers"] for seed in range(3)]
+    rows = {row["layer"]: row for row in seed_summary_rows(per_seed)}
+    for name in ("bank", "one_unit"):
+        values = [next(r for r in summary_rows(layers) if r["layer"] == name)["invariance"] for layers in per_seed]
+        assert rows[name]["invariance"] == pytest.approx(np.mean(values))
+        assert rows[name]["invariance_sd"] == pytest.approx(np.std(values, ddof=1))
+    assert rows["one_unit"]["invariance_sd"] > 0.1 > 0.03 > rows["bank"]["invariance_sd"]
+
+
 def test_band_quantiser_codes_are_pure_and_a_random_codebook_is_not():
     projections = torch.tensor(np.random.default_rng(5).standard_normal((N_FFT, 8)).astype(np.float32))
 
@@ -147,6 +260,17 @@ def test_band_quantiser_codes_are_pure_and_a_random_codebook_is_not():
     assert bad["mi_norm"] < bad["mi_norm_null_p95"] + 0.1
     assert bad["hit_rate"] < bad["hit_rate_null"] + 0.1
     assert band["tuple_0-1"]["mi_norm"] >= good["mi_norm"] - 1e-9  # adding a codebook never loses band information
+    # permutation p-values (100 shuffles), Benjamini–Hochberg adjusted over every code view of the table
+    assert good["mi_p_value"] == good["hit_rate_p_value"] == pytest.approx(1 / 101)
+    assert bad["mi_p_value"] > 0.05
+    rows = [row for row in summary_rows(layers) if "view" in row]
+    for key in ("mi_p_value", "hit_rate_p_value"):
+        p_values = np.array([row[key] for row in rows])
+        order = np.argsort(p_values)
+        ranked = p_values[order] * len(p_values) / np.arange(1, len(p_values) + 1)
+        reference = np.empty_like(p_values)
+        reference[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+        np.testing.assert_allclose([row[f"{key}_bh"] for row in rows], reference)
 
 
 def test_init_encoder_is_probed_on_the_same_stimuli():

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from earlens.callbacks.partials import PartialsCallback
 from earlens.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
-from earlens.partials import probe_layers
+from earlens.partials import probe_activations, run_encoder
 from tests.test_helicality_callback import TinyAudioModel
 
 
@@ -26,13 +26,26 @@ OPTIONS = {"n_bands": 4, "n_per_context": 8, "n_tones": 12, "seconds": 0.25, "fr
            "fmax": 4000.0}
 
 
+class DeadLayerModel(TinyAudioModel):
+    """TinyAudioModel with a zero 1×1 convolution after `mix`: a layer whose output is always 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.dead = torch.nn.Conv1d(8, 4, 1)
+        torch.nn.init.zeros_(self.dead.weight)
+        torch.nn.init.zeros_(self.dead.bias)
+
+    def forward(self, audio):
+        return self.dead(super().forward(audio))
+
+
 def test_logged_values_equal_a_direct_probe(tmp_path):
-    callback = PartialsCallback(layers=["filters", "mix"], **OPTIONS)
+    callback = PartialsCallback(layers=["filters", "mix", "dead"], **OPTIONS)
     noise = torch.randn(4, 4000, generator=torch.Generator().manual_seed(0))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, callbacks=[callback], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0)
-    model = TinyAudioModel()
+                         default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    model = DeadLayerModel()
     trainer.fit(model, DataLoader(noise, batch_size=4), DataLoader(noise, batch_size=4))
 
     edges = log_bands(100.0, 4000.0, 4)
@@ -41,14 +54,33 @@ def test_logged_values_equal_a_direct_probe(tmp_path):
 
     def encode(waves):  # the same layers, computed without hooks, (B, C, T) → (B, T, C)
         filtered = model.filters(waves[:, None])
-        return {"filters": filtered.transpose(1, 2), "mix": model.mix(torch.log1p(filtered.abs())).transpose(1, 2)}
+        mixed = model.mix(torch.log1p(filtered.abs()))
+        return {"filters": filtered.transpose(1, 2), "mix": mixed.transpose(1, 2),
+                "dead": model.dead(mixed).transpose(1, 2)}
 
+    # The hooks capture what the layers compute (up to float32 rounding, which depends on the batch: rank statistics
+    # such as AUC can flip on it, so the logged values are compared with a probe of the captured activations).
     with torch.no_grad():
-        direct = probe_layers(encode, tones, items, edges, frames_per_item=1)
+        direct = {name: np.concatenate([run[name] for run in (run_encoder(encode, tones.waves),
+                                                              run_encoder(encode, items.waves))])
+                  for name in callback.layers}
+    captured = dict(zip(callback.layers, callback.layer_frames(model, np.concatenate([tones.waves, items.waves]))))
+    for name in callback.layers:
+        np.testing.assert_allclose(captured[name].numpy(), direct[name], rtol=1e-4, atol=1e-5)
+    arrays = {name: value.double().numpy() for name, value in captured.items()}
+    expected = probe_activations({name: a[: len(tones)] for name, a in arrays.items()},
+                                 {name: a[len(tones):] for name, a in arrays.items()}, tones, items, edges,
+                                 frames_per_item=1)
     for layer in ("filters", "mix"):
         for key in ("band_auc", "invariance", "unit_one_band_share"):
             assert float(trainer.callback_metrics[f"partials/{layer}/{key}"]) == pytest.approx(
-                np.nanmean(direct[layer][key]), rel=1e-4, abs=1e-5)
+                np.nanmean(expected[layer][key]), rel=1e-6, abs=1e-9)
+        assert float(trainer.callback_metrics[f"partials/{layer}/constant_layer"]) == 0.0
+    # a dead layer is logged as such (NaN statistics), not a crash of the validation epoch
+    assert float(trainer.callback_metrics["partials/dead/constant_layer"]) == 1.0
+    assert np.isnan(float(trainer.callback_metrics["partials/dead/band_auc"]))
+    table = (tmp_path / "tables" / "partials.csv").read_text()
+    assert "dead,constant_layer,1.0" in table
 
 
 def test_two_ranks_gather_to_the_one_process_result():

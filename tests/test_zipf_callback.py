@@ -22,6 +22,7 @@ def _run_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 HOP = 16  # samples per frame of FrameModule
+DRAWS = {"interval_draws": 20, "power_draws": 5}  # few bootstrap samples: these tests compare logged with direct
 
 
 class TinyModule(pl.LightningModule):
@@ -94,8 +95,9 @@ def fit(callback, data, epochs=2, logger=False, model=None, batch_size=4):
 
 
 def assert_logged_equals(trainer, expected):
-    fields = ("alpha_zm", "q_zm", "alpha_tail", "gamma", "xmin", "n_tail", "p_value", "alpha_ls", "heaps_beta",
-              "vocab_size", "n_tokens")
+    fields = ("alpha_zm", "alpha_zm_low", "alpha_zm_high", "q_zm", "q_zm_low", "q_zm_high", "population_size",
+              "alpha_zm_observed", "q_zm_observed", "alpha_tail", "gamma", "xmin", "n_tail", "p_value",
+              "n_bootstrap_unfit", "power_lognormal", "alpha_ls", "heaps_beta", "vocab_size", "n_tokens")
     for n, result in expected.items():
         prefix = f"zipf/{ORDER_PREFIX[n]}"
         for field in fields:
@@ -106,6 +108,8 @@ def assert_logged_equals(trainer, expected):
             assert logged == pytest.approx(comparison.normalized_llr, rel=1e-6), (n, comparison)
         preferred = trainer.callback_metrics[prefix + "preferred"].item()
         assert preferred == pytest.approx(PREFERRED_CODES.get(result.preferred, np.nan), nan_ok=True)
+        verdict = trainer.callback_metrics[prefix + "verdict"].item()
+        assert verdict == pytest.approx(PREFERRED_CODES.get(result.verdict, np.nan), nan_ok=True)
 
 
 def logged_counts(trainer, orders):
@@ -113,25 +117,43 @@ def logged_counts(trainer, orders):
             for n in orders for key in ("n_tokens", "vocab_size", "alpha_zm", "p_value")}
 
 
+def benjamini_hochberg(p_values):
+    """BH-adjusted p-values by their definition: min over j ≥ i of p_(j)·m/j in sorted order, capped at 1."""
+    p_values = np.asarray(p_values, dtype=float)
+    order = np.argsort(p_values)
+    ranked = p_values[order] * len(p_values) / np.arange(1, len(p_values) + 1)
+    adjusted = np.empty_like(p_values)
+    adjusted[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return adjusted
+
+
 def test_model_codes_statistics_equal_direct_computation():
     data = tiny_batches()
-    trainer, _ = fit(ZipfCallback(source="codes", codebook_size=64), data)
+    callback = ZipfCallback(source="codes", codebook_size=64, **DRAWS)
+    trainer, _ = fit(callback, data)
     tokens = torch.stack([d["tokens"] for d in data]).numpy()
-    assert_logged_equals(trainer, ngram_statistics(tokens, 64, (1, 2, 3)))
+    expected = ngram_statistics(tokens, 64, (1, 2, 3), **DRAWS)
+    assert_logged_equals(trainer, expected)
+    # p_value_bh: Benjamini–Hochberg over every p-value of both epochs (the same counts twice) and all orders
+    tested = [result.p_value for _ in range(2) for result in expected.values() if np.isfinite(result.p_value)]
+    assert callback.tested_p_values == pytest.approx(tested)
+    last = max(n for n, result in expected.items() if np.isfinite(result.p_value))
+    assert trainer.callback_metrics[f"zipf/{ORDER_PREFIX[last]}p_value_bh"].item() == pytest.approx(
+        benjamini_hochberg(tested)[-1], rel=1e-6)
 
 
 def test_deduplicated_units_collapse_repeats_within_each_clip():
     data = tiny_batches(vocab=3)  # three symbols: many repeats to collapse
-    trainer, _ = fit(ZipfCallback(source="codes", codebook_size=3, deduplicate=True), data)
+    trainer, _ = fit(ZipfCallback(source="codes", codebook_size=3, deduplicate=True, **DRAWS), data)
     tokens = torch.stack([d["tokens"] for d in data]).numpy()
-    expected = ngram_statistics(collapse_repeats(tokens), 3, (1, 2, 3))
+    expected = ngram_statistics(collapse_repeats(tokens), 3, (1, 2, 3), **DRAWS)
     assert_logged_equals(trainer, expected)
     assert expected[1].n_tokens < tokens.size and expected[2].n_tokens == expected[1].n_tokens - len(data)
 
 
 def test_layer_units_fitted_once_then_fixed():
     data = tiny_batches()
-    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1, 2))
+    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1, 2), **DRAWS)
     trainer, model = fit(callback, data, epochs=1)
     centroids = callback.units.centroids.clone()
     trainer.fit_loop.max_epochs = 2
@@ -139,13 +161,13 @@ def test_layer_units_fitted_once_then_fixed():
     assert torch.equal(callback.units.centroids, centroids)
     with torch.no_grad():
         units = callback.units.encode(model.proj(torch.stack([d["frames"] for d in data])))
-    assert_logged_equals(trainer, ngram_statistics(units, 6, (1, 2)))
+    assert_logged_equals(trainer, ngram_statistics(units, 6, (1, 2), **DRAWS))
     assert "zipf/trigram_alpha_zm" not in trainer.callback_metrics and "zipf/unit_shift" not in trainer.callback_metrics
 
 
 def test_refit_units_follow_the_layer_and_log_how_far_they_moved():
     data = tiny_batches()
-    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), refit_units=True)
+    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), refit_units=True, **DRAWS)
     trainer, model = fit(callback, data, epochs=1)
     first = callback.units.centroids.clone()
     spread = (first - first.mean(0)).norm(dim=1).mean()
@@ -162,7 +184,7 @@ def test_refit_units_follow_the_layer_and_log_how_far_they_moved():
     torch.testing.assert_close(callback.units.centroids, first + offset, atol=1e-3, rtol=0)  # ids kept by matching
     with torch.no_grad():
         units = callback.units.encode(model.proj(torch.stack([d["frames"] for d in data])))
-    assert_logged_equals(trainer, ngram_statistics(units, 6, (1,)))
+    assert_logged_equals(trainer, ngram_statistics(units, 6, (1,), **DRAWS))
 
 
 def test_match_centroids_keeps_ids_and_measures_shift():
@@ -197,7 +219,7 @@ def test_padding_is_never_counted(module, source):
     extra = HOP // 2 if module is ExactFrameModule else 0
     clips, padded = padded_clips([HOP * n + extra for n in (20, 7, 33, 12, 25, 9, 30, 16)])
     alone = [{"audio": torch.from_numpy(c[: c.size // HOP * HOP])} for c in clips]  # each clip by itself, no padding
-    options = dict(source=source, orders=(1, 2), n_bootstrap=20)
+    options = dict(source=source, orders=(1, 2), n_bootstrap=20, **DRAWS)
     options |= dict(layer="proj", n_units=4) if source == "layer" else dict(codebook_size=4)
     padded_run, _ = fit(ZipfCallback(**options), padded, epochs=1, model=module())
     alone_run, _ = fit(ZipfCallback(**options), alone, epochs=1, model=module(), batch_size=1)
@@ -214,14 +236,14 @@ def test_lyra_audio_statistics_skip_padding_and_wandb_plot(tmp_path, monkeypatch
     waves = [load_audio(recordings / f"{d}_theo_0.wav", 8000)[:6000] for d in range(8)]  # FSDD clips, < 0.75 s
     data = [{"audio": torch.from_numpy(crop_or_pad(w, 8000)), "length": torch.tensor(w.size), **item}
             for w, item in zip(waves, tiny_batches(8, 10))]
-    callback = ZipfCallback(source="audio", codebooks=2, sample_rate=8000)
+    callback = ZipfCallback(source="audio", codebooks=2, sample_rate=8000, **DRAWS)
     trainer, _ = fit(callback, data, epochs=1, logger=WandbLogger(save_dir=tmp_path, project="zipf-test"))
     lyra = LyraTokenizer(k=2)
     rows = [lyra.tokenize(soxr.resample(w, 8000, 16000)) for w in waves]  # the clips alone: no padding tokens
     tokens = np.full((len(rows), max(map(len, rows))), -1)
     for i, row in enumerate(rows):
         tokens[i, : row.size] = row
-    assert_logged_equals(trainer, ngram_statistics(tokens, 256, (1, 2, 3)))
+    assert_logged_equals(trainer, ngram_statistics(tokens, 256, (1, 2, 3), **DRAWS))
     trainer.loggers[0].experiment.finish()
     (run,) = tmp_path.glob("wandb/offline-run-*")  # the plot as the offline run stores it (its history records
     assert len(list(run.glob("files/media/images/zipf/rank_frequency_*.png"))) == 1  # were not always flushed)
@@ -238,14 +260,14 @@ def test_callback_refuses_incomplete_configuration():
 
 def test_units_and_schedule_survive_a_checkpoint_resume(tmp_path):
     data = tiny_batches()
-    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), every_n_epochs=2)
+    callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), every_n_epochs=2, **DRAWS)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback, checkpoint],
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(TinyModule(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
     fitted = callback.units.centroids.clone()
 
-    resumed = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), every_n_epochs=2)
+    resumed = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1,), every_n_epochs=2, **DRAWS)
     trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False, callbacks=[resumed],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0)
@@ -254,6 +276,8 @@ def test_units_and_schedule_survive_a_checkpoint_resume(tmp_path):
                 ckpt_path=str(tmp_path / "last.ckpt"))
     assert torch.equal(resumed.units.centroids, fitted)  # restored from the checkpoint, not refitted
     assert resumed._validation_epochs == 4 and "zipf/alpha_zm" in trainer.callback_metrics  # epochs 2 and 4
+    # the Benjamini–Hochberg adjustment goes on counting the p-values logged before the checkpoint
+    assert resumed.tested_p_values[: len(callback.tested_p_values)] == callback.tested_p_values
 
 
 def test_tied_frames_do_not_inflate_the_fitting_set():
