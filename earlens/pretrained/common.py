@@ -120,7 +120,7 @@ def madmom_filterbank(frame_size: int, sample_rate: int, fmin: float, fmax: floa
     """madmom's `LogarithmicFilterbank` `(frame_size // 2, bands)`: overlapping triangular filters of unit area
     centred on the FFT bins nearest to `fref`-tuned log-spaced frequencies, duplicate bins dropped."""
     n_bins = frame_size // 2
-    bin_hz = np.arange(n_bins) * sample_rate / frame_size
+    bin_hz = np.arange(n_bins) * sample_rate / (2 * n_bins)  # madmom's bin spacing, for odd frames too
     octaves = np.log2(np.array([fmin, fmax]) / fref) * bands_per_octave
     steps = np.arange(np.floor(octaves[0]), np.ceil(octaves[1]))
     hz = fref * 2.0 ** (steps / bands_per_octave)
@@ -157,7 +157,8 @@ class LogFilteredSpectrogram(nn.Module):
         """`(B, T)` -> `(B, ceil(T / hop), bands)`."""
         n_frames = -(-waves.shape[1] // self.hop)
         half = self.frame_size // 2
-        padded = nn.functional.pad(waves, (half, max(0, (n_frames - 1) * self.hop + half - waves.shape[1])))
+        after = (n_frames - 1) * self.hop + self.frame_size - half - waves.shape[1]
+        padded = nn.functional.pad(waves, (half, max(0, after)))
         frames = padded.unfold(1, self.frame_size, self.hop)[:, :n_frames]
         magnitude = torch.fft.rfft(frames * self.window).abs()[..., : self.frame_size // 2]
         return torch.log10(1 + magnitude @ self.filterbank)
