@@ -55,10 +55,10 @@ class KerasGraph(nn.Module):
         values = {}
         for name, kind, settings, inbound in self.layers:
             inputs = [values[source] for source in inbound] or [x]
-            values[name] = self._apply(name, kind, settings, inputs)
+            values[name] = self._layer_output(name, kind, settings, inputs)
         return [values[name] for name in names]
 
-    def _apply(self, name: str, kind: str, settings: dict, inputs: list[torch.Tensor]) -> torch.Tensor:
+    def _layer_output(self, name: str, kind: str, settings: dict, inputs: list[torch.Tensor]) -> torch.Tensor:
         x = inputs[0]
         if kind in ("InputLayer", "Dropout"):
             return x
