@@ -463,3 +463,18 @@ def test_beatnet_equals_bda_on_a_click_track(tmp_path):
     beat = layers[-1][0, :, :2].sum(-1)
     peaks = torch.nonzero((beat > 0.5) & (beat >= beat.roll(1)) & (beat >= beat.roll(-1)))[:, 0]
     assert len(peaks) >= 10 and set(peaks.diff().tolist()) <= {24, 25, 26}
+
+
+def test_unreadable_weights_and_unknown_model_names_fail_in_one_line(tmp_path):
+    for name in ("notes.txt", "notes.h5"):
+        (tmp_path / name).write_text("not weights")
+    expected = {"deep_chroma": "not an ONNX model", "swift_f0": "not an ONNX model", "fcpe": "not a PyTorch weights",
+                "beatnet": "not a PyTorch weights", "tempocnn": "not an HDF5 file"}
+    for kind, message in expected.items():
+        path = tmp_path / ("notes.h5" if kind == "tempocnn" else "notes.txt")
+        with pytest.raises(ValueError, match=message) as error:
+            load_backbone(kind, str(path))
+        assert "\n" not in str(error.value) and str(path) in str(error.value)
+    wheel_or_skip("tempocnn", "models/fcn.h5")
+    with pytest.raises(FileNotFoundError, match="'fnc': not a .h5 path nor one of the wheel's models .*'fcn'"):
+        load_backbone("tempocnn", "fnc")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import OnnxBackbone, weights_path
+from earlens.pretrained.common import OnnxBackbone, onnx_model, weights_path
 
 
 BASIC_PITCH_INSTALL = "pip install --no-deps basic-pitch==0.4.0 && pip install onnxruntime onnx"
@@ -39,9 +39,7 @@ BASIC_PITCH_TENSORS = {
 def basic_pitch_tensors(path: Path) -> dict[str, str]:
     """Layer name -> tensor of the ICASSP 2022 graph; the harmonic stack is what the contour branch's first
     convolution reads."""
-    import onnx
-
-    producers = {output: node for node in onnx.load(str(path)).graph.node for output in node.output}
+    producers = {output: node for node in onnx_model(path).graph.node for output in node.output}
     tensors = {name: tensor for name, (tensor, _) in BASIC_PITCH_TENSORS.items()}
     if "Relu__38:0" not in producers:
         raise ValueError(f"{path}: not the Basic Pitch ICASSP 2022 graph (no tensor Relu__38:0)")

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import LogFilteredSpectrogram, ModuleBackbone, file_digest, weights_path
+from earlens.pretrained.common import (file_digest, LogFilteredSpectrogram, ModuleBackbone, torch_checkpoint,
+                                      weights_path)
 
 
 BEATNET_INSTALL = "pip install --no-deps BeatNet==1.1.3"
@@ -67,9 +68,13 @@ class BeatNet(nn.Module):
 def load_beatnet(name_or_path: str | None = None, layers=None) -> Backbone:
     """BeatNet model 1 (default), 2 or 3 from the BeatNet wheel (or a user state-dict path)."""
     model = str(name_or_path or 1)
-    relative = f"models/model_{model}_weights.pt" if model in ("1", "2", "3") else None
-    path = weights_path(None if relative else model, "BeatNet", relative or "", BEATNET_INSTALL)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if model in ("1", "2", "3"):
+        path = weights_path(None, "BeatNet", f"models/model_{model}_weights.pt", BEATNET_INSTALL)
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"beatnet name_or_path {model!r}: not 1, 2, 3 (the wheel's models) nor a file")
+    state = torch_checkpoint(path)
     if not {"conv1.weight", "linear0.weight", "lstm.weight_ih_l1", "linear.weight"} <= set(state):
         raise ValueError(f"{path}: not a BeatNet state dict (conv1, linear0, a 2-layer lstm, linear)")
     return ModuleBackbone(BeatNet(state), BEATNET_LAYERS, layers, f"beatnet-{Path(path).stem}", BEATNET_RATE,

@@ -35,6 +35,15 @@ def weights_path(name_or_path: str | None, package: str, relative: str, install:
     return path
 
 
+def torch_checkpoint(path: Path) -> dict:
+    """A PyTorch file of tensors and plain containers (`torch.load(weights_only=True)`); any other file gives an
+    error naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several kinds, with pages of advice
+        raise ValueError(f"{path}: not a PyTorch weights file ({type(error).__name__})") from None
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
@@ -67,7 +76,7 @@ class OnnxBackbone(Backbone):
         import onnx
         import onnxruntime
 
-        model = onnx.load(str(path))
+        model = onnx_model(path)
         all_layers = list(tensors)
         self.layer_indices = select_layers(all_layers, layers)
         self.layer_names = [all_layers[index] for index in self.layer_indices]
@@ -104,12 +113,20 @@ class OnnxBackbone(Backbone):
         return {tensor: torch.from_numpy(result) for tensor, result in zip(self.fetch, results)}
 
 
+def onnx_model(path: Path):
+    """The ONNX graph in `path`; any other file gives an error naming it."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # protobuf's DecodeError and others
+        raise ValueError(f"{path}: not an ONNX model ({type(error).__name__})") from None
+
+
 def onnx_node_outputs(path: Path, op_types: tuple[str, ...], names: list[str]) -> dict[str, str]:
     """Layer name -> ONNX tensor: the outputs of the graph's `op_types` nodes (its activations), in graph order,
     one per name."""
-    import onnx
-
-    tensors = [node.output[0] for node in onnx.load(str(path)).graph.node if node.op_type in op_types]
+    tensors = [node.output[0] for node in onnx_model(path).graph.node if node.op_type in op_types]
     if len(tensors) != len(names):
         raise ValueError(f"{path}: {len(tensors)} {'/'.join(op_types)} nodes, expected {len(names)} ({names})")
     return dict(zip(names, tensors))

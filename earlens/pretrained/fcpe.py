@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import file_digest, ModuleBackbone, weights_path
+from earlens.pretrained.common import file_digest, ModuleBackbone, torch_checkpoint, weights_path
 
 
 FCPE_INSTALL = "pip install --no-deps torchfcpe==0.0.4"
@@ -119,7 +119,7 @@ def fcpe_pitch_hz(latent: torch.Tensor, cent_table: torch.Tensor, threshold: flo
 def load_fcpe(name_or_path: str | None = None, layers=None) -> Backbone:
     """FCPE from the torchfcpe wheel's bundled `assets/fcpe_c_v001.pt` (or a user checkpoint of that kind)."""
     path = weights_path(name_or_path, "torchfcpe", "assets/fcpe_c_v001.pt", FCPE_INSTALL)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = torch_checkpoint(path)
     if not {"config_dict", "model"} <= set(checkpoint):
         raise ValueError(f"{path}: not a torchfcpe checkpoint (needs 'config_dict' and 'model')")
     module = Fcpe(checkpoint["config_dict"])

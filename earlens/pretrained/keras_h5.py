@@ -26,6 +26,8 @@ class KerasGraph(nn.Module):
         super().__init__()
         import h5py
 
+        if not h5py.is_hdf5(path):
+            raise ValueError(f"{path}: not an HDF5 file (a Keras .h5 model)")
         with h5py.File(path, "r") as file:
             if "model_config" not in file.attrs or "model_weights" not in file:
                 raise ValueError(f"{path}: not a Keras HDF5 model (no model_config / model_weights)")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import OnnxBackbone, onnx_node_outputs, weights_path
+from earlens.pretrained.common import OnnxBackbone, onnx_model, onnx_node_outputs, weights_path
 
 
 SWIFT_F0_INSTALL = "pip install --no-deps swift-f0==0.3.0 && pip install onnxruntime onnx"
@@ -34,9 +34,7 @@ def swift_f0_tensors(path: Path) -> dict[str, str]:
     """Layer name -> tensor of the swift-f0 0.3 graph: the first convolution's input, the 15 ReLUs in order
     (13 trunk convolutions, the pitch head, the confidence branch), the one-channel convolution that reads the
     pitch head (the pitch logits) and the `confidence` output."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+    graph = onnx_model(path).graph
     relus = onnx_node_outputs(path, ("Relu",), [*(f"conv{index}" for index in range(1, 14)), "pitch_head",
                                                 "confidence_hidden"])
     weights = {tensor.name: tensor.dims for tensor in graph.initializer}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from earlens.backbones import Backbone
-from earlens.pretrained.common import file_digest, ModuleBackbone, weights_path
+from earlens.pretrained.common import file_digest, ModuleBackbone, weights_path, wheel_file
 from earlens.pretrained.keras_h5 import KerasGraph
 
 
@@ -102,8 +102,14 @@ def tempocnn_bpm(tempo: torch.Tensor) -> torch.Tensor:
 def load_tempocnn(name_or_path: str | None = None, layers=None) -> Backbone:
     """A tempo-cnn model by name from the tempocnn wheel's `models/` (default `fcn`) or a user `.h5` path."""
     model = name_or_path or "fcn"
-    relative = None if model.endswith(".h5") else f"models/{model}.h5"
-    path = weights_path(None if relative else model, "tempocnn", relative or "", TEMPOCNN_INSTALL)
+    if model.endswith(".h5"):
+        path = weights_path(model, "tempocnn", "", TEMPOCNN_INSTALL)
+    else:
+        models = wheel_file("tempocnn", "models/fcn.h5", TEMPOCNN_INSTALL).parent
+        path = models / f"{model}.h5"
+        if not path.is_file():
+            raise FileNotFoundError(f"tempocnn name_or_path {model!r}: not a .h5 path nor one of the wheel's models "
+                                    f"{sorted(file.stem for file in models.glob('*.h5'))}")
     standardize = any(kind in Path(path).stem for kind in ("dt_maz", "deeptemp", "deepsquare", "shallowtemp"))
     module = TempoCnn(KerasGraph(path), standardize)
     return ModuleBackbone(module, module.layer_names, layers, f"tempocnn-{Path(path).stem}", TEMPOCNN_RATE,
