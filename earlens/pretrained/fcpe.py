@@ -71,9 +71,8 @@ class Fcpe(nn.Module):
                   "norm.bias": state["norm.bias"], "output.bias": state["output_proj.bias"]}
         direction = state["output_proj.weight_v"]
         mapped["output.weight"] = state["output_proj.weight_g"] * direction / direction.norm(dim=1, keepdim=True)
-        for ours, theirs in (("0", "0"), ("1", "1"), ("3", "3")):
-            for kind in ("weight", "bias"):
-                mapped[f"stem.{ours}.{kind}"] = state[f"input_stack.{theirs}.{kind}"]
+        for key in ("0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"):  # the stem keeps its layout
+            mapped[f"stem.{key}"] = state[f"input_stack.{key}"]
         for index in range(len(self.blocks)):
             prefix = f"net.encoder_layers.{index}.conformer.net"
             for ours, theirs in (("norm", "0"), ("expand", "2"), ("depthwise", "4.conv"), ("project", "6")):
