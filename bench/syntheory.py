@@ -7,6 +7,10 @@ concept (tempo: R² of bpm) on a 70/15/15 split, and print our table, the paper'
     python bench/syntheory.py                    # SynTheory's full sets (~105k clips; audio cache ~37 GB)
     python bench/syntheory.py --protocol fast --model mlp --drop-audio   # what fits on CPU
     python bench/syntheory.py --quick --protocol fast --model mlp --models crepe:tiny   # + a real model's row
+    python bench/syntheory.py --quick --protocol fast --models deep_chroma key_cnn chord_cnn fcpe tempocnn beatnet
+
+A real model gets a row on the concepts it can see (`MODEL_CONCEPTS`: pitch and harmony networks the five pitched
+concepts, tempo and beat networks tempos and time signatures), probed at the layer chosen on validation.
 
 `--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probes_syntheory) over its whole grid (216
 configurations); `--grid linear` runs its linear half only, which cannot separate the relational concepts
@@ -51,7 +55,13 @@ FEATURE_VERSION = 1  # bump when syntheory_features changes
 QUICK_SUBSET = 1000
 # Real models' rows (no paper has them): CREPE every 50 ms (its features are means over the clip), without conv1
 # (16,384 dimensions per frame for tiny, 131,072 for full), whose probes would dominate the time.
-MODEL_OPTIONS = {"crepe": {"hop_length": 800, "layers": ["conv2", "conv3", "conv4", "conv5", "conv6", "classifier"]}}
+MODEL_OPTIONS = {"crepe": {"hop_length": 800, "layers": ["conv2", "conv3", "conv4", "conv5", "conv6", "classifier"]},
+                 "pesto": {"step_ms": 50.0}}
+PITCHED = ("notes", "intervals", "scales", "chords", "chord_progressions")
+# the concepts each kind of network can see (what its input and training cover); other kinds see all seven
+MODEL_CONCEPTS = {**{kind: PITCHED for kind in ("crepe", "pesto", "fcpe", "swift_f0", "basic_pitch", "deep_chroma",
+                                                  "key_cnn", "chord_cnn")},
+                  "tempocnn": ("tempos", "time_signatures"), "beatnet": ("tempos", "time_signatures")}
 
 
 def concept_features(concept: str, subset: int | None, seed: int, batch: int = 256):
@@ -155,6 +165,8 @@ def main(argv=None) -> None:
         features, labels, audio_dir, rendered, extracted = concept_features(concept, size, args.seed)
         layer_names = {}
         for spec in args.models:
+            if concept not in MODEL_CONCEPTS.get(spec.partition(":")[0], CONCEPTS):
+                continue
             features[spec], layer_names[spec], seconds = model_features(backbones[spec], concept, size, args.seed)
             extracted += seconds
         if args.drop_audio:  # the labels stay; features and labels are all a re-run needs (models re-render)

@@ -318,7 +318,8 @@ def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
 
 
 # ------------------------------------------------------------------------------------------------ loader
-PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdnet", "musicnn")
+PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdnet", "musicnn", "deep_chroma",
+                    "key_cnn", "chord_cnn", "fcpe", "swift_f0", "speech_embedding", "tempocnn", "beatnet")
 
 
 def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,

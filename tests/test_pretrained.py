@@ -259,3 +259,222 @@ def test_musicnn_tags_rendered_piano_and_violin():
     assert piano[piano_clip].min() > piano[~piano_clip].max()
     assert violin[~piano_clip].min() > violin[piano_clip].max()
     assert "violin" in {labels[i] for i in taggram[~piano_clip][0].topk(3).indices}
+
+
+# ------------------------------------------------------------------------ madmom's harmony networks
+def test_madmom_networks_equal_madmom_processors_and_hear_c_major():
+    """deep_chroma, key_cnn and chord_cnn against madmom's own processors (its ONNX runtime) on rendered piano:
+    a C major and a G minor triad, a C major and an A major scale."""
+    wheel_or_skip("madmom", "models/chroma/2016/chroma_dnn.onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("fluidsynth")
+    from madmom.audio.chroma import DeepChromaProcessor
+    from madmom.features.chords import CNNChordFeatureProcessor
+    from madmom.features.key import CNNKeyRecognitionProcessor
+
+    from earlens.pretrained.madmom_nets import KEY_LABELS
+
+    chords = render_stimuli("chords", None, 44100, roots=[0, 7], qualities=["major", "minor"], inversions=[0])
+    chords_waves = torch.from_numpy(np.array(chords.waves))[[0, 3]]  # C major, G minor
+    scales = render_stimuli("scales", None, 44100, roots=[0, 9], modes=["ionian"], play_styles=["up"])
+    scale_waves = torch.from_numpy(np.array(scales.waves))
+    chroma = load_backbone("deep_chroma")
+    assert chroma.layer_names == ["spectrogram", "dense1", "dense2", "dense3", "chroma"]
+    layers = chroma(chords_waves)
+    key = load_backbone("key_cnn")
+    assert key.layer_names == ["spectrogram", *(f"conv{i}" for i in range(1, 9)), "key_map", "key"]
+    key_layers = key(scale_waves)
+    chord = load_backbone("chord_cnn", layers=["spectrogram", "conv1", "features"])
+    chord_layers = chord(chords_waves)
+    deep_chroma, chord_features, key_probabilities = (DeepChromaProcessor(), CNNChordFeatureProcessor(),
+                                                      CNNKeyRecognitionProcessor())
+    for index, wave in enumerate(chords_waves.numpy()):
+        np.testing.assert_allclose(layers[-1][index].numpy(), deep_chroma(wave), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(chord_layers[-1][index].numpy(), chord_features(wave), rtol=1e-4, atol=1e-6)
+    for index, wave in enumerate(scale_waves.numpy()):
+        np.testing.assert_allclose(key_layers[-1][index].numpy(), key_probabilities(wave), rtol=1e-4, atol=1e-7)
+    assert [KEY_LABELS[i] for i in key_layers[-1][:, 0].argmax(-1)] == ["C major", "A major"]
+    held = layers[-1][:, 3:10].mean(1)  # the frames inside the 1 s chord
+    c_major, g_minor = {0, 4, 7}, {7, 10, 2}
+    for activations, notes in zip(held, (c_major, g_minor)):  # the chord's pitch classes, and only them, light up
+        others = [c for c in range(12) if c not in notes]
+        assert activations[sorted(notes)].min() > 0.5 > 0.3 > activations[others].max()
+    # the spectrogram layer is madmom's own (its first processors), and the chord CNN's first map is one valid 3x3
+    # convolution of it padded by 11 frames each end
+    spectrogram = deep_chroma.processors[3](deep_chroma.processors[2](deep_chroma.processors[1](
+        deep_chroma.processors[0](chords_waves[0].numpy()))))
+    np.testing.assert_allclose(layers[0][0].numpy(), spectrogram, rtol=1e-4, atol=1e-5)
+    assert chord_layers[1].shape[1] == chord_layers[0].shape[1] + 2 * 11 - 2
+
+
+# ------------------------------------------------------------------------------------------------- FCPE
+def original_fcpe(monkeypatch):
+    """torchfcpe's bundled model; its mel module imports torchaudio's Resample (unused at 16 kHz), which the
+    CUDA-linked torchaudio cannot provide on a CPU torch, so a stand-in is put in its place for the import."""
+    wheel_or_skip("torchfcpe", "assets/fcpe_c_v001.pt")
+    pytest.importorskip("einops")
+    pytest.importorskip("local_attention")
+    transforms = types.ModuleType("torchaudio.transforms")
+    transforms.Resample = None
+    torchaudio = types.ModuleType("torchaudio")
+    torchaudio.transforms = transforms
+    monkeypatch.setitem(sys.modules, "torchaudio", torchaudio)
+    monkeypatch.setitem(sys.modules, "torchaudio.transforms", transforms)
+    torchfcpe = pytest.importorskip("torchfcpe")
+    return torchfcpe.spawn_bundled_infer_model("cpu")
+
+
+def test_fcpe_equals_torchfcpe_and_hears_a4_and_c4(a4_and_c4, monkeypatch):
+    from earlens.pretrained.fcpe import fcpe_pitch_hz
+
+    model = original_fcpe(monkeypatch)
+    waves, midi = a4_and_c4
+    backbone = load_backbone("fcpe")
+    assert backbone.layer_names == ["mel", "input_stack", *(f"conformer.{i}" for i in range(6)), "latent"]
+    layers = backbone(waves)
+    with torch.no_grad():
+        mel = model.wav2mel(waves[..., None], 16000)
+        latent = model.model(mel)
+        reference_hz = model.infer(waves[..., None], 16000)[..., 0]
+    torch.testing.assert_close(layers[0], mel, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layers[-1], latent, rtol=1e-4, atol=1e-6)
+    pitch = fcpe_pitch_hz(layers[-1], backbone.module.cent_table)
+    torch.testing.assert_close(pitch, reference_hz, rtol=1e-4, atol=1e-3)
+    held = slice(10, 90)  # frames inside the 1 s note
+    expected = torch.tensor([440.0 * 2 ** ((m - 69) / 12) for m in midi], dtype=torch.float32)
+    torch.testing.assert_close(pitch[:, held].median(1).values, expected, rtol=0.01, atol=0)
+    # control: the silent tail is read as unvoiced (0 Hz)
+    assert (pitch[:, 130:] == 0).float().mean() > 0.9
+
+
+# ---------------------------------------------------------------------------------------------- SwiftF0
+def test_swift_f0_equals_package_and_hears_a4_and_c4(a4_and_c4):
+    wheel_or_skip("swift_f0", "model.onnx")
+    swift_f0 = pytest.importorskip("swift_f0")
+    from earlens.pretrained.swift_f0 import swift_f0_bin_hz
+
+    waves, midi = a4_and_c4
+    backbone = load_backbone("swift_f0")
+    assert backbone.layer_names == ["spectrogram", *(f"conv{i}" for i in range(1, 14)), "pitch_head",
+                                    "pitch_logits", "confidence_hidden", "confidence"]
+    layers = dict(zip(backbone.layer_names, backbone(waves)))
+    assert layers["spectrogram"].shape[-1] == 3 * 128 and layers["conv13"].shape[-1] == 12 * 128
+    detector = swift_f0.SwiftF0(threads=1)
+    expected = [440.0 * 2 ** ((m - 69) / 12) for m in midi]
+    for wave, confidence, logits, hz in zip(waves.numpy(), layers["confidence"], layers["pitch_logits"], expected):
+        result = detector.detect(wave, 16000)
+        sounding = result.confidence > 0  # the package zeroes the confidence of silent hops after the graph
+        np.testing.assert_allclose(confidence[sounding, 0].numpy(), result.confidence[sounding], rtol=1e-4, atol=1e-6)
+        held = slice(5, 55)  # frames inside the 1 s note (62.5 per second)
+        assert abs(np.median(result.pitch_hz[held]) / hz - 1) < 0.01
+        # the argmax bin of the exposed logits is the package's pitch to within a bin (4.1 %)
+        peak_hz = swift_f0_bin_hz()[logits[held].argmax(-1).numpy()]
+        assert np.all(np.abs(np.log(peak_hz / result.pitch_hz[held])) < np.log(swift_f0_bin_hz()[1] / 46.875))
+        # control: the note is voiced, the silent tail is not
+        assert result.confidence[held].min() > 0.5 > result.confidence[80:].max()
+
+
+# -------------------------------------------------------------------------------------- speech embedding
+def test_speech_embedding_equals_openwakeword_streaming_on_real_speech():
+    """Against pyopen-wakeword's own runtime (its bundled TFLite C library, streaming 80 ms chunks of 16-bit
+    audio, which starts from 8 s of silence) on a spoken FSDD digit."""
+    wheel_or_skip("pyopen_wakeword", "models/embedding_model.tflite")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    openwakeword = pytest.importorskip("pyopen_wakeword.openwakeword")
+    speech = real_audio("fsdd/recordings/3_jackson_7.wav", 16000)[0].numpy()
+    samples = np.round(np.concatenate([speech, np.zeros(16000)]) * 32768).clip(-32768, 32767).astype(np.int16)
+    samples = samples[: len(samples) // 1280 * 1280]
+    features = openwakeword.OpenWakeWordFeatures.from_builtin()
+    reference = np.concatenate([embedding[0, 0] for start in range(0, len(samples), 1280)
+                                for embedding in features.process_streaming(samples[start:start + 1280].tobytes())])
+    backbone = load_backbone("speech_embedding")
+    assert backbone.layer_names == ["mel", "block1", "block2", "block3", "block4", "block5", "embedding"]
+    stream = np.concatenate([np.zeros(8 * 16000, np.float32), samples / np.float32(32768)])
+    layers = backbone(torch.from_numpy(stream)[None])
+    assert [layer.shape[-1] for layer in layers] == [32, 36 * 16 * 24, 32 * 8 * 48, 14 * 4 * 72, 10 * 2 * 96, 288, 96]
+    embeddings = layers[-1][0].numpy()
+    assert embeddings.shape == reference.shape
+    np.testing.assert_allclose(embeddings, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    # control: windows of silence all give one embedding, the spoken digit moves it
+    silent, spoken = embeddings[:80], embeddings[92:104]  # windows (80 ms apart, 775 ms long) on the digit
+    assert np.abs(silent - silent[0]).max() < 1e-4 < np.abs(spoken - silent[0]).max(1).min()
+
+
+# ------------------------------------------------------------------------------------------- tempo-cnn
+def tempocnn_module(name: str):
+    """A module of the tempocnn package imported alone (its package __init__ imports TensorFlow)."""
+    spec = importlib.util.spec_from_file_location(f"tempocnn_{name}", wheel_or_skip("tempocnn", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tempocnn_equals_keras_and_hears_120_bpm(tmp_path, monkeypatch):
+    """`fcn` against the same .h5 under Keras 3 (torch backend; TensorFlow is not installed) on tempo-cnn's own
+    features of a rendered 120 bpm click track; `cnn` (whose layer names Keras 3 rejects) by its tempo only."""
+    wheel_or_skip("tempocnn", "models/fcn.h5")
+    pytest.importorskip("h5py")
+    pytest.importorskip("fluidsynth")
+    from earlens.pretrained.tempocnn import tempocnn_bpm
+
+    clicks = render_stimuli("tempos", tmp_path, 11025, bpms=[120], clicks=["default"], offsets=1,
+                            track_seconds=14.0, clip_seconds=12.0)
+    wave = torch.from_numpy(np.array(clicks.waves))
+    backbone = load_backbone("tempocnn")
+    assert backbone.layer_names == ["mel", "Concat1", "Concat2", "Conv3", "Concat4", "Concat5", "Conv6", "Conv7",
+                                    "Conv8", "Conv9", "tempo"]
+    layers = backbone(wave)
+    assert layers[1].shape == (1, 256, 40 * (1 + 12)) and layers[-1].shape == (1, 1, 256)
+    assert tempocnn_bpm(layers[-1][0, 0]) == 120
+    assert tempocnn_bpm(load_backbone("tempocnn", "cnn", layers=["tempo"])(wave)[0][0, 0]) == 120
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    soundfile.write(tmp_path / "clicks.wav", wave[0].numpy(), 11025, subtype="FLOAT")
+    windows = tempocnn_module("feature").read_features(tmp_path / "clicks.wav")
+    model = keras.models.load_model(wheel_file("tempocnn", "models/fcn.h5", ""), compile=False)
+    reference = np.asarray(model.predict(windows / windows.max(), verbose=0))  # TempoClassifier's max_normalizer
+    np.testing.assert_allclose(layers[-1][0].numpy(), reference, rtol=1e-4, atol=1e-4 * reference.max())
+    np.testing.assert_allclose(layers[0][0, :256].numpy(), windows[0, :, :, 0].T, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- BeatNet
+def test_beatnet_equals_bda_on_a_click_track(tmp_path):
+    """Against BeatNet's own `BDA` network and `LOG_SPECT` features (madmom's processors), as its `online` mode
+    extracts activations, on a rendered 120 bpm click track."""
+    path = wheel_or_skip("BeatNet", "models/model_1_weights.pt")
+    pytest.importorskip("madmom")
+    from BeatNet.log_spect import LOG_SPECT
+    from BeatNet.model import BDA
+
+    clicks = render_stimuli("tempos", tmp_path, 22050, bpms=[120], clicks=["default"], offsets=1,
+                            track_seconds=10.0, clip_seconds=6.0)
+    wave = np.array(clicks.waves)[0]
+    backbone = load_backbone("beatnet")
+    assert backbone.layer_names == ["spectrogram", "conv", "linear", "lstm.0", "lstm.1", "activations"]
+    layers = backbone(torch.from_numpy(wave)[None])
+    features = LOG_SPECT(sample_rate=22050, win_length=1411, hop_size=441, n_bands=[24]).process_audio(wave).T
+    model = BDA(272, 150, 2, "cpu")
+    model.load_state_dict(torch.load(path, weights_only=True), strict=False)
+    with torch.no_grad():
+        activations = model.final_pred(model.eval()(torch.from_numpy(features)[None])[0]).T
+    np.testing.assert_allclose(layers[0][0].numpy(), features, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layers[-1][0], activations, rtol=1e-4, atol=1e-6)
+    # beats every 0.5 s (25 frames of 20 ms): the beat + downbeat activation peaks that far apart
+    beat = layers[-1][0, :, :2].sum(-1)
+    peaks = torch.nonzero((beat > 0.5) & (beat >= beat.roll(1)) & (beat >= beat.roll(-1)))[:, 0]
+    assert len(peaks) >= 10 and set(peaks.diff().tolist()) <= {24, 25, 26}
+
+
+def test_unreadable_weights_and_unknown_model_names_fail_in_one_line(tmp_path):
+    for name in ("notes.txt", "notes.h5"):
+        (tmp_path / name).write_text("not weights")
+    expected = {"deep_chroma": "not an ONNX model", "swift_f0": "not an ONNX model", "fcpe": "not a PyTorch weights",
+                "beatnet": "not a PyTorch weights", "tempocnn": "not an HDF5 file"}
+    for kind, message in expected.items():
+        path = tmp_path / ("notes.h5" if kind == "tempocnn" else "notes.txt")
+        with pytest.raises(ValueError, match=message) as error:
+            load_backbone(kind, str(path))
+        assert "\n" not in str(error.value) and str(path) in str(error.value)
+    wheel_or_skip("tempocnn", "models/fcn.h5")
+    with pytest.raises(FileNotFoundError, match="'fnc': not a .h5 path nor one of the wheel's models .*'fcn'"):
+        load_backbone("tempocnn", "fnc")

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from earlens.backbones import Backbone, select_layers
-from earlens.pretrained.common import file_digest, weights_path
+from earlens.backbones import Backbone
+from earlens.pretrained.common import OnnxBackbone, onnx_model, weights_path
 
 
 BASIC_PITCH_INSTALL = "pip install --no-deps basic-pitch==0.4.0 && pip install onnxruntime onnx"
@@ -36,46 +36,26 @@ BASIC_PITCH_TENSORS = {
 }
 
 
-class BasicPitchBackbone(Backbone):
+def basic_pitch_tensors(path: Path) -> dict[str, str]:
+    """Layer name -> tensor of the ICASSP 2022 graph; the harmonic stack is what the contour branch's first
+    convolution reads."""
+    producers = {output: node for node in onnx_model(path).graph.node for output in node.output}
+    tensors = {name: tensor for name, (tensor, _) in BASIC_PITCH_TENSORS.items()}
+    if "Relu__38:0" not in producers:
+        raise ValueError(f"{path}: not the Basic Pitch ICASSP 2022 graph (no tensor Relu__38:0)")
+    tensors["harmonic_stack"] = producers[producers["Relu__38:0"].input[0]].input[0]
+    return tensors
+
+
+class BasicPitchBackbone(OnnxBackbone):
     """Basic Pitch's ONNX graph under onnxruntime, with the selected layers added as graph outputs.
 
     Clips are read as `basic_pitch.inference.run_inference` reads a file: 3840 zeros in front, windows of 43844
     samples every 36164, 15 frames dropped at each window edge, trimmed to `floor(T * 86 / 22050)` frames."""
 
     def __init__(self, path: Path, layers=None):
-        import onnx
-        import onnxruntime
-
-        model = onnx.load(str(path))
-        producers = {output: node for node in model.graph.node for output in node.output}
-        all_layers = list(BASIC_PITCH_TENSORS)
-        self.layer_indices = select_layers(all_layers, layers)
-        self.layer_names = [all_layers[index] for index in self.layer_indices]
-        tensors = {name: tensor for name, (tensor, _) in BASIC_PITCH_TENSORS.items()}
-        # the harmonic stack is what the contour branch's first convolution reads
-        tensors["harmonic_stack"] = producers[producers["Relu__38:0"].input[0]].input[0]
-        self.outputs = [tensors[name] for name in self.layer_names]
-        missing = [tensor for tensor in self.outputs if tensor not in producers]
-        if missing:
-            raise ValueError(f"{path}: not the Basic Pitch ICASSP 2022 graph (no tensors {missing})")
-        present = {output.name for output in model.graph.output}
-        model.graph.output.extend(onnx.ValueInfoProto(name=tensor) for tensor in self.outputs
-                                  if tensor not in present)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                                    providers=["CPUExecutionProvider"])
-        self.input_name = model.graph.input[0].name
+        super().__init__(path, basic_pitch_tensors(path), layers, "basic_pitch", BASIC_PITCH_RATE)
         self.layouts = [BASIC_PITCH_TENSORS[name][1] for name in self.layer_names]
-        self.module = nn.Module()  # onnxruntime runs on the CPU; nothing to move
-        self.name = "basic_pitch"
-        self.sample_rate = BASIC_PITCH_RATE
-        self.weights_id = f"basic_pitch:{file_digest(path)}"
-
-    def to(self, device: str | torch.device) -> Backbone:
-        if torch.device(device).type != "cpu":
-            raise ValueError("basic_pitch runs under onnxruntime on the CPU; use device: cpu")
-        return self
 
     def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
         overlap = BASIC_PITCH_OVERLAP * BASIC_PITCH_HOP
@@ -85,12 +65,12 @@ class BasicPitchBackbone(Backbone):
         n_windows = -(-padded.shape[1] // step)
         padded = nn.functional.pad(padded, (0, (n_windows - 1) * step + BASIC_PITCH_WINDOW - padded.shape[1]))
         windows = padded.unfold(1, BASIC_PITCH_WINDOW, step).reshape(batch * n_windows, BASIC_PITCH_WINDOW, 1)
-        results = self.session.run(self.outputs, {self.input_name: windows.cpu().numpy()})
+        fetched = self.run(windows.cpu().numpy())
+        results = [fetched[self.tensors[name]] for name in self.layer_names]
         n_frames = int(np.floor(n_samples * (BASIC_PITCH_RATE // BASIC_PITCH_HOP) / BASIC_PITCH_RATE))
         edge = BASIC_PITCH_OVERLAP // 2
         layers = []
         for result, layout in zip(results, self.layouts):
-            result = torch.from_numpy(result)
             if layout == "bctf":
                 result = result.permute(0, 2, 3, 1)
             result = result.reshape(batch, n_windows, result.shape[1], -1)[:, :, edge:-edge]

