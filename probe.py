@@ -32,9 +32,23 @@ from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from earlens.lightning_modules.cli import (UsageError, claim_run_dir, expand_config_args, is_launcher, load_run,
                                           parse_error_line, remove_failed_run_dir, write_summary)
 from earlens.lightning_modules.extraction import cache_precision, extract_on_trainer
-from earlens.lightning_modules.probe_config import (BackboneOptions, HelixOptions, LinearProbeOptions, PartialsOptions,
-                                                   ProbesOptions, build_parser)
-from earlens.lightning_modules.probe_outputs import layer_table, log_wandb, metric_table, probe_summary, write_tables
+from earlens.lightning_modules.probe_config import (
+    DEFAULT_TARGETS,
+    BackboneOptions,
+    HelixOptions,
+    LinearProbeOptions,
+    PartialsOptions,
+    ProbesOptions,
+    build_parser,
+)
+from earlens.lightning_modules.probe_outputs import (
+    console_table,
+    layer_table,
+    log_wandb,
+    metric_table,
+    probe_summary,
+    write_tables,
+)
 from earlens.lightning_modules.probes import fit_streaming_probes
 
 
@@ -143,10 +157,20 @@ def build_backbone(options: BackboneOptions) -> Backbone:
     return load_backbone(options.kind, options.name_or_path, options.layers, options.device, **options.options)
 
 
+def label_targets(labels: dict[str, np.ndarray], exclude=()) -> list[str]:
+    """The label columns a probe can classify when none are named: 2 or more classes, fewer classes than rows
+    (an id or a file name is not a class), not a path, time, split or the helix's pitch column."""
+    skip = {"path", "start", "end", "split", "group", "silent", *exclude}
+    return [name for name, values in labels.items()
+            if name not in skip and 2 <= len(set(map(str, values))) < len(values)]
+
+
 def check_label_columns(labels: dict[str, np.ndarray], source, probes: ProbesOptions) -> None:
     """The stimuli's label columns against the probe options, before any audio is decoded (tables) or features are
     extracted: every target a column, regression targets numbers, the helix pitch (where present) MIDI integers."""
     linear, helix = probes.linear, probes.helix
+    if linear.targets == DEFAULT_TARGETS and not set(DEFAULT_TARGETS) <= set(labels):
+        linear.targets = label_targets(labels, exclude=(helix.pitch_label,)) or linear.targets
     missing = [name for name in (*linear.targets, *linear.regression_targets) if name not in labels]
     if missing:
         raise UsageError(f"{source}: no label column {missing} for --probes.linear.targets / regression_targets; it "
@@ -313,6 +337,7 @@ def run_probe(options, config, config_name: str | None, run_dir: Path | None, be
     summary["wandb_run_dir"] = log_wandb(run_dir, options.wandb_project, f"{config_name}/{run_dir.name}",
                                          config.as_dict(), rows, long, plots, summary)
     path = write_summary(run_dir, **summary)
+    print(console_table(rows))
     print(path)
     return path
 

@@ -63,7 +63,7 @@ MODELS = {
     "silero_vad": ("silero_vad", None, {}),
     "birdnet": ("birdnet", None, {}),
 }
-HELIX_COLUMNS = ("r2", "p_helix", "octave_index", "p_octave")
+HELIX_COLUMNS = ("r2", "p_helix", "q_helix", "omega_periodic", "d_strict", "p_octave", "p_rsa_chroma")
 CONTROLS = {"deep_chroma": "chroma", "fcpe": "latent"}  # octave-equivalent by training / a pitch-height output
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytorch_lightning as pl
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from earlens.probes import FAST_WEIGHT_DECAYS
@@ -47,9 +46,13 @@ class FeatureOptions:
     cache_dir: str | None = None
 
 
+DEFAULT_TARGETS = ["pitch_class", "octave"]  # stimuli without both columns: every label column that has classes
+
+
 @dataclass
 class LinearProbeOptions:
     """Label columns to probe (classification; `regression_targets` are fitted as numbers) and the protocol.
+    By default `pitch_class` and `octave`; stimuli without both get every label column that has classes.
 
     `protocol: fast`: linear probes solved full-batch by L-BFGS for every `weight_decay` of the list at once, each
     layer keeping the one with the best validation score; `lr` and `batch_size` apply to `model: mlp` (Adam) only.
@@ -60,7 +63,7 @@ class LinearProbeOptions:
     Hyper-parameters and the best layer are chosen on validation in all three.
     """
 
-    targets: list[str] = field(default_factory=lambda: ["pitch_class", "octave"])
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     regression_targets: list[str] = field(default_factory=list)
     protocol: str = "fast"
     grid: dict[str, list] | None = None
@@ -112,20 +115,27 @@ class ProbesOptions:
     partials: PartialsOptions = field(default_factory=PartialsOptions)
 
 
-TRAINER_OWNED = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "max_epochs", "min_epochs",
-                 "max_steps", "min_steps", "check_val_every_n_epoch", "val_check_interval", "enable_progress_bar",
-                 "enable_model_summary"}  # set by probe.py (`--progress`) or meaningless for extraction
+TRAINING_PREFIXES = ("gabor_", "mel_", "sample_cnn_")  # train.py's configs, not listed by probe.py --help
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="probe.py", description=__doc__.split("\n")[0], exit_on_error=False)
+    from earlens.lightning_modules.cli import CONFIG_DIR
+
+    configs = sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if not path.stem.startswith(TRAINING_PREFIXES))
+    parser = ArgumentParser(prog="probe.py", usage="probe.py --config NAME [--GROUP.OPTION VALUE ...]",
+                            description=__doc__.split("\n")[0], exit_on_error=False,
+                            epilog="configs: " + ", ".join(configs))
     parser.add_argument("--config", action=ActionConfigFile, help="configs/NAME.yaml or a path")
     parser.add_argument("--stimuli", type=StimuliOptions, default=StimuliOptions())
     parser.add_argument("--backbone", type=BackboneOptions, default=BackboneOptions())
     parser.add_argument("--features", type=FeatureOptions, default=FeatureOptions())
     parser.add_argument("--probes", type=ProbesOptions, default=ProbesOptions())
-    parser.add_class_arguments(pl.Trainer, "trainer", instantiate=False, skip=TRAINER_OWNED)  # as in train.py
-    parser.set_defaults({"trainer.devices": 1, "trainer.accelerator": "auto"})
+    parser.add_argument("--trainer.accelerator", type=str, default="auto", help="cpu, gpu, auto")
+    parser.add_argument("--trainer.strategy", type=str, default="auto", help="ddp to extract on several devices")
+    parser.add_argument("--trainer.devices", type=int | str | list[int], default=1, help="how many, or which")
+    parser.add_argument("--trainer.num_nodes", type=int, default=1, help="nodes (torchrun, SLURM)")
+    parser.add_argument("--trainer.precision", type=str | None, default=None,
+                        help="bf16-mixed: extract under bf16 autocast (GPU); part of the cache key")
     parser.add_argument("--run_dir", type=str | None, default=None, help="run folder (default runs/<config>/<time>)")
     parser.add_argument("--wandb_project", type=str, default="earlens")
     parser.add_argument("--progress", type=bool, default=True, help="tqdm progress bars")

@@ -72,6 +72,18 @@ def charted_metrics(columns: list[str]) -> list[str]:
             or c in ("helix/r2", "helix/p_helix", "helix/q_helix", "helix/p_octave", "helix/omega_periodic")]
 
 
+def console_table(rows: list[dict]) -> str:
+    """The per-layer headline numbers as a plain-text table: each target's test score, the helix R², its
+    p/q-values and ω (the columns `charted_metrics` chooses), one row per layer."""
+    columns = charted_metrics(list(rows[0])) if rows else []
+    header = ["layer", *columns]
+    body = [[str(row["layer_name"]), *(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
+                                       for c in columns)] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width)
+                                in enumerate(zip(line, widths))) for line in [header, *body])
+
+
 def log_wandb(run_dir: Path, project: str, name: str, config: dict, rows: list[dict], long: list[dict],
               plots: dict[str, Path], summary: dict) -> str | None:
     """One W&B run: per-layer metrics as steps (step = layer), the layer table (wide and long, with intervals),

@@ -244,7 +244,7 @@ def test_musicnn_equals_tensorflow_original_on_real_audio(model):
     for name in ("mean_pool", "max_pool"):
         np.testing.assert_allclose(layers[name], reference[f"{model}/{name}"], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(layers["penultimate"][0], reference[f"{model}/penultimate_first_patch"], atol=1e-4)
-    np.testing.assert_allclose(layers["cnn3"][:187], reference[f"{model}/cnn3_first_patch"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layers["cnn3"][:187], reference[f"{model}/cnn3_first_patch"], rtol=1e-3, atol=1e-3)
 
 
 def test_musicnn_tags_rendered_piano_and_violin():

@@ -129,11 +129,17 @@ def test_probe_on_your_own_recordings_from_a_folder(tmp_path):
     alone = extract_features(backbone, stimuli.waves[3:4, : stimuli.lengths[3]], 16000, cache_dir=tmp_path / "c")
     np.testing.assert_allclose(padded[3], alone[0], rtol=1e-5, atol=1e-4)
     result = run_probe(["--config", "notes_handcrafted", "--stimuli.concept", "folder", "--stimuli.options",
-                        json.dumps({"root": str(folder)}), "--backbone.layers", "[mel]", "--probes.linear.targets",
-                        "[pitch_class]", "--probes.helix.n_permutations", "5", "--progress", "false"], tmp_path)
+                        json.dumps({"root": str(folder)}), "--backbone.layers", "[mel]",
+                        "--probes.helix.n_permutations", "5", "--progress", "false"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
     assert summary["stimuli"]["n_clips"] == 24 and Path(summary["tables"]["csv"]).is_file()
+    assert list(summary["probes"]) == ["pitch_class"]  # no octave column: the table's own label columns
+    header, row = result.stdout.strip().splitlines()[-3:-1]  # the per-layer table printed before the summary path
+    assert header.split() == ["layer", "pitch_class/test_accuracy", "helix/r2", "helix/p_helix", "helix/q_helix",
+                              "helix/p_octave", "helix/omega_periodic"]
+    assert row.split()[0] == "mel" and float(row.split()[1]) == pytest.approx(
+        summary["probes"]["pitch_class"]["test_accuracy"], abs=1e-3)
 
 
 def test_two_process_ddp_extraction_gives_the_same_cache_and_layers(tmp_path):
