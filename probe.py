@@ -29,8 +29,18 @@ from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, p
 from earlens.probes import PROTOCOLS, fit_layer_probes
 from earlens.probes_common import ProbeResult, ProbeSplit, split_indices
 from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
-from earlens.lightning_modules.cli import (UsageError, claim_run_dir, expand_config_args, is_launcher, load_run,
-                                          parse_error_line, remove_failed_run_dir, write_summary)
+from earlens.lightning_modules.cli import (
+    UsageError,
+    claim_run_dir,
+    expand_config_args,
+    is_launcher,
+    load_run,
+    parse_error_line,
+    pop_verbose,
+    quiet_startup,
+    remove_failed_run_dir,
+    write_summary,
+)
 from earlens.lightning_modules.extraction import cache_precision, extract_on_trainer
 from earlens.lightning_modules.probe_config import (
     DEFAULT_TARGETS,
@@ -233,7 +243,9 @@ def main(argv: list[str] | None = None) -> Path:
     """Parse and check the options, claim the run folder (writable, before anything heavy), then probe; a probe that
     fails before writing anything into it leaves no run folder."""
     began = time.perf_counter()
-    argv, config_name = expand_config_args(list(sys.argv[1:] if argv is None else argv))
+    argv, verbose = pop_verbose(list(sys.argv[1:] if argv is None else argv))
+    quiet_startup(verbose)
+    argv, config_name = expand_config_args(argv)
     parser = build_parser()
     try:
         config = parser.parse_args(argv)

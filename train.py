@@ -18,6 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import wandb
 from jsonargparse import ArgumentError
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
@@ -38,6 +39,7 @@ from earlens.lightning_modules.cli import (
     expand_config_args,
     is_launcher,
     parse_error_line,
+    pop_verbose,
     quiet_startup,
     read_attempts,
     record_attempt,
@@ -185,7 +187,23 @@ class TrainCLI(LightningCLI):
             kwargs["logger"] = [WandbLogger(save_dir=str(plan.run_dir)), CSVLogger(save_dir=plan.run_dir, name="csv")]
         kwargs["plugins"] = [*(self._get(self.config_init, "trainer.plugins") or []), AtomicCheckpointIO()]
         kwargs["callbacks"] = [*(self._get(self.config_init, "trainer.callbacks") or []), RNGStateCallback()]
+        if self._get(self.config_init, "trainer.enable_progress_bar") is not False and not any(
+                isinstance(callback, ProgressBar) for callback in kwargs["callbacks"]):
+            kwargs["callbacks"].append(MonitoredProgressBar())
         return super().instantiate_trainer(**kwargs)
+
+
+class MonitoredProgressBar(TQDMProgressBar):
+    """The training bar with the monitored validation metric (the one that picks the best checkpoint), without
+    Lightning's `v_num`."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+        if monitor in trainer.callback_metrics:
+            items[monitor] = f"{float(trainer.callback_metrics[monitor]):.3f}"
+        return items
 
 
 def _wandb_id(run_dir: Path) -> str:
@@ -205,17 +223,18 @@ HELP_OPTIONS = [
     ("--data.init_args.root DIR", "data folder (default $EARLENS_DATA, then ../shared/data)"),
     ("--model.frontend.init_args.*", "frontend options, e.g. n_filters, kernel_size, kind (gabor|gabor_frozen|conv2d)"),
     ("--model.lr / --model.frontend_lr", "learning rates (the frontend's defaults to lr)"),
+    ("--verbose", "Lightning's informational lines and known deprecation warnings too"),
     ("--help-all", "every option LightningCLI knows (long)"),
 ]
 
 
 def main(argv: list[str] | None = None) -> Path:
-    quiet_startup()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, verbose = pop_verbose(list(sys.argv[1:] if argv is None else argv))
+    quiet_startup(verbose)
     if {"-h", "--help"} & set(argv):
         print(short_help("usage: python train.py --config NAME [--trainer.* ...] [--resume RUN_DIR]\n\n"
                          + __doc__.strip().splitlines()[0], HELP_OPTIONS,
-                         prefixes=("gabor", "mel", "folder", "music")))
+                         prefixes=("gabor", "mel", "sample_cnn")))
         return Path(".")
     argv = ["--help" if arg == "--help-all" else arg for arg in argv]
     plan = plan_run(argv)

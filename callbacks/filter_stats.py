@@ -15,7 +15,7 @@ import torch
 import wandb
 from matplotlib.figure import Figure
 
-from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
+from earlens.callbacks.media import figure_image, log_layer_table, save_figures, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
 from earlens.filters import (
     DEFAULT_QUANTILES,
@@ -114,14 +114,14 @@ class FilterStatsCallback(EveryNValidationEpochs):
                 self._log_scalars(pl_module, name, {f"move/{k}": v for k, v in movement.items()})
             if loggers:
                 media |= self._histograms(name, stats)
-                if self.images:
-                    real, imag = filterbank.kernels()
-                    centres = (signed_rate_hz(filterbank.omega_t, filterbank.omega_f, grid),
-                               stats["scale_cyc_per_oct"])
-                    mtf_plot = plot_rate_scale(*gabor_mtf(real, imag, grid, reference_hz=self.reference_hz),
-                                               centres=centres, title=f"{name} MTF")
-                    media[f"filters/{name}/kernels"] = plot_kernel_grid(real, title=f"{name} kernels (real)")
-                    media[f"filters/{name}/rate_scale"] = mtf_plot
+            if self.images and trainer.is_global_zero:
+                real, imag = filterbank.kernels()
+                centres = (signed_rate_hz(filterbank.omega_t, filterbank.omega_f, grid),
+                           stats["scale_cyc_per_oct"])
+                mtf_plot = plot_rate_scale(*gabor_mtf(real, imag, grid, reference_hz=self.reference_hz),
+                                           centres=centres, title=f"{name} MTF")
+                media[f"filters/{name}/kernels"] = plot_kernel_grid(real, title=f"{name} kernels (real)")
+                media[f"filters/{name}/rate_scale"] = mtf_plot
         for name in self.conv_modules:
             sample_rate = self.sample_rate or trainer.datamodule.sample_rate
             weight = pl_module.get_submodule(name).weight
@@ -131,15 +131,16 @@ class FilterStatsCallback(EveryNValidationEpochs):
             self._log_scalars(pl_module, name, scalars)
             if loggers:
                 media |= self._histograms(name, stats)
-                if self.images:
-                    if name not in self._init_peaks:
-                        init = default_init_conv1d(weight.shape, self.seed)
-                        self._init_peaks[name] = conv_filter_stats(init, sample_rate)["peak_hz"]
-                    media[f"filters/{name}/responses"] = plot_conv_responses(
-                        *frequency_response(weight, sample_rate), stats["peak_hz"], self._init_peaks[name],
-                        title=name)
+            if self.images and trainer.is_global_zero:
+                if name not in self._init_peaks:
+                    init = default_init_conv1d(weight.shape, self.seed)
+                    self._init_peaks[name] = conv_filter_stats(init, sample_rate)["peak_hz"]
+                media[f"filters/{name}/responses"] = plot_conv_responses(
+                    *frequency_response(weight, sample_rate), stats["peak_hz"], self._init_peaks[name],
+                    title=name)
         log_layer_table(trainer, "filters", self._table)
-        if media:
+        save_figures(trainer, {key: value for key, value in media.items() if isinstance(value, Figure)})
+        if media and loggers:
             logged = {k: wandb.Image(figure_image(v)) if isinstance(v, Figure) else v for k, v in media.items()}
             for logger in loggers:
                 logger.log_metrics(logged, step=trainer.global_step)

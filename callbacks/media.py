@@ -33,6 +33,17 @@ def figure_image(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def save_figures(trainer: pl.Trainer, figures: dict[str, Figure]) -> None:
+    """Save each figure as `<run dir>/figures/<key>.png` (`/` → `_`; each evaluation overwrites the last), on rank
+    0: the run folder holds its own figures whatever W&B does, and `earlens.report` shows them."""
+    if not (figures and trainer.is_global_zero):
+        return
+    folder = Path(trainer.default_root_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, figure in figures.items():
+        figure.savefig(folder / f"{key.replace('/', '_')}.png", dpi=100)
+
+
 def log_layer_table(trainer: pl.Trainer, name: str, values: dict[str, dict[str, float]],
                     intervals: dict[str, tuple[str, str]] | None = None) -> Path | None:
     """Append `values[metric][layer]` at this epoch to `<run dir>/tables/<name>.csv` and log the whole table to W&B.

@@ -15,6 +15,7 @@ import csv
 import html
 import io
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -100,7 +101,8 @@ def read_run(run_dir: Path) -> dict:
         intervals = {(row["layer"], row["metric"]): (float(row["ci_low"]), float(row["ci_high"]))
                      for row in _read_csv(run_dir / "layer_metrics.csv") if row["ci_low"] not in ("", "nan")}
     return {"dir": run_dir, "name": f"{run_dir.parent.name}/{run_dir.name}", "summary": summary, "epochs": epochs,
-            "layers": layers, "intervals": intervals, "figures": sorted(run_dir.glob("*.png")),
+            "layers": layers, "intervals": intervals,
+            "figures": sorted(run_dir.glob("*.png")) + sorted(run_dir.glob("figures/*.png")),
             "tables": {path.stem: read_layer_table(path) for path in sorted(run_dir.glob("tables/*.csv"))}}
 
 
@@ -134,6 +136,9 @@ def _curves(runs: list[dict], source: str, x_label: str) -> list[str]:
     images = []
     for metric in metrics:
         if source == "epochs" and not metric.startswith(("val/", "train/loss_epoch", "helix/", "zipf/", "filters/")):
+            continue
+        values = {round(y, 12) for run in runs for _, y in _numbers(run[source], metric) if math.isfinite(y)}
+        if len(values) < 2:  # constant (or a single point): a chart would say nothing a table does not
             continue
         figure = Figure(figsize=(5, 3))
         axes = figure.add_subplot()
@@ -198,10 +203,11 @@ def render(run_dirs: list[Path], title: str = "earlens runs") -> str:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m earlens.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("report.html"))
+    parser.add_argument("--out", type=Path, default=None, help="default: report.html in the first run folder")
     parser.add_argument("--title", default="earlens runs")
     args = parser.parse_args(argv)
     page = render(args.run_dirs, args.title)  # every run read before anything is written
+    args.out = args.out or args.run_dirs[0] / "report.html"
     args.out.write_text(page, encoding="utf-8")
     print(args.out.resolve())
     return args.out

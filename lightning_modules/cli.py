@@ -12,6 +12,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -41,14 +42,25 @@ def resolve_config(name_or_path: str) -> Path:
     raise FileNotFoundError(f"config {name_or_path!r} is neither a file nor configs/<name>.yaml; known: {known}")
 
 
-def quiet_startup() -> None:
-    """Drop start-up noise that says nothing about the run (Lightning's LitLogger tip, W&B's console chatter)."""
+def quiet_startup(verbose: bool = False) -> None:
+    """Drop start-up noise that says nothing about the run (Lightning's LitLogger tip, W&B's console chatter) and,
+    unless `verbose` (`--verbose`), Lightning's informational lines (GPU/TPU available, ...) and its known
+    deprecation warnings."""
     import logging
 
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).addFilter(lambda record: "litlogger" not in record.getMessage().lower())
+        if not verbose:
+            logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended to run from within")
+    if not verbose:
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def pop_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """Remove `--verbose` from argv; whether it was there."""
+    return [arg for arg in argv if arg != "--verbose"], "--verbose" in argv
 
 
 def list_configs() -> list[tuple[str, str]]:
@@ -65,7 +77,7 @@ def short_help(usage: str, options: list[tuple[str, str]], prefixes: tuple[str, 
     configs = [(name, about) for name, about in list_configs() if not prefixes or name.startswith(prefixes)]
     width = max(len(name) for name, _ in configs + options)
     lines = [usage, "", "configs (--config NAME, or a path to a YAML file):"]
-    lines += [f"  {name:<{width}}  {about[:110 - width]}" for name, about in configs]
+    lines += [f"  {name:<{width}}  {textwrap.shorten(about, 110 - width, placeholder=' …')}" for name, about in configs]
     lines += ["", "common options:"] + [f"  {flag:<{width}}  {about}" for flag, about in options]
     return "\n".join(lines)
 

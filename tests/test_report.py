@@ -26,8 +26,8 @@ def test_report_shows_runs_side_by_side_with_their_curves_and_figures(tmp_path):
                               env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         summaries.append(json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text()))
-    (Path(summaries[0]["run_dir"]) / "kernels.png").write_bytes(
-        base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="))
+    kernels = sorted((Path(summaries[0]["run_dir"]) / "figures").glob("filters_*_kernels.png"))
+    assert kernels, "the filter callback's figures are saved in the run folder, W&B or not"
     out = tmp_path / "report.html"
     proc = subprocess.run([sys.executable, "-m", "earlens.report", *(s["run_dir"] for s in summaries), "--out",
                            str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -37,11 +37,14 @@ def test_report_shows_runs_side_by_side_with_their_curves_and_figures(tmp_path):
         run = Path(summary["run_dir"])
         assert f"{run.parent.name}/{run.name}" in page
         assert f"{summary['test_metrics']['test/acc']:.4g}" in page  # the test metric in the side-by-side table
-    assert "val/acc_macro against epoch" in page and "kernels" in page
+    assert "val/acc_macro against epoch" in page and kernels[0].stem in page
     assert "helix r2 over epoch and layer" in page and "zipf alpha_zm over epoch and layer" in page
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) >= 5 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r'src="(?!data:)', page)  # self-contained: nothing fetched from elsewhere
+    proc = subprocess.run([sys.executable, "-m", "earlens.report", summaries[1]["run_dir"]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == str(Path(summaries[1]["run_dir"]).resolve() / "report.html")  # by default
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:  # `apt-get install chromium` enables the check that a browser draws the plots
