@@ -137,7 +137,7 @@ def test_probe_on_your_own_recordings_from_a_folder(tmp_path):
     assert list(summary["probes"]) == ["pitch_class"]  # no octave column: the table's own label columns
     header, row = result.stdout.strip().splitlines()[-3:-1]  # the per-layer table printed before the summary path
     assert header.split() == ["layer", "pitch_class/test_accuracy", "helix/r2", "helix/p_helix", "helix/q_helix",
-                              "helix/p_octave", "helix/omega_periodic"]
+                              "helix/omega_periodic", "helix/p_octave"]
     assert row.split()[0] == "mel" and float(row.split()[1]) == pytest.approx(
         summary["probes"]["pitch_class"]["test_accuracy"], abs=1e-3)
 
