@@ -55,8 +55,8 @@ class HubertPretraining(pl.LightningModule):
         super().__init__()
         if sample_rate != 16000:
             raise ValueError(f"--model.sample_rate {sample_rate}: HuBERT backbones are read at 16000 Hz")
-        if min(n_units, unit_fit_clips) < 2 or warmup_steps < 0 or lr <= 0:
-            raise ValueError("--model.n_units and unit_fit_clips must be >= 2, warmup_steps >= 0, lr > 0")
+        if min(n_units, unit_fit_clips) < 2 or warmup_steps < 0 or lr < 0:
+            raise ValueError("--model.n_units and unit_fit_clips must be >= 2, warmup_steps and lr >= 0")
         self.save_hyperparameters()
         from transformers import HubertModel
 
