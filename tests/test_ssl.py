@@ -79,3 +79,41 @@ def test_save_pretrained_round_trip_gives_in_memory_hidden_states(trained):
     for got, want in zip(loaded, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(expected[-1], expected[0])  # the layers differ: the comparison means something
+
+
+def train_ssl(cwd: Path, devices: int) -> tuple[dict[str, float], Path]:
+    """`train.py --config ssl_music`, tiny and with lr 0 (weights stay at the seeded init), for one training step;
+    the helicality values logged at the one validation epoch, and the run folder."""
+    args = ["--config", "ssl_music", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu",
+            "--trainer.devices", str(devices), "--model.init_args.lr", "0.0", "--model.init_args.hidden_size", "32",
+            "--model.init_args.num_heads", "2",
+            "--model.init_args.intermediate_size", "64", "--model.init_args.conv_dim", "16",
+            "--model.init_args.unit_fit_clips", "16", "--data.init_args.clip_seconds", "1.0",
+            "--data.init_args.batch_size", "4", "--data.init_args.train_clips", "8", "--data.init_args.val_clips", "8",
+            "--data.init_args.test_clips", "4"]
+    if devices > 1:
+        args += ["--trainer.strategy", "ddp"]
+    env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"} | {"WANDB_MODE": "disabled",
+                                                                             "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1]).parent
+    with open(run_dir / "csv" / "version_0" / "metrics.csv") as f:
+        rows = [{k: float(v) for k, v in row.items() if k.startswith("helix/") and v} for row in csv.DictReader(f)]
+    logged = [row for row in rows if row]
+    assert len(logged) == 1, logged
+    return logged[0], run_dir
+
+
+@pytest.mark.slow
+def test_two_process_ddp_logs_the_one_process_helicality(tmp_path):
+    single, _ = train_ssl(tmp_path, devices=1)
+    double, run_dir = train_ssl(tmp_path, devices=2)
+    assert {"helix/model.encoder.layers.3/r2", "helix/model.feature_projection/score"} <= set(single)
+    assert set(single) == set(double)
+    for key, value in single.items():
+        assert double[key] == pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True), key
+    assert (run_dir / "hf" / "config.json").is_file()  # rank 0 wrote the model once fit ended
