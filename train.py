@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import wandb
+import yaml
 from jsonargparse import ArgumentError
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
@@ -62,6 +63,7 @@ class RunPlan:
     resume_from: Path | None = None
     created: Path | None = None  # the top-most folder this invocation made (removed again if the start fails)
     resuming: bool = False  # continuing this folder's own run from its last.ckpt
+    subclass_model: bool = False  # the config names its LightningModule (`model: {class_path: ...}`)
 
 
 def _pop_flag(argv: list[str], flag: str) -> tuple[list[str], str | None]:
@@ -84,6 +86,15 @@ def _newest_run(config_name: str | None) -> Path:
     if not runs:
         raise UsageError(f"--ckpt_path last: no runs/{config_name}/*/checkpoints/last.ckpt to resume")
     return runs[-1].parent.parent.resolve()
+
+
+def names_model_class(argv: list[str]) -> bool:
+    """Whether the configs or options name the LightningModule (`model.class_path`); otherwise it is
+    `AudioClassifier`, whose configs give its arguments directly."""
+    if any(arg.startswith(("--model.class_path", "--model=")) for arg in argv):
+        return True
+    paths = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    return any("class_path" in ((yaml.safe_load(path.read_text()) or {}).get("model") or {}) for path in paths)
 
 
 def plan_run(argv: list[str]) -> RunPlan:
@@ -140,16 +151,22 @@ class TrainCLI(LightningCLI):
         super().__init__(**kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        if self.plan.subclass_model:
+            self._add_common_arguments(parser, monitor="val/loss", mode="min")
+            return
+        self._add_common_arguments(parser, monitor="val/acc_macro", mode="max")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.task", "model.task", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def _add_common_arguments(self, parser, monitor: str, mode: str) -> None:
         parser.add_argument("--wandb_project", type=str, default="earlens")
         parser.add_argument("--wandb_group", type=str | None, default=None,
                             help="W&B group of runs that belong together (default: the config name)")
         parser.add_lightning_class_args(FreshLastCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.dirpath": str(self.plan.run_dir / "checkpoints"), "checkpoint.save_last": True,
-                             "checkpoint.monitor": "val/acc_macro", "checkpoint.mode": "max",
+                             "checkpoint.monitor": monitor, "checkpoint.mode": mode,
                              "checkpoint.filename": "best-{epoch:03d}"})
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.task", "model.task", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Options that would waste a run are refused before any data is decoded."""
@@ -162,6 +179,8 @@ class TrainCLI(LightningCLI):
         if max_epochs == -1 and (max_steps is None or max_steps == -1):
             raise UsageError("--trainer.max_epochs -1 trains forever; give --trainer.max_steps N (the learning-rate "
                              "schedule needs an end)")
+        if self.plan.subclass_model:
+            return
         model = self.config["model"]
         check_hyperparameters(**{k: v for k, v in vars(model).items() if k != "frontend"})
         frontend = model["frontend"]  # built once here: a bad frontend option fails before decoding
@@ -238,6 +257,7 @@ def main(argv: list[str] | None = None) -> Path:
         return Path(".")
     argv = ["--help" if arg == "--help-all" else arg for arg in argv]
     plan = plan_run(argv)
+    plan.subclass_model = names_model_class(plan.argv)
     attempts = close_dead_attempt(plan.run_dir) if is_launcher() else read_attempts(plan.run_dir)
     if plan.resuming and attempts and attempts[-1].get("status") == "finished":
         print(f"{plan.run_dir} is finished ({attempts[-1].get('epochs_run')} epochs): nothing to do; its summary is "
@@ -246,7 +266,8 @@ def main(argv: list[str] | None = None) -> Path:
     os.environ["EARLENS_RUN_DIR"] = str(plan.run_dir)
     started = time.time()
     try:
-        cli = TrainCLI(plan, model_class=AudioClassifier, datamodule_class=pl.LightningDataModule,
+        cli = TrainCLI(plan, model_class=pl.LightningModule if plan.subclass_model else AudioClassifier,
+                       subclass_mode_model=plan.subclass_model, datamodule_class=pl.LightningDataModule,
                        subclass_mode_data=True, run=False, args=plan.argv,
                        trainer_defaults={"default_root_dir": str(plan.run_dir)},
                        save_config_callback=None if plan.resuming else RunConfigCallback,
@@ -299,7 +320,8 @@ def main(argv: list[str] | None = None) -> Path:
         wall_time_s=round(time.time() - started, 2),
         fit_time_s=round(fit_seconds, 2),
         train_samples_per_s=round(model.samples_seen * trainer.world_size / max(fit_seconds, 1e-9), 1),
-        params={"total": n_params, "frontend": sum(p.numel() for p in model.frontend.parameters())},
+        params={"total": n_params, "frontend": sum(p.numel() for p in model.frontend.parameters())
+                if hasattr(model, "frontend") else None},
         world_size=trainer.world_size,
         data_root=str(getattr(data, "root", None)),
         splits=splits,

@@ -3,10 +3,12 @@
 from earlens.datamodules.birdcall import BengaleseFinchDataModule, SyllableDataModule
 from earlens.datamodules.folder import FolderDataModule
 from earlens.datamodules.manifest import ManifestDataModule
+from earlens.datamodules.music import RenderedMusicDataModule
 from earlens.datamodules.notes import RenderedNotesDataModule
 from earlens.datamodules.scene import ESC10DataModule
 from earlens.datamodules.speaker import FSDDSpeakerDataModule
 from earlens.datamodules.vad import AMIVADDataModule
 
 __all__ = ["AMIVADDataModule", "BengaleseFinchDataModule", "ESC10DataModule", "FSDDSpeakerDataModule",
-           "FolderDataModule", "ManifestDataModule", "RenderedNotesDataModule", "SyllableDataModule"]
+           "FolderDataModule", "ManifestDataModule", "RenderedMusicDataModule", "RenderedNotesDataModule",
+           "SyllableDataModule"]
