@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> Path:
     if {"-h", "--help"} & set(argv):
         print(short_help("usage: python train.py --config NAME [--trainer.* ...] [--resume RUN_DIR]\n\n"
                          + __doc__.strip().splitlines()[0], HELP_OPTIONS,
-                         prefixes=("gabor", "mel", "sample_cnn")))
+                         prefixes=("gabor", "mel", "sample_cnn", "ssl")))
         return Path(".")
     argv = ["--help" if arg == "--help-all" else arg for arg in argv]
     plan = plan_run(argv)
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> Path:
         cli = TrainCLI(plan, model_class=pl.LightningModule if plan.subclass_model else AudioClassifier,
                        subclass_mode_model=plan.subclass_model, datamodule_class=pl.LightningDataModule,
                        subclass_mode_data=True, run=False, args=plan.argv,
-                       trainer_defaults={"default_root_dir": str(plan.run_dir)},
+                       trainer_defaults={"default_root_dir": str(plan.run_dir), "enable_model_summary": verbose},
                        save_config_callback=None if plan.resuming else RunConfigCallback,
                        save_config_kwargs={"run_dir": plan.run_dir},
                        parser_kwargs={"default_env": False, "exit_on_error": False})

@@ -115,7 +115,7 @@ class ProbesOptions:
     partials: PartialsOptions = field(default_factory=PartialsOptions)
 
 
-TRAINING_PREFIXES = ("gabor_", "mel_", "sample_cnn_")  # train.py's configs, not listed by probe.py --help
+TRAINING_PREFIXES = ("gabor_", "mel_", "sample_cnn_", "ssl_")  # train.py's configs, not listed by probe.py --help
 
 
 def build_parser() -> ArgumentParser:
