@@ -39,6 +39,7 @@ from earlens.lightning_modules.cli import (
     pop_verbose,
     quiet_startup,
     remove_failed_run_dir,
+    short_help,
     write_summary,
 )
 from earlens.lightning_modules.extraction import cache_precision, extract_on_trainer
@@ -239,11 +240,44 @@ def pitch_helix(features: np.ndarray, pitch: np.ndarray, options: HelixOptions) 
     return helix_probe(np.swapaxes(features, 0, 1), pitch, **settings)
 
 
+HELP_OPTIONS = [
+    ("--config NAME", "experiment (configs/NAME.yaml or a path; several compose, later ones win)"),
+    ("--stimuli.concept C", "notes, intervals, scales, chords, progressions, tempos, time_signatures, folder, "
+                            "manifest, task, partials"),
+    ("--stimuli.options '{...}'", "the concept's options: {root: DIR} (folder: DIR/labels.csv with a path column), "
+                                  "{manifest: FILE.csv}, {programs: [0]}"),
+    ("--backbone.kind K", "crepe, pesto, basic_pitch, musicnn, hubert, wav2vec2, musicgen, encodec, handcrafted, run, "
+                          "..."),
+    ("--backbone.name_or_path P", "weights: a local folder or HF-cache id; tiny/full for CREPE; a run folder"),
+    ("--backbone.layers '[...]'", "layer names or indices to probe (default: every layer)"),
+    ("--probes.linear.targets '[...]'", "label columns to classify (default pitch_class and octave where present, "
+                                        "else every label column with classes)"),
+    ("--probes.linear.protocol P", "fast (L-BFGS, default), syntheory (SynTheory's grid), streaming (from the "
+                                   "memory-mapped cache)"),
+    ("--probes.helix.enabled B", "the pitch-helix probe, on when the stimuli have midi_pitch"),
+    ("--probes.helix.n_surrogates N", "draws of the smooth spiked null (default 499: p ≥ 0.002)"),
+    ("--probes.helix.alpha A", "level of q_helix and q_octave (Benjamini–Hochberg over layers; default 0.05)"),
+    ("--features.cache_dir DIR", "feature cache (default $EARLENS_CACHE, then ~/.cache/earlens)"),
+    ("--trainer.devices N", "with --trainer.strategy ddp [--trainer.num_nodes M]: extract on several devices"),
+    ("--trainer.precision P", "bf16-mixed: extract under bf16 autocast (GPU)"),
+    ("--run_dir DIR", "run folder (default runs/<config>/<time>)"),
+    ("--threads N", "torch CPU threads"),
+    ("--verbose", "Lightning's informational lines and known deprecation warnings too"),
+    ("--help-all", "every option with its type and default (long)"),
+]
+PROBE_CONFIGS = ("notes_", "speaker_", "birdcall_", "vad_", "partials_", "scales_", "chords_", "tempos_")
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Parse and check the options, claim the run folder (writable, before anything heavy), then probe; a probe that
     fails before writing anything into it leaves no run folder."""
     began = time.perf_counter()
     argv, verbose = pop_verbose(list(sys.argv[1:] if argv is None else argv))
+    if {"-h", "--help"} & set(argv):
+        print(short_help("usage: python probe.py --config NAME [--GROUP.OPTION VALUE ...]\n\n"
+                         + __doc__.strip().splitlines()[0], HELP_OPTIONS, prefixes=PROBE_CONFIGS))
+        return Path(".")
+    argv = ["--help" if arg == "--help-all" else arg for arg in argv]
     quiet_startup(verbose)
     argv, config_name = expand_config_args(argv)
     parser = build_parser()

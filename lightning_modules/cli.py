@@ -78,7 +78,10 @@ def short_help(usage: str, options: list[tuple[str, str]], prefixes: tuple[str, 
     width = max(len(name) for name, _ in configs + options)
     lines = [usage, "", "configs (--config NAME, or a path to a YAML file):"]
     lines += [f"  {name:<{width}}  {textwrap.shorten(about, 110 - width, placeholder=' …')}" for name, about in configs]
-    lines += ["", "common options:"] + [f"  {flag:<{width}}  {about}" for flag, about in options]
+    lines += ["", "common options:"]
+    for flag, about in options:  # long descriptions continue on indented lines
+        wrapped = textwrap.wrap(about, 116 - width) or [""]
+        lines += [f"  {flag:<{width}}  {wrapped[0]}"] + [f"  {'':<{width}}  {more}" for more in wrapped[1:]]
     return "\n".join(lines)
 
 

@@ -212,3 +212,19 @@ def test_a_model_trained_here_is_probed_against_its_random_initialisation(tmp_pa
         rows = list(csv.DictReader(file))
     assert all(row["init/invariance"] not in ("", "nan") for row in rows)
     assert any(row["invariance"] != row["init/invariance"] for row in rows)  # trained weights, not the init's
+
+
+def test_help_screens_are_short_and_list_every_config():
+    """`--help` of probe.py and train.py: one screen each, every config of the entry point named, no line over 120
+    characters (descriptions shortened at a word)."""
+    configs = sorted(path.stem for path in (REPO_ROOT / "configs").glob("*.yaml"))
+    training = ("gabor_", "mel_", "sample_cnn_", "ssl_")
+    for script, prefixes in (("probe.py", ("notes_", "speaker_", "birdcall_", "vad_", "partials_", "scales_",
+                                           "chords_", "tempos_")), ("train.py", training)):
+        screen = subprocess.run([sys.executable, str(REPO_ROOT / script), "--help"], capture_output=True, text=True,
+                                timeout=120, check=True).stdout
+        lines = screen.splitlines()
+        assert len(lines) <= 120 and max(map(len, lines)) <= 120, script
+        start = next(i for i, line in enumerate(lines) if line.startswith("configs")) + 1
+        listed = {line.split()[0] for line in lines[start:lines.index("", start)]}
+        assert listed == {name for name in configs if name.startswith(prefixes)}, script
