@@ -108,7 +108,8 @@ def markdown(rows: list[dict], helix_columns) -> str:
     titles = {"pitch_class": "pitch class", "octave_unit": "octave (unit)"}
     lines = ["| layer | " + " | ".join(titles.get(c, c) for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
-        cells = ["—" if row.get(c) is None or np.isnan(row[c]) else f"{row[c]:.2f}" for c in columns]
+        cells = ["—" if row.get(c) is None or np.isnan(row[c])
+                 else f"{row[c]:.3f}" if c.startswith(("p_", "q_")) else f"{row[c]:.2f}" for c in columns]
         cells[2] += f" ± {row['octave_unit_sd']:.2f}"
         lines.append(f"| {row['layer']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
