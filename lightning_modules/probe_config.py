@@ -30,8 +30,9 @@ class StimuliOptions:
 @dataclass
 class BackboneOptions:
     """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, lyra, audiocraft, handcrafted, a pretrained kind of
-    `earlens.pretrained`, or `run` (a model trained by train.py); `options` go to its loader (e.g. `hop_length` for
-    CREPE, `n_mfcc` for handcrafted)."""
+    `earlens.pretrained`, `run` (a model trained by train.py) or `hear` (a HEAR 2021 module, `name_or_path` its
+    import name); `options` go to its loader (e.g. `hop_length` for CREPE, `n_mfcc` for handcrafted,
+    `model_file_path` for hear)."""
 
     kind: str = "crepe"
     name_or_path: str | None = None
