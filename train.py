@@ -142,7 +142,9 @@ class RunConfigCallback(SaveConfigCallback):
         self.run_dir = run_dir
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.parser.save(self.config, str(self.run_dir / "config.yaml"), skip_none=False, overwrite=True)
+        with warnings.catch_warnings():  # skip_none=False keeps None values, which a resume needs back
+            warnings.filterwarnings("ignore", message=".*skip_none parameter was deprecated")
+            self.parser.save(self.config, str(self.run_dir / "config.yaml"), skip_none=False, overwrite=True)
 
 
 class TrainCLI(LightningCLI):
