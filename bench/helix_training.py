@@ -85,7 +85,8 @@ def print_run(run_dir: Path, log: tuple, alpha: float) -> None:
 def print_runs_summary(logs: list, alpha: float) -> None:
     """Per layer, run by run: first epoch and number of epochs with q ≤ alpha (helix, octave), the last R²."""
     layers = logs[0][1]
-    print(f"\n{len(logs)} runs | first epoch with q_helix ≤ {alpha} | epochs with q_helix ≤ {alpha} | "
+    print(f"\n{len(logs)} runs, per layer (values run by run):\n\n| layer | first epoch with q_helix ≤ {alpha} | "
+          f"epochs with q_helix ≤ {alpha} | "
           f"epochs with q_octave ≤ {alpha} | last epoch's R² (mean ± sd) | last epoch's p_helix\n"
           "|---|---|---|---|---|---|")
     for layer in layers:
