@@ -63,7 +63,7 @@ def test_several_runs_summarise_when_and_how_often_each_layer_is_helical(tmp_pat
     write_run(tmp_path / "seed0", layers, r2, np.array([[1.0, 0.5], [1.0, 0.04], [1.0, 0.01]]))
     write_run(tmp_path / "seed1", layers, r2 - 0.1, np.array([[1.0, 0.01], [1.0, 0.2], [1.0, 0.3]]))
     load_script().main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--alpha", "0.1"])
-    summary = capsys.readouterr().out.split("2 runs |")[1]
+    summary = capsys.readouterr().out.split("2 runs, per layer")[1]
     # BH over the 12 tests: the two p = 0.01 get q = 0.06, p = 0.04 gets 0.16
     assert "| frontend | – – | 0/3 0/3 | 0/3 0/3 | 0.450 ± 0.071 | 1.000 1.000 |" in summary
     assert "| encoder.temporal | 2 0 | 1/3 1/3 | 1/3 1/3 | 0.750 ± 0.071 | 0.010 0.300 |" in summary
