@@ -338,7 +338,8 @@ def close_dead_attempt(run_dir: str | os.PathLike) -> list[dict]:
 
 def _process_alive(pid) -> bool:
     """Whether `pid` is a live process on this host that may be a Python run: signal 0 decides; where `/proc`
-    belongs to this pid namespace, a zombie or a pid reused by another program counts as gone."""
+    belongs to this pid namespace, a zombie or a pid reused by another program (its command line names no python)
+    counts as gone."""
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -350,9 +351,13 @@ def _process_alive(pid) -> bool:
     try:
         if int(os.readlink("/proc/self")) != os.getpid():
             return True  # a /proc of another pid namespace says nothing about our pids
-        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
         return True
+    if state in ("Z", "X"):  # a zombie: exited, not yet reaped
+        return False
+    return not command or b"python" in command  # empty while a new process is still being exec'd
 
 
 def package_versions() -> dict[str, str]:

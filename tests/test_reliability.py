@@ -640,6 +640,13 @@ def test_a_dead_attempt_is_marked_died_and_a_live_one_refuses_a_second_process(t
     from earlens.lightning_modules.cli import UsageError, close_dead_attempt, record_attempt
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    deadline = time.monotonic() + 10  # until the child runs its own program (cmdline is the parent's before exec)
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # no /proc, or another pid namespace's: nothing to wait for
+            if b"sleep" not in Path(f"/proc/{other.pid}/cmdline").read_bytes():
+                time.sleep(0.05)
+                continue
+        break
     try:
         record_attempt(tmp_path, config="x")
         attempts = json.loads((tmp_path / "attempts.json").read_text())
