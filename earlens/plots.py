@@ -286,3 +286,27 @@ def plot_conv_responses(
     ax_hist.set(xlabel="peak frequency (Hz)", ylabel="filters", title=f"{title}: peak frequencies")
     fig.tight_layout()
     return fig
+
+
+def plot_layer_curves(steps: np.ndarray, values: dict[str, np.ndarray], layer_names, chance: dict | None = None,
+                      title: str = ""):
+    """One panel per statistic of `values` (`{name: (runs, steps, layers)}`): per layer the mean over runs against
+    training step with a ±1 sd band, the random initialisation (step 0's mean) dotted, and chance (`chance[name]`)
+    dashed."""
+    chance = chance or {}
+    fig = Figure(figsize=(4.2 * len(values), 3.6))
+    for panel, (name, array) in enumerate(values.items()):
+        ax = fig.add_subplot(1, len(values), panel + 1)
+        mean, sd = np.nanmean(array, axis=0), np.nanstd(array, axis=0)
+        for layer, label in enumerate(layer_names):
+            color = f"C{layer}"
+            ax.plot(steps, mean[:, layer], "o-", ms=3, color=color, label=label)
+            ax.fill_between(steps, mean[:, layer] - sd[:, layer], mean[:, layer] + sd[:, layer], color=color,
+                            alpha=0.15, lw=0)
+            ax.axhline(mean[0, layer], color=color, ls=":", lw=1)
+        if name in chance:
+            ax.axhline(chance[name], color="0.3", ls="--", lw=1, label="chance")
+        ax.set(xlabel="training step", ylabel=name.replace("_", " "), title=title if panel == 0 else "")
+    fig.axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -22,6 +22,7 @@ from earlens.tokenizers import KMeansUnits
 
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)  # HuBERT's feature extractor: 400-sample field, 320-sample hop (50 Hz at 16 kHz)
 CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
+UNIT_HEAD_FILE = "unit_head.pt"
 
 
 def hubert_config(hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int, conv_dim: int,
@@ -45,18 +46,22 @@ class HubertPretraining(pl.LightningModule):
     the datamodule's `unit_fit_waves`, on rank 0, broadcast, and kept in the checkpoint (`unit_centroids`). Masked
     spans of the conv features are replaced by HuBERT's learned mask embedding; cross-entropy on masked frames only.
     At the end of fit the model and its feature extractor are written with `save_pretrained` to `hf_dir` (default
-    `<run folder>/hf`), which `earlens.backbones.load_backbone("hubert", hf_dir)` loads.
+    `<run folder>/hf`), which `earlens.backbones.load_backbone("hubert", hf_dir)` loads. With `hf_every_n_epochs`
+    N > 0 the same is written to `<run folder>/hf_steps/step_<global step>` before the first step (the random
+    initialisation) and after every N-th training epoch: the model watched while it learns, probed afterwards.
     """
 
     def __init__(self, sample_rate: int = 16000, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
                  intermediate_size: int = 512, conv_dim: int = 64, n_units: int = 100, n_mels: int = 64,
                  unit_fit_clips: int = 256, mask_prob: float = 0.08, mask_span: int = 5, lr: float = 1e-3,
-                 weight_decay: float = 0.01, warmup_steps: int = 100, hf_dir: str | None = None, seed: int = 0):
+                 weight_decay: float = 0.01, warmup_steps: int = 100, hf_dir: str | None = None,
+                 hf_every_n_epochs: int = 0, seed: int = 0):
         super().__init__()
         if sample_rate != 16000:
             raise ValueError(f"--model.sample_rate {sample_rate}: HuBERT backbones are read at 16000 Hz")
-        if min(n_units, unit_fit_clips) < 2 or warmup_steps < 0 or lr < 0:
-            raise ValueError("--model.n_units and unit_fit_clips must be >= 2, warmup_steps and lr >= 0")
+        if min(n_units, unit_fit_clips) < 2 or min(warmup_steps, lr, hf_every_n_epochs) < 0:
+            raise ValueError("--model.n_units and unit_fit_clips must be >= 2, warmup_steps, lr and hf_every_n_epochs "
+                             ">= 0")
         self.save_hyperparameters()
         from transformers import HubertModel
 
@@ -145,13 +150,40 @@ class HubertPretraining(pl.LightningModule):
         if self.trainer.is_global_zero:
             self.save_hf(self.hparams.hf_dir or Path(self.trainer.default_root_dir) / "hf")
 
+    def on_train_start(self) -> None:
+        if self.hparams.hf_every_n_epochs and self.global_step == 0:
+            self._save_step()
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.hf_every_n_epochs and (self.current_epoch + 1) % self.hparams.hf_every_n_epochs == 0:
+            self._save_step()
+
+    def _save_step(self) -> None:
+        if self.trainer.is_global_zero:
+            self.save_hf(Path(self.trainer.default_root_dir) / "hf_steps" / f"step_{self.global_step:06d}")
+
     def save_hf(self, directory: str | Path) -> Path:
         """The model and a feature extractor saying how it reads waves (16 kHz, normalised), as `from_pretrained`
-        expects them."""
+        expects them, and `unit_head.pt` (the head and the unit centroids) for `load_unit_head`."""
         from transformers import Wav2Vec2FeatureExtractor
 
         directory = Path(directory)
         self.model.save_pretrained(directory)
         Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=self.sample_rate, padding_value=0.0, do_normalize=True,
                                  return_attention_mask=False).save_pretrained(directory)
+        torch.save({"head": self.head.state_dict(), "unit_centroids": self.unit_centroids.cpu()},
+                   directory / UNIT_HEAD_FILE)
         return directory
+
+
+def load_unit_head(directory: str | Path) -> tuple[nn.Linear, torch.Tensor]:
+    """(the linear head over units, the (n_units, n_mels) unit centroids) that `HubertPretraining.save_hf` wrote
+    beside the model in `directory`."""
+    path = Path(directory) / UNIT_HEAD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no unit head (written by HubertPretraining.save_hf)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    weight = state["head"]["weight"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict(state["head"])
+    return head, state["unit_centroids"]

@@ -15,7 +15,7 @@ import torch
 
 from earlens.backbones import load_backbone
 from earlens.datamodules.music import RenderedMusicDataModule
-from earlens.lightning_modules.ssl import HubertPretraining
+from earlens.lightning_modules.ssl import HubertPretraining, load_unit_head
 from earlens.ssl import conv_frame_count, normalize_waves, span_mask
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,12 +27,14 @@ TINY_MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_
 def trained(tmp_path_factory):
     """A tiny HuBERT before and after 30 steps on rendered music (1 s clips), and its `hf` folder."""
     pl.seed_everything(0)
-    hf_dir = tmp_path_factory.mktemp("run") / "hf"
+    run_dir = tmp_path_factory.mktemp("run")
+    hf_dir = run_dir / "hf"
     data = RenderedMusicDataModule(clip_seconds=1.0, batch_size=8, train_clips=240, val_clips=8, test_clips=8)
-    model = HubertPretraining(**TINY_MODEL, hf_dir=str(hf_dir))
+    model = HubertPretraining(**TINY_MODEL, hf_dir=str(hf_dir), hf_every_n_epochs=1)
     initial = copy.deepcopy(model)
     trainer = pl.Trainer(max_steps=30, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         default_root_dir=str(run_dir))
     trainer.fit(model, datamodule=data)
     initial.unit_centroids.copy_(model.unit_centroids)
     initial.units_fitted.fill_(True)
@@ -79,6 +81,20 @@ def test_save_pretrained_round_trip_gives_in_memory_hidden_states(trained):
     for got, want in zip(loaded, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(expected[-1], expected[0])  # the layers differ: the comparison means something
+
+
+def test_steps_are_exported_from_the_random_init_on(trained):
+    initial, model, data, hf_dir = trained
+    steps = sorted(path.name for path in (hf_dir.parent / "hf_steps").iterdir())
+    assert steps == ["step_000000", "step_000030"]  # before the first step, after the one epoch of 30 steps
+    waves = next(iter(data.test_dataloader()))["audio"][:2]
+    for folder, reference in (("step_000000", initial), ("step_000030", model)):
+        backbone = load_backbone("hubert", str(hf_dir.parent / "hf_steps" / folder))
+        head, centroids = load_unit_head(hf_dir.parent / "hf_steps" / folder)
+        with torch.no_grad():
+            torch.testing.assert_close(backbone(waves)[-1], reference(waves), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(head(reference(waves)), reference.head(reference(waves)))
+    torch.testing.assert_close(centroids, model.unit_centroids)
 
 
 def train_ssl(cwd: Path, devices: int) -> tuple[dict[str, float], Path]:
