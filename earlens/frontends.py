@@ -18,6 +18,8 @@ class SpectroTemporalFrontend(nn.Module):
     `kind`: "gabor" (learnable `GaborSTRF2d`), "gabor_frozen" (the same bank fixed at init, a control) or
     "conv2d" (an unconstrained `nn.Conv2d` with the same kernel size and output channels, the other
     control). `mode`, `init` and `sigma_max` are the Gabor options (`mode` also sets the conv2d channel count).
+    `projection_channels` adds a learned 1 × 1 convolution of the normalised maps to that many channels, so a large
+    bank (the paper's 64 filters, 128 maps) costs the encoder what a bank of that width does.
     All arguments are plain values so a YAML config can set them.
     """
 
@@ -33,15 +35,18 @@ class SpectroTemporalFrontend(nn.Module):
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
         sigma_max: float | None = None,
+        projection_channels: int | None = None,
     ):
         super().__init__()
         self.init_args = {"kind": kind, "n_filters": n_filters, "kernel_size": list(kernel_size), "mode": mode,
                           "init": init, "sample_rate": sample_rate, "n_mels": n_mels, "win_ms": win_ms,
-                          "hop_ms": hop_ms, "sigma_max": sigma_max}  # what a checkpoint needs to rebuild this frontend
+                          "hop_ms": hop_ms, "sigma_max": sigma_max, "projection_channels": projection_channels}  # what a checkpoint needs to rebuild this frontend
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS} (got {kind!r})")
         if n_filters < 1:
             raise ValueError(f"--model.frontend.init_args.n_filters must be >= 1 (got {n_filters})")
+        if projection_channels is not None and projection_channels < 1:
+            raise ValueError(f"--model.frontend.init_args.projection_channels must be >= 1 (got {projection_channels})")
         kernel_size = tuple(kernel_size)
         self.kind = kind
         self.logmel = LogMel(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)
@@ -53,6 +58,10 @@ class SpectroTemporalFrontend(nn.Module):
                                           sigma_max=sigma_max)
             self.out_channels = self.filterbank.out_channels
         self.norm = nn.BatchNorm2d(self.out_channels)
+        self.projection = None
+        if projection_channels is not None:
+            self.projection = nn.Conv2d(self.out_channels, projection_channels, 1)
+            self.out_channels = projection_channels
 
     @property
     def sample_rate(self) -> int:
@@ -75,7 +84,8 @@ class SpectroTemporalFrontend(nn.Module):
         like the convolution's own zero padding: a padded clip gives the unpadded clip's output on its frames."""
         frames = None if lengths is None else self.frame_lengths(lengths)
         spec = zero_padding(self.logmel(wave).unsqueeze(1), frames)
-        return zero_padding(self.norm(self.filterbank(spec)), frames)
+        maps = self.norm(self.filterbank(spec))
+        return zero_padding(maps if self.projection is None else self.projection(maps), frames)
 
 
 class WaveformFrontend(nn.Module):

@@ -57,13 +57,15 @@ def test_speech_metrics_match_sklearn_on_scored_frames():
     assert accuracy == pytest.approx(((prob >= 0.5) == truth).mean(), abs=1e-6)
 
 
-@pytest.mark.parametrize("task, frontend", [("clip", "gabor"), ("frame", "gabor"), ("clip", "waveform")])
+@pytest.mark.parametrize("task, frontend", [("clip", "gabor"), ("frame", "gabor"), ("clip", "waveform"),
+                                            ("frame", "projected")])
 def test_padding_changes_nothing_when_lengths_are_given(task, frontend):
     """A clip zero-padded to the batch width, with its length, gives the unpadded clip's logits on its frames;
     without the length the padding leaks into the convolutions and the pooling (the control). Also for the
     SampleCNN-style waveform encoder, whose every stage divides the frames by 3."""
     torch.manual_seed(0)
     front = (SpectroTemporalFrontend(kind="gabor", n_filters=4) if frontend == "gabor"
+             else SpectroTemporalFrontend(kind="gabor", n_filters=8, projection_channels=4) if frontend == "projected"
              else WaveformFrontend(channels=[8, 8, 16, 16]))
     model = AudioClassifier(front, num_classes=3, task=task).eval()
     clip = torch.randn(1, 6731)

@@ -212,6 +212,19 @@ def test_frontend_filterbank_sees_the_log_mel():
     torch.testing.assert_close(frontend(wave), expected)
 
 
+def test_frontend_projection_is_a_pointwise_mix_of_the_normalised_maps():
+    torch.manual_seed(0)
+    frontend = SpectroTemporalFrontend(kind="gabor", n_filters=4, kernel_size=(5, 9), projection_channels=3).eval()
+    wave = torch.randn(2, 4000)
+    maps = frontend.norm(frontend.filterbank(frontend.logmel(wave)[:, None]))  # (B, 8, F, T)
+    weight, bias = frontend.projection.weight[:, :, 0, 0], frontend.projection.bias
+    expected = torch.einsum("oc,bcft->boft", weight, maps) + bias[:, None, None]
+    assert frontend.out_channels == 3
+    torch.testing.assert_close(frontend(wave), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="projection_channels"):
+        SpectroTemporalFrontend(projection_channels=0)
+
+
 def test_frontend_builds_from_a_config():
     from jsonargparse import ArgumentParser
 
