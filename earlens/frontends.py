@@ -40,7 +40,8 @@ class SpectroTemporalFrontend(nn.Module):
         super().__init__()
         self.init_args = {"kind": kind, "n_filters": n_filters, "kernel_size": list(kernel_size), "mode": mode,
                           "init": init, "sample_rate": sample_rate, "n_mels": n_mels, "win_ms": win_ms,
-                          "hop_ms": hop_ms, "sigma_max": sigma_max, "projection_channels": projection_channels}  # what a checkpoint needs to rebuild this frontend
+                          "hop_ms": hop_ms, "sigma_max": sigma_max,
+                          "projection_channels": projection_channels}  # what a checkpoint needs to rebuild this
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS} (got {kind!r})")
         if n_filters < 1:
