@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from earlens.audio import AudioError, find_audio, is_audio_name, load_audio
-from earlens.vad import score_annotations, speech_annotation, speech_regions
+from earlens.io.audio import AudioError, find_audio, is_audio_name, load_audio
+from earlens.io.vad import score_annotations, speech_annotation, speech_regions
 from earlens.lightning_modules.checkpointing import CheckpointError
 from earlens.lightning_modules.cli import load_run
 

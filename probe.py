@@ -20,15 +20,6 @@ import pytorch_lightning as pl
 import torch
 from jsonargparse import ArgumentError
 
-from earlens.backbones import Backbone, HookBackbone, load_backbone, random_init
-from earlens.features import check_disk_space, encode_span, plan_extraction
-from earlens.handcrafted import HandcraftedBackbone
-from earlens.helicality import HelixProbeResult, helix_probe
-from earlens.partials import partials_probe, summary_rows
-from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
-from earlens.probes import PROTOCOLS, fit_layer_probes
-from earlens.probes_common import ProbeResult, ProbeSplit, split_indices
-from earlens.stimuli import StimulusSet, load_stimuli_table, render_stimuli
 from earlens.lightning_modules.cli import (
     UsageError,
     claim_run_dir,
@@ -61,6 +52,16 @@ from earlens.lightning_modules.probe_outputs import (
     write_tables,
 )
 from earlens.lightning_modules.probes import fit_streaming_probes
+from earlens.models.backbones import load_backbone, random_init
+from earlens.models.base import Backbone, HookBackbone
+from earlens.plots import plot_helicality_vs_layer, plot_helix, plot_partials, plot_scores_vs_layer
+from earlens.probing.features import check_disk_space, encode_span, plan_extraction
+from earlens.probing.handcrafted import HandcraftedBackbone
+from earlens.probing.helicality import HelixProbeResult, helix_probe
+from earlens.probing.probes import PROTOCOLS, fit_layer_probes
+from earlens.probing.probes_common import ProbeResult, ProbeSplit, split_indices
+from earlens.stats.partials import partials_probe, summary_rows
+from earlens.stimuli.rendering import StimulusSet, load_stimuli_table, render_stimuli
 
 
 def task_stimuli(sample_rate: int, data: dict, split: str = "test", max_items: int | None = None) -> StimulusSet:
@@ -112,8 +113,8 @@ def extract(backbone: Backbone, stimuli: StimulusSet, options, progress: bool = 
 
 def probe_partials(backbone: Backbone, stimulus_options: dict, options: PartialsOptions, config_name: str | None,
                    config, cli_options, run_dir: Path) -> Path:
-    """Do partials stabilise in the backbone's layers? `earlens.partials.partials_probe` on every layer (latents and
-    codes), with the shuffled-label null and, where the model has torch parameters, the random-init null; writes
+    """Do partials stabilise in the backbone's layers? `earlens.stats.partials.partials_probe` on every layer (latents
+    and codes), with the shuffled-label null and, where the model has torch parameters, the random-init null; writes
     `layers.csv`/`layers.json` (one row per layer or codebook view, `init/...` columns for the random-init model),
     `partials.png` (invariance and selectivity per layer, tuning curves), W&B and `summary.json`."""
     began = time.perf_counter()

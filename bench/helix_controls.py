@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.audio import load_audio  # noqa: E402
-from earlens.helicality import helix_probe  # noqa: E402
-from earlens.paths import data_root  # noqa: E402
-from earlens.stimuli import load_stimuli_table, render_stimuli  # noqa: E402
+from earlens.io.audio import load_audio  # noqa: E402
+from earlens.io.paths import data_root  # noqa: E402
+from earlens.probing.helicality import helix_probe  # noqa: E402
+from earlens.stimuli.rendering import load_stimuli_table, render_stimuli  # noqa: E402
 
 SAMPLE_RATE = 16000
 HOP = 256

@@ -1,5 +1,6 @@
-"""The helix paper's fitting protocol (Optuna TPE over every helix parameter), the reference `earlens.helix.fit_helix`
-is compared with: in `tests/test_helix.py` (same optimum on clean helices) and `bench/probe.py` (speed)."""
+"""The helix paper's fitting protocol (Optuna TPE over every helix parameter), the reference
+`earlens.probing.helix.fit_helix` is compared with: in `tests/test_helix.py` (same optimum on clean helices) and
+`bench/probe.py` (speed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from earlens.helix import HelixFit, fit_helix, helix_curve
+from earlens.probing.helix import HelixFit, fit_helix, helix_curve
 
 
 def fit_helix_optuna(points, t=None, n_trials: int = 1000, n_restarts: int = 3, seed: int = 0) -> HelixFit:

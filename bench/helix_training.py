@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.multiple_testing import benjamini_hochberg  # noqa: E402
 from earlens.plots import plot_helicality_over_training  # noqa: E402
+from earlens.stats.multiple_testing import benjamini_hochberg  # noqa: E402
 
 STATS = ("r2", "p_helix", "omega_periodic", "p_octave")
 

@@ -1,4 +1,4 @@
-"""Do partials stabilise inside waveform encoders? Per-layer tables of `earlens.partials.partials_probe`.
+"""Do partials stabilise inside waveform encoders? Per-layer tables of `earlens.stats.partials.partials_probe`.
 
     python bench/partials.py --model crepe-tiny --plot partials_crepe.png [--seeds 0 1 2]
     python bench/partials.py --model lyra --plot partials_lyra.png [--seeds 0 1 2]
@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from earlens.backbones import load_backbone, random_init
-from earlens.partials import partials_probe, seed_summary_rows
+from earlens.models.backbones import load_backbone, random_init
 from earlens.plots import plot_partials
+from earlens.stats.partials import partials_probe, seed_summary_rows
 
 LATENT_TABLE = [("layer", "layer"), ("band_auc", "AUC"), ("band_auc_null", "AUC null"), ("frame_auc", "frame AUC"),
                 ("frame_auc_null", "frame null"), ("band_r2", "level R²"), ("invariance", "invariance"),
@@ -42,13 +42,13 @@ CODE_TABLE = [("layer", "layer"), ("view", "codebooks"), ("n_codes", "codes"), (
 
 
 def backbone_encode(backbone):
-    """An `earlens.backbones` backbone as a partials encoder: {layer name: (B, frames, D)}."""
+    """An `earlens.models.backbones` backbone as a partials encoder: {layer name: (B, frames, D)}."""
     return lambda waves: dict(zip(backbone.layer_names, backbone(waves)))
 
 
 def encodec_encode(model, bandwidth: float | None = None):
     """EnCodec encoder blocks (hooks, as `load_backbone('encodec')` reads them) and the RVQ codes (B, frames, K)."""
-    from earlens.backbones import encodec_backbone
+    from earlens.models.backbones import encodec_backbone
 
     backbone = encodec_backbone(model, "encodec")
     bandwidth = bandwidth or model.config.target_bandwidths[-1]
@@ -94,7 +94,7 @@ def encoders(args, parser, seed: int):
         return backbone_encode(trained), fresh and backbone_encode(fresh), trained.sample_rate
     import transformers
 
-    from earlens.backbones import from_pretrained_local
+    from earlens.models.backbones import from_pretrained_local
 
     if not args.name_or_path:
         parser.error("--model encodec needs --name_or_path (local EnCodec weights)")

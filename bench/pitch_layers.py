@@ -1,6 +1,6 @@
 """What each layer of every offline network (and the handcrafted features) knows about pitch: per layer, linear
 pitch-class and octave accuracy, the octave accuracy of a gain-invariant probe, and the helix probe's statistics
-(`earlens.helicality.helix_probe`), on the notes of `configs/notes_*.yaml` (C3-B5 on 8 SynTheory instruments,
+(`earlens.probing.helicality.helix_probe`), on the notes of `configs/notes_*.yaml` (C3-B5 on 8 SynTheory instruments,
 288 clips of 1.5 s, rendered at each model's own rate); accuracies are test accuracies averaged over `--splits`
 seeded splits.
 
@@ -8,7 +8,7 @@ seeded splits.
     python bench/pitch_layers.py --models deep_chroma fcpe                          # some of them
     python bench/pitch_layers.py --helix-columns r2 p_helix octave_index p_octave   # which helix statistics to print
 
-Features are cached (`earlens.features`), so a re-run only probes: after a change of the helix statistics, rerun
+Features are cached (`earlens.probing.features`), so a re-run only probes: after a change of the helix statistics, rerun
 with the new statistic names in `--helix-columns` (any key of `HelixProbeResult.layer_stats()`; an unknown one
 prints "—"); the CSV holds every statistic of every layer. The controls printed last: a network trained to output
 chroma (`deep_chroma`'s `chroma`) must come out octave-equivalent (octave index high, gain-invariant octave
@@ -35,13 +35,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.backbones import load_backbone  # noqa: E402
-from earlens.features import extract_features  # noqa: E402
-from earlens.handcrafted import HandcraftedBackbone  # noqa: E402
-from earlens.helicality import helix_probe  # noqa: E402
-from earlens.probes import fit_layer_probes  # noqa: E402
-from earlens.probes_common import split_indices  # noqa: E402
-from earlens.stimuli import render_stimuli  # noqa: E402
+from earlens.models.backbones import load_backbone  # noqa: E402
+from earlens.probing.features import extract_features  # noqa: E402
+from earlens.probing.handcrafted import HandcraftedBackbone  # noqa: E402
+from earlens.probing.helicality import helix_probe  # noqa: E402
+from earlens.probing.probes import fit_layer_probes  # noqa: E402
+from earlens.probing.probes_common import split_indices  # noqa: E402
+from earlens.stimuli.rendering import render_stimuli  # noqa: E402
 
 NOTES = {"midi_pitches": list(range(48, 84)), "programs": [0, 4, 24, 40, 56, 65, 73, 80]}
 # name -> (kind, name_or_path, loader options): the offline networks, each as its configs/notes_* reads it

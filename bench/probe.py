@@ -30,14 +30,14 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.backbones import load_backbone  # noqa: E402
+from earlens.models.backbones import load_backbone  # noqa: E402
 from bench.backbones import bench_extraction  # noqa: E402
 from bench.helix_optuna import benchmark_fitters  # noqa: E402
-from earlens.helicality import helix_probe  # noqa: E402
-from earlens.helix import nearest_rotation  # noqa: E402
-from earlens import probes_syntheory  # noqa: E402
-from earlens.probes import fit_layer_probes  # noqa: E402
-from earlens.probes_syntheory import fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
+from earlens.probing import probes_syntheory  # noqa: E402
+from earlens.probing.helicality import helix_probe  # noqa: E402
+from earlens.probing.helix import nearest_rotation  # noqa: E402
+from earlens.probing.probes import fit_layer_probes  # noqa: E402
+from earlens.probing.probes_syntheory import fit_probe_per_layer_sequential, syntheory_configs  # noqa: E402
 
 
 def helix_features(n_layers: int, dim: int, n_programs: int, noise: float = 0.5, seed: int = 0):
@@ -185,7 +185,8 @@ def bench_procrustes(n_matrices: int = 100_000, repeats: int = 5) -> None:
     print("|---|---|---|")
     reference = svd_polar(matrices)
     with threadpool_limits(1, user_api="blas"):
-        for name, polar in (("earlens.helix.nearest_rotation (scaled Newton, closed-form cofactors)", nearest_rotation),
+        for name, polar in (("earlens.probing.helix.nearest_rotation (scaled Newton, closed-form cofactors)",
+                             nearest_rotation),
                             ("np.linalg.svd, U V^T", svd_polar)):
             seconds = statistics.median(timed(polar, matrices)[1] for _ in range(repeats))
             print(f"| {name} | {seconds:.3f} | {np.abs(polar(matrices) - reference).max():.1e} |")

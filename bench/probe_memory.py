@@ -40,9 +40,9 @@ def measure(path: str, labels_path: str, protocol: str) -> dict:
     """(In a child process.) Fit one protocol on the memory map; its wall time, peak RSS and best test accuracy."""
     import torch
 
-    from earlens.probes import fit_layer_probes
-    from earlens.probes_common import split_indices
     from earlens.lightning_modules.probes import fit_streaming_probes
+    from earlens.probing.probes import fit_layer_probes
+    from earlens.probing.probes_common import split_indices
 
     torch.set_num_threads(2)
     features = np.load(path, mmap_mode="r")

@@ -1,14 +1,14 @@
 """What a HuBERT pretrained on music without labels knows about pitch, and when it learns it: every model that
 `python train.py --config ssl_music --model.init_args.hf_every_n_epochs 1` wrote to `RUN/hf_steps/step_<N>`
 (step 0 is the random initialisation) is probed layer by layer, run by run, through the same loader as downloaded
-weights (`earlens.backbones.load_backbone("hubert", folder)`).
+weights (`earlens.models.backbones.load_backbone("hubert", folder)`).
 
-Per layer and step, over the runs (seeds): linear pitch-class and octave test accuracy (`earlens.probes`, the
+Per layer and step, over the runs (seeds): linear pitch-class and octave test accuracy (`earlens.probing.probes`, the
 weight decay chosen on validation, averaged over `--splits` seeded 70/15/15 splits of the 288 notes C3–B5 × 8
 SynTheory instruments), the helix fit's R², the periodic turn rate ω and how many runs turn beyond smooth curves
 (q_helix ≤ α) and are octave-closer than the null (q_octave ≤ α); q-values are Benjamini–Hochberg over every
 run × step × layer. Per step: the validation loss the run logged and the Zipf statistics of the units the model's
-head predicts on the run's validation clips (`earlens.zipf.zipf_statistics`). Step 0 of each run is the same model
+head predicts on the run's validation clips (`earlens.stats.zipf.zipf_statistics`). Step 0 of each run is the same model
 at random initialisation: the reference every later step is read against (printed as `init` in each row).
 
     python bench/ssl_study.py runs/ssl_study/seed_0 runs/ssl_study/seed_1 runs/ssl_study/seed_2 \
@@ -30,17 +30,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.backbones import load_backbone  # noqa: E402
 from earlens.datamodules.music import RenderedMusicDataModule  # noqa: E402
-from earlens.features import extract_features  # noqa: E402
-from earlens.helicality import helix_probe  # noqa: E402
 from earlens.lightning_modules.ssl import load_unit_head  # noqa: E402
-from earlens.multiple_testing import benjamini_hochberg  # noqa: E402
+from earlens.models.backbones import load_backbone  # noqa: E402
 from earlens.plots import plot_layer_curves  # noqa: E402
-from earlens.probes import fit_layer_probes  # noqa: E402
-from earlens.probes_common import split_indices  # noqa: E402
-from earlens.stimuli import render_stimuli  # noqa: E402
-from earlens.zipf import zipf_statistics  # noqa: E402
+from earlens.probing.features import extract_features  # noqa: E402
+from earlens.probing.helicality import helix_probe  # noqa: E402
+from earlens.probing.probes import fit_layer_probes  # noqa: E402
+from earlens.probing.probes_common import split_indices  # noqa: E402
+from earlens.stats.multiple_testing import benjamini_hochberg  # noqa: E402
+from earlens.stats.zipf import zipf_statistics  # noqa: E402
+from earlens.stimuli.rendering import render_stimuli  # noqa: E402
 
 NOTES = {"midi_pitches": list(range(48, 84)), "programs": [0, 4, 24, 40, 56, 65, 73, 80]}
 LAYER_STATS = ("pitch_class", "octave", "r2", "omega_periodic", "p_helix", "p_octave")

@@ -1,6 +1,6 @@
 """SynTheory's handcrafted-feature table (Wei et al. 2024, Table 2's mel / MFCC / chroma / aggregate rows)
-recomputed end to end offline: render the seven concepts (earlens.stimuli, TimGM6mb + FluidSynth), extract
-SynTheory's handcrafted embeddings (earlens.handcrafted.syntheory_features), probe the primary label of each
+recomputed end to end offline: render the seven concepts (earlens.stimuli.rendering, TimGM6mb + FluidSynth), extract
+SynTheory's handcrafted embeddings (earlens.probing.handcrafted.syntheory_features), probe the primary label of each
 concept (tempo: R² of bpm) on a 70/15/15 split, and print our table, the paper's and the difference per cell.
 
     python bench/syntheory.py --quick            # a seeded 1000-clip subset per concept
@@ -12,8 +12,8 @@ concept (tempo: R² of bpm) on a 70/15/15 split, and print our table, the paper'
 A real model gets a row on the concepts it can see (`MODEL_CONCEPTS`: pitch and harmony networks the five pitched
 concepts, tempo and beat networks tempos and time signatures), probed at the layer chosen on validation.
 
-`--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probes_syntheory) over its whole grid (216
-configurations); `--grid linear` runs its linear half only, which cannot separate the relational concepts
+`--protocol syntheory` (default) is SynTheory's probe protocol (earlens.probing.probes_syntheory) over its whole grid
+(216 configurations); `--grid linear` runs its linear half only, which cannot separate the relational concepts
 (chord quality, interval, mode, progression are not linear in these features). On CPU the grid's MLP half is
 out of reach for the full sets: `--protocol fast --model mlp` (earlens's batched MLP probe, weight decay chosen
 on validation) is the practical stand-in, `--model linear` its linear probe. Rendered audio and features are
@@ -33,14 +33,15 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from earlens.backbones import load_backbone  # noqa: E402
-from earlens.features import extract_features  # noqa: E402
-from earlens.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
-from earlens.paths import cache_dir  # noqa: E402
-from earlens.probes import fit_layer_probes  # noqa: E402
-from earlens.probes_common import extrapolation_split, split_indices  # noqa: E402
-from earlens.stimuli import read_labels, render_stimuli, stimulus_key  # noqa: E402
-from earlens.syntheory_concepts import CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, concept_config, syntheory_options  # noqa: E402
+from earlens.io.paths import cache_dir  # noqa: E402
+from earlens.models.backbones import load_backbone  # noqa: E402
+from earlens.probing.features import extract_features  # noqa: E402
+from earlens.probing.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
+from earlens.probing.probes import fit_layer_probes  # noqa: E402
+from earlens.probing.probes_common import extrapolation_split, split_indices  # noqa: E402
+from earlens.stimuli.rendering import read_labels, render_stimuli, stimulus_key  # noqa: E402
+from earlens.stimuli.syntheory_concepts import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, concept_config,
+                                                syntheory_options)  # noqa: E402
 
 CONCEPTS = tuple(CONFIGS)
 # Wei et al. 2024 (SynTheory), handcrafted rows: test accuracy of the primary label, tempos R²

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from earlens.audio import load_audio
-from earlens.paths import data_root
-from earlens.pretrained.silero import load_silero_vad
-from earlens.vad import fold_uri, score_annotations, speech_annotation, speech_regions
+from earlens.io.audio import load_audio
+from earlens.io.paths import data_root
+from earlens.io.vad import fold_uri, score_annotations, speech_annotation, speech_regions
 from earlens.lightning_modules.cli import load_run
+from earlens.models.pretrained.silero import load_silero_vad
 
 SILERO_SECONDS = 512 / 16000
 

@@ -14,7 +14,7 @@ Prints one markdown table per part, each cell over `--draws` independent samples
   excluded (`power_law_p_value`) and counted as "KS below the data's" (the plain mean over all sets).
 * zipf: tokens of a Zipf source (alpha 1) over V types: how often the verdict is "power_law", how often the bootstrap
   rules it out, uniformity of the p-values.
-* lognormal: for each zipf cell, a lognormal source matched to its first sample (`earlens.zipf.matched_lognormal`:
+* lognormal: for each zipf cell, a lognormal source matched to its first sample (`earlens.stats.zipf.matched_lognormal`:
   as many types and tokens, a head over the count tail's ranks that falls as steeply); the share of its samples the
   full verdict (`--bootstrap` sets) calls "power_law" is 1 − power, next to `lognormal_power` as `zipf_statistics`
   computes it (50 samples, 50 bootstrap sets) on the first Zipf sample.
@@ -34,9 +34,9 @@ import numpy as np
 from scipy.stats import kstest
 from tqdm import tqdm
 
-from earlens.power_law import called_power_law, fit_count_power_law, power_law_p_values
-from earlens.zipf import lognormal_power, matched_lognormal, rank_frequency_slope
-from earlens.zipf_mandelbrot import zipf_mandelbrot_source
+from earlens.stats.power_law import called_power_law, fit_count_power_law, power_law_p_values
+from earlens.stats.zipf import lognormal_power, matched_lognormal, rank_frequency_slope
+from earlens.stats.zipf_mandelbrot import zipf_mandelbrot_source
 
 SIZE_CELLS = [(gamma, n_types) for gamma in (2.0, 2.5, 3.0) for n_types in (100, 400, 2000)]
 ZIPF_CELLS = [(600, 67_000), (600, 10_000), (5000, 10_000), (5000, 100_000), (20_000, 100_000)]

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from earlens.power_law import compare_alternatives, fit_count_power_law, power_law_p_value
-from earlens.zipf import zipf_statistics, zipf_tokens
-from earlens.zipf_mandelbrot import fit_zipf_mandelbrot, zipf_mandelbrot_source
+from earlens.stats.power_law import compare_alternatives, fit_count_power_law, power_law_p_value
+from earlens.stats.zipf import zipf_statistics, zipf_tokens
+from earlens.stats.zipf_mandelbrot import fit_zipf_mandelbrot, zipf_mandelbrot_source
 
 
 def median_seconds(repeats: int, function, *args, **kwargs) -> float:

@@ -31,11 +31,11 @@ import torch
 from scipy.stats import false_discovery_control
 from tqdm import tqdm
 
-from earlens.audio import crop_or_pad, load_audio
-from earlens.paths import data_root
-from earlens.spectrogram import LogMel
-from earlens.tokenizers import LYRA_CODEBOOK_SIZE, KMeansUnits, LyraTokenizer, codes_to_symbols
-from earlens.zipf import collapse_repeats, ngram_statistics
+from earlens.frontend.spectrogram import LogMel
+from earlens.io.audio import crop_or_pad, load_audio
+from earlens.io.paths import data_root
+from earlens.models.tokenizers import LYRA_CODEBOOK_SIZE, KMeansUnits, LyraTokenizer, codes_to_symbols
+from earlens.stats.zipf import collapse_repeats, ngram_statistics
 
 DATASETS = {"fsdd": "recordings/*.wav", "esc10": "*/*.ogg"}
 SAMPLE_RATE = 16_000

@@ -1,6 +1,6 @@
 """FilterStatsCallback: what the learned frontend filters are tuned to, logged every N validation epochs.
 
-The numbers come from `earlens.filters`; this file only finds the modules and logs. Parameters are identical
+The numbers come from `earlens.frontend.filters`; this file only finds the modules and logs. Parameters are identical
 on every DDP rank (DDP keeps the replicas in sync), so each rank computes and logs the same scalars with
 no gather or sync; only rank 0 draws and uploads histograms and images.
 """
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from earlens.callbacks.media import figure_image, log_layer_table, save_figures, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
-from earlens.filters import (
+from earlens.frontend.filters import (
     DEFAULT_QUANTILES,
     DEFAULT_REFERENCE_HZ,
     GABOR_PARAMETERS,
@@ -31,8 +31,8 @@ from earlens.filters import (
     quantile_summary,
     signed_rate_hz,
 )
+from earlens.frontend.gabor import GaborSTRF2d
 from earlens.plots import plot_conv_responses, plot_kernel_grid, plot_rate_scale
-from earlens.gabor import GaborSTRF2d
 
 
 def _bank_parameters(filterbank: GaborSTRF2d) -> dict[str, torch.Tensor]:
@@ -58,12 +58,12 @@ class FilterStatsCallback(EveryNValidationEpochs):
     """Log `filters/{module}/{stat}_q{10,50,90}` and, with a WandbLogger, histograms and images.
 
     Gabor filterbanks (found automatically, see `gabor_filterbanks`): `rate_hz`, `scale_cyc_per_oct`,
-    `sigma_t_ms`, `sigma_f_oct` (`earlens.filters.gabor_stats`); images: kernel grid and rate-scale MTF; and
+    `sigma_t_ms`, `sigma_f_oct` (`earlens.frontend.filters.gabor_stats`); images: kernel grid and rate-scale MTF; and
     how far the bank moved since the start of training, `filters/{module}/move/{p}_rel_change` per parameter
-    and `.../move/{stat}_w1_rel` per statistic (`earlens.filters.gabor_movement`; the initial bank is kept in
+    and `.../move/{stat}_w1_rel` per statistic (`earlens.frontend.filters.gabor_movement`; the initial bank is kept in
     the callback's checkpoint state, so a resumed run still measures from the first start).
     `conv_modules`: names of Conv1d layers on raw audio at `sample_rate` (default: the datamodule's):
-    `peak_hz`, `centroid_hz`, `bandwidth_hz`, `q`, `flatness` (`earlens.filters.conv_filter_stats`) and
+    `peak_hz`, `centroid_hz`, `bandwidth_hz`, `q`, `flatness` (`earlens.frontend.filters.conv_filter_stats`) and
     `narrowband_frac` (Q > `q_threshold`); image: sorted responses and peak histogram against the same
     layer at PyTorch's default init (`seed`). Cost per call: one FFT of the weights per module.
     """

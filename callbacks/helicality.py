@@ -1,7 +1,7 @@
 """HelicalityCallback: every N validation epochs, how helical is each chosen layer's pitch representation?
 
 Rendered (cached) piano notes go through the model under training; forward hooks capture the chosen layers, each
-output is averaged over time into one vector per note, and `earlens.helicality.helix_probe` (the same function
+output is averaged over time into one vector per note, and `earlens.probing.helicality.helix_probe` (the same function
 `probe.py` uses) fits the helix. Under DDP every rank embeds an equal shard of the notes, the activations are
 all-gathered, and every rank fits the identical helix, so every rank logs the same values and nobody waits on
 anyone; rank 0 writes the per-layer table (`tables/helix.csv`, W&B `tables/helix`) and sends the plots
@@ -19,11 +19,11 @@ import torch
 from earlens.callbacks.capture import capture_layers, model_sample_rate
 from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
-from earlens.helicality import HelixProbeResult, helix_probe
-from earlens.multiple_testing import benjamini_hochberg
 from earlens.plots import plot_epoch_layer_heatmap, plot_helix
+from earlens.probing.helicality import HelixProbeResult, helix_probe
 from earlens.report import read_layer_table
-from earlens.stimuli import render_stimuli
+from earlens.stats.multiple_testing import benjamini_hochberg
+from earlens.stimuli.rendering import render_stimuli
 
 LOGGED_AS = {"score_inv_mse": "score", "z": "null_z"}  # `HelixProbeResult.layer_stats` names logged under another
 
@@ -42,8 +42,8 @@ class HelicalityCallback(EveryNValidationEpochs):
       `pl_module.frontend.sample_rate`, then the datamodule's.
     midi_pitches / programs: the notes rendered (default piano C3–B5, the helix paper's set); with two or more
       programs every pitch has several clips and ω gets a bootstrap interval.
-    n_surrogates / alpha / n_bootstrap / n_permutations / seed: as in `earlens.helicality.helix_probe`; the seed makes
-      every rank draw the same null; `alpha` is also the false discovery rate of the heatmap's dots.
+    n_surrogates / alpha / n_bootstrap / n_permutations / seed: as in `earlens.probing.helicality.helix_probe`; the seed
+      makes every rank draw the same null; `alpha` is also the false discovery rate of the heatmap's dots.
     """
 
     def __init__(self, layers: list[str], every_n_epochs: int = 1, time_dim: int = -1, input_fn: str | None = None,

@@ -1,8 +1,8 @@
 """PartialsCallback: every N validation epochs, do partials stabilise in the chosen layers of the model in training?
 
-Synthetic stimuli with known partials (`earlens.partials`: pure tones on a log grid, and band mixtures in five
+Synthetic stimuli with known partials (`earlens.stats.partials`: pure tones on a log grid, and band mixtures in five
 contexts) go through the model; forward hooks capture the chosen layers per frame, and
-`earlens.partials.probe_activations` (what `bench/partials.py` runs) measures band decodability, context
+`earlens.stats.partials.probe_activations` (what `bench/partials.py` runs) measures band decodability, context
 invariance and selectivity. Under DDP every rank encodes an equal shard of the stimuli, the activations are
 all-gathered, and every rank runs the identical (seeded, deterministic) probe, so every rank logs the same
 values, as `HelicalityCallback` does.
@@ -17,8 +17,8 @@ import torch
 from earlens.callbacks.capture import capture_layers, model_sample_rate
 from earlens.callbacks.media import log_layer_table
 from earlens.callbacks.schedule import EveryNValidationEpochs
-from earlens.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
-from earlens.partials import band_mean, probe_activations
+from earlens.stats.partials import band_mean, probe_activations
+from earlens.stimuli.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
 
 LOGGED = ("band_auc", "frame_auc", "invariance", "invariance_null", "split_half", "unit_one_band_share",
           "random_direction_one_band_share", "band_direction_peak_in_band", "constant_layer")

@@ -6,9 +6,9 @@ hook; centroids fitted on all ranks' frames gathered to rank 0 in an order indep
 broadcast so every rank shares them), or (c) the model's own quantiser codes. Padding is never a symbol: batches
 carry `length` (real samples per clip, padding after them; batches without it are taken as unpadded), audio is
 tokenised up to it and frames are kept up to the clip's real frame count (the module's own
-`frame_lengths(lengths, n_frames, n_samples)` when it has one, else `earlens.lengths.proportional_frames`), for
+`frame_lengths(lengths, n_frames, n_samples)` when it has one, else `earlens.io.lengths.proportional_frames`), for
 fitting units as for counting. Sparse n-gram counts are summed over the epoch and across DDP ranks, so the
-statistics (functions of the global counts, seeded; see `earlens.zipf`) equal a single-process run. Every rank
+statistics (functions of the global counts, seeded; see `earlens.stats.zipf`) equal a single-process run. Every rank
 takes part in the same collectives and logs the same values (so a `zipf/*` key can be monitored); only rank 0 draws
 the plot. The schedule and the units are saved in checkpoints.
 """
@@ -25,11 +25,11 @@ from scipy.stats import false_discovery_control
 
 from earlens.callbacks.media import figure_image, log_layer_table, wandb_loggers
 from earlens.callbacks.schedule import EveryNValidationEpochs
-from earlens.lengths import proportional_frames, time_mask
+from earlens.io.lengths import proportional_frames, time_mask
+from earlens.models.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes
 from earlens.plots import rank_frequency_plot
-from earlens.tokenizers import LYRA_SAMPLE_RATE, KMeansUnits, LyraTokenizer, ModelCodes
-from earlens.power_law import ALTERNATIVES
-from earlens.zipf import (
+from earlens.stats.power_law import ALTERNATIVES
+from earlens.stats.zipf import (
     collapse_repeats,
     count_ids,
     merge_counts,
@@ -66,7 +66,7 @@ class ZipfCallback(EveryNValidationEpochs):
     """Log `zipf/{,bigram_,trigram_}<statistic>` and a rank–frequency plot (W&B). Which exponent is which:
 
     `alpha_zm`, `q_zm` (`*_low`, `*_high`: 95 % interval): the Zipf–Mandelbrot law f(r) ∝ (r + q)^−α of the source,
-      over an estimated `population_size` types (unseen ones included; `earlens.zipf_mandelbrot`);
+      over an estimated `population_size` types (unseen ones included; `earlens.stats.zipf_mandelbrot`);
       `alpha_zm_observed`, `q_zm_observed`: the maximum-likelihood fit over the observed ranks 1..`vocab_size` it
       corrects (`interval_draws` bootstrap samples; 0 leaves the source NaN).
     `gamma`, `xmin`, `n_tail`, `ks`: Clauset et al. power law of the count distribution, counts ≥ xmin (ranks

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from earlens.audio import AudioError, crop_or_pad, first_copies, load_audio
-from earlens.paths import data_root
+from earlens.io.audio import AudioError, crop_or_pad, first_copies, load_audio
+from earlens.io.paths import data_root
 
 SPLITS = ("train", "val", "test")
 FEW_TRAIN_ITEMS = 20  # fewer training clips than this in a class: its accuracy is mostly noise
@@ -88,7 +88,7 @@ class ClipDataset(Dataset):
 class AudioDataModule(pl.LightningDataModule):
     """Base for the real-data datamodules: subclasses set `dataset`, `task`, and build the splits.
 
-    `root` is resolved by `earlens.paths.data_root` at construction, so a missing dataset fails at
+    `root` is resolved by `earlens.io.paths.data_root` at construction, so a missing dataset fails at
     once with a message saying where it looked and where to download it.
     """
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
-from earlens.audio import audio_fingerprint, find_audio
+from earlens.io.audio import audio_fingerprint, find_audio
 
 
 def group_split(labels: list[str], groups: list[str], fractions: dict[str, float], seed: int) -> list[str]:

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset, natural_key
 from earlens.datamodules.folder import group_split
-from earlens.audio import AudioError, LazySegment, audio_fingerprint
+from earlens.io.audio import AudioError, LazySegment, audio_fingerprint
 
 REQUIRED = ("path", "label")
 
@@ -57,7 +57,7 @@ class ManifestDataModule(AudioDataModule):
     in seconds (a segment of a long file; each file is decoded once). Bad rows and unreadable files are skipped,
     named and counted; rows repeating the audio of an earlier row are left out (`duplicates`); classes come from the
     usable rows. `lazy=True` decodes nothing up front: each item reads only the chunk it needs
-    (`earlens.audio.LazySegment`), for corpora too big for memory (files are checked by their headers at setup, so
+    (`earlens.io.audio.LazySegment`), for corpora too big for memory (files are checked by their headers at setup, so
     content errors surface as warnings during training instead, and only rows naming the same file and segment
     count as duplicates).
     """

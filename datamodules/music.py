@@ -1,4 +1,4 @@
-"""Random music rendered on the fly (`earlens.ssl.MusicRenderer`) for self-supervised pretraining: unlabelled
+"""Random music rendered on the fly (`earlens.models.ssl.MusicRenderer`) for self-supervised pretraining: unlabelled
 clips, a new set every epoch, more hours than memory holds."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from earlens.datamodules.base import EpochSampler
-from earlens.ssl import MUSIC_KINDS, MusicRenderer
-from earlens.syntheory_concepts import SYNTHEORY_PROGRAMS
+from earlens.models.ssl import MUSIC_KINDS, MusicRenderer
+from earlens.stimuli.syntheory_concepts import SYNTHEORY_PROGRAMS
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "units": 3}  # disjoint seed streams per split
 

@@ -1,5 +1,5 @@
-"""Rendered notes (earlens.stimuli, TimGM6mb) as a training set: pitch class, octave or instrument family, with
-General MIDI programs disjoint between train, validation and test (a model must generalise across timbres)."""
+"""Rendered notes (earlens.stimuli.rendering, TimGM6mb) as a training set: pitch class, octave or instrument family,
+with General MIDI programs disjoint between train, validation and test (a model must generalise across timbres)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, natural_key
-from earlens.paths import cache_dir
-from earlens.stimuli import render_stimuli
-from earlens.syntheory_concepts import SYNTHEORY_PROGRAMS
+from earlens.io.paths import cache_dir
+from earlens.stimuli.rendering import render_stimuli
+from earlens.stimuli.syntheory_concepts import SYNTHEORY_PROGRAMS
 
 TARGETS = ("pitch_class", "octave", "family")
 GM_FAMILIES = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",
@@ -20,7 +20,7 @@ TEST_PROGRAMS = (0, 24, 40, 56, 66, 73)  # acoustic grand, nylon guitar, violin,
 
 class RenderedNotesDataModule(AudioDataModule):
     """Notes `midi_pitches` × `programs`, one `note_seconds` note per `clip_seconds` clip (rendered and cached by
-    `earlens.stimuli.render_stimuli("notes")`), labelled by `target`: pitch_class, octave or GM family.
+    `earlens.stimuli.rendering.render_stimuli("notes")`), labelled by `target`: pitch_class, octave or GM family.
 
     `val_programs` and `test_programs` are held out (default six each, one instrument per common family; piano
     is a test program, so the helicality callback's piano notes are a timbre the model never trained on); every

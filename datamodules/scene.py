@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
-from earlens.audio import find_audio
+from earlens.io.audio import find_audio
 
 CLASS_FOLDER = re.compile(r"(\d{3}) - (.+)")
 CLIP_NAME = re.compile(r"([1-5])-(\d+)-([A-Z])")  # file stem: {fold}-{freesound id}-{take}

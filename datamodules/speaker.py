@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from earlens.datamodules.base import SPLITS, AudioDataModule, ClipDataset
-from earlens.audio import find_audio
+from earlens.io.audio import find_audio
 
 RECORDING_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)")  # file stem: {digit}_{speaker}_{take}
 

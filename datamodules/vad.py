@@ -17,7 +17,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from earlens.datamodules.base import AudioDataModule
-from earlens.vad import fold_uri
+from earlens.io.vad import fold_uri
 
 PROTOCOL_SPLITS = {"train": "train", "val": "development", "test": "test"}
 

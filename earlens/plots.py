@@ -12,14 +12,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.special import logsumexp
 
-from earlens.filters import ArrayLike, tile_kernels
-from earlens.partials import band_mean
-from earlens.power_law import clean_counts
-from earlens.zipf import ZipfResult
+from earlens.frontend.filters import ArrayLike, tile_kernels
+from earlens.stats.partials import band_mean
+from earlens.stats.power_law import clean_counts
+from earlens.stats.zipf import ZipfResult
 
 if TYPE_CHECKING:
-    from earlens.helicality import HelixProbeResult
-    from earlens.probes_common import ProbeResult
+    from earlens.probing.helicality import HelixProbeResult
+    from earlens.probing.probes_common import ProbeResult
 
 
 def plot_epoch_layer_heatmap(rows: list[dict], metric: str, mark_metric: str | None = None,

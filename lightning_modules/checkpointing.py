@@ -5,13 +5,15 @@ it over the old one, so `last.ckpt` is always a complete checkpoint (the old one
 filesystem the temp dir is on. `RNGStateCallback` stores every random generator in the checkpoint and puts them
 back when training restarts, so an interrupted-and-resumed run draws the same numbers as an uninterrupted one.
 `FreshLastCheckpoint` rewrites `last.ckpt` at the end of every epoch and of fit, whatever the monitored metric did.
-`read_checkpoint` turns unreadable files into one clear line.
+`read_checkpoint` turns unreadable files into one clear line. `current_class_path` and `migrated_config` read the
+class paths of runs written when the frontends lived in `earlens.frontends` (now `earlens.frontend.frontends`).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,28 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
 TEMPORARY_MARK = ".tmp-"
+# module named by stored checkpoints and run configs -> the module that holds those classes in this layout
+MOVED_MODULES = {"earlens.frontends": "earlens.frontend.frontends"}
+
+
+def current_class_path(class_path: str) -> str:
+    """`class_path` (module.Class) as importable in this layout."""
+    module, _, name = class_path.rpartition(".")
+    return f"{MOVED_MODULES.get(module, module)}.{name}"
+
+
+def migrated_config(path: Path) -> Path:
+    """A run's `config.yaml`, or beside it `config.migrated.yaml` with every moved module's class paths rewritten
+    when it names one (the run's own config.yaml is never rewritten)."""
+    text = path.read_text()
+    migrated = text
+    for old, new in MOVED_MODULES.items():
+        migrated = re.sub(rf"\b{re.escape(old)}\.(?=\w+\s*$)", f"{new}.", migrated, flags=re.MULTILINE)
+    if migrated == text:
+        return path
+    target = path.with_name("config.migrated.yaml")
+    target.write_text(migrated)
+    return target
 
 
 class CheckpointError(ValueError):

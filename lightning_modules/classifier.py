@@ -18,7 +18,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from earlens.lengths import masked_mean, proportional_frames, zero_padding
+from earlens.io.lengths import masked_mean, proportional_frames, zero_padding
+from earlens.lightning_modules.checkpointing import current_class_path
 
 IGNORE = -1
 
@@ -114,7 +115,7 @@ class AudioClassifier(pl.LightningModule):
         if frontend is None:
             if frontend_spec is None:
                 raise ValueError("AudioClassifier needs a frontend (or the frontend_spec a checkpoint stores)")
-            module, name = frontend_spec["class_path"].rsplit(".", 1)
+            module, name = current_class_path(frontend_spec["class_path"]).rsplit(".", 1)
             frontend = getattr(importlib.import_module(module), name)(**frontend_spec["init_args"])
         elif hasattr(frontend, "init_args"):
             frontend_spec = {"class_path": f"{type(frontend).__module__}.{type(frontend).__qualname__}",

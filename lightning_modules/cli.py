@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from earlens.paths import REPO_ROOT
+from earlens.io.paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
 VERSIONED_PACKAGES = ("earlens", "torch", "pytorch-lightning", "torchmetrics", "numpy", "librosa", "wandb",

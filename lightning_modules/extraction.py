@@ -1,7 +1,7 @@
 """Feature extraction as `Trainer.predict`: the frozen backbone on any number of devices and nodes.
 
 Lightning's launchers (its own subprocess launcher, torchrun, SLURM) start the ranks; each rank predicts a share of
-the cache entry's missing shards (`earlens.features.ExtractionPlan`) and `ShardWriter` writes them into the same
+the cache entry's missing shards (`earlens.probing.features.ExtractionPlan`) and `ShardWriter` writes them into the same
 cache `extract_features` uses (atomic files, checksums), so a killed job resumes at the shards still missing and one
 device or eight give the same entry. After a barrier, rank 0 assembles the array, which every rank then maps.
 Precision is the Trainer's: `bf16-mixed`/`16-mixed` autocast (GPU) is part of the cache key.
@@ -15,8 +15,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from earlens.backbones import Backbone
-from earlens.features import ExtractionPlan, assemble, encode_span, write_shard
+from earlens.models.base import Backbone
+from earlens.probing.features import ExtractionPlan, assemble, encode_span, write_shard
 
 CACHE_PRECISION = {"32-true": "float32", "32": "float32", "bf16-mixed": "bfloat16", "16-mixed": "float16"}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from earlens.probes import FAST_WEIGHT_DECAYS
+from earlens.probing.probes import FAST_WEIGHT_DECAYS
 
 
 @dataclass
@@ -30,7 +30,7 @@ class StimuliOptions:
 @dataclass
 class BackboneOptions:
     """`kind`: crepe, musicgen, encodec, hubert, wav2vec2, lyra, audiocraft, handcrafted, a pretrained kind of
-    `earlens.pretrained`, `run` (a model trained by train.py) or `hear` (a HEAR 2021 module, `name_or_path` its
+    `earlens.models.pretrained`, `run` (a model trained by train.py) or `hear` (a HEAR 2021 module, `name_or_path` its
     import name); `options` go to its loader (e.g. `hop_length` for CREPE, `n_mfcc` for handcrafted,
     `model_file_path` for hear)."""
 
@@ -85,7 +85,8 @@ class HelixOptions:
 
     Significance against `n_surrogates` draws of each layer's smooth null (`helix_beyond_smooth`: q_helix <= `alpha`,
     Benjamini–Hochberg over the layers); ω's interval from `n_bootstrap` clip resamplings within pitch;
-    `n_permutations` > 0 adds the shuffled-pitch null (for comparison only). See `earlens.helicality.helix_probe`.
+    `n_permutations` > 0 adds the shuffled-pitch null (for comparison only). See
+    `earlens.probing.helicality.helix_probe`.
     """
 
     enabled: bool = True
@@ -101,7 +102,7 @@ class HelixOptions:
 
 @dataclass
 class PartialsOptions:
-    """With `--stimuli.concept partials` (stimuli with known partials, `earlens.partials`; `stimuli.options` go to
+    """With `--stimuli.concept partials` (stimuli with known partials, `earlens.stats.partials`; `stimuli.options` go to
     `partials_probe`: n_bands, n_per_context, n_tones, seconds, fmin, fmax, ...): `random_init` also probes the same
     architecture at random initialisation (the null of a trained model; impossible for TFLite graphs)."""
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-from earlens.helicality import HelixProbeResult
-from earlens.probes_common import ProbeResult
 from earlens.lightning_modules.cli import start_wandb_run
+from earlens.probing.helicality import HelixProbeResult
+from earlens.probing.probes_common import ProbeResult
 
 
 def layer_table(layer_names: list[str], probes: dict[str, ProbeResult],

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from earlens.probes import FAST_WEIGHT_DECAYS
-from earlens.probes_common import ProbeResult, ProbeSplit, classification_scores, select_on_validation
+from earlens.probing.probes import FAST_WEIGHT_DECAYS
+from earlens.probing.probes_common import ProbeResult, ProbeSplit, classification_scores, select_on_validation
 
 CHUNK_ROWS = 1024  # rows per read of the memory map in the moment and evaluation passes
 

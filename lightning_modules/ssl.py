@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earlens.ssl import (
+from earlens.models.ssl import (
     aligned_log_mel,
     conv_frame_count,
     conv_receptive_field,
@@ -18,7 +18,7 @@ from earlens.ssl import (
     normalize_waves,
     span_mask,
 )
-from earlens.tokenizers import KMeansUnits
+from earlens.models.tokenizers import KMeansUnits
 
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)  # HuBERT's feature extractor: 400-sample field, 320-sample hop (50 Hz at 16 kHz)
 CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
@@ -46,7 +46,7 @@ class HubertPretraining(pl.LightningModule):
     the datamodule's `unit_fit_waves`, on rank 0, broadcast, and kept in the checkpoint (`unit_centroids`). Masked
     spans of the conv features are replaced by HuBERT's learned mask embedding; cross-entropy on masked frames only.
     At the end of fit the model and its feature extractor are written with `save_pretrained` to `hf_dir` (default
-    `<run folder>/hf`), which `earlens.backbones.load_backbone("hubert", hf_dir)` loads. With `hf_every_n_epochs`
+    `<run folder>/hf`), which `earlens.models.backbones.load_backbone("hubert", hf_dir)` loads. With `hf_every_n_epochs`
     N > 0 the same is written to `<run folder>/hf_steps/step_<global step>` before the first step (the random
     initialisation) and after every N-th training epoch: the model watched while it learns, probed afterwards.
     """

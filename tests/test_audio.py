@@ -1,11 +1,11 @@
-"""earlens.audio: decoding real files, resampling against closed forms, and clear errors on bad input."""
+"""earlens.io.audio: decoding real files, resampling against closed forms, and clear errors on bad input."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from earlens.audio import AudioError, crop_or_pad, load_audio
-from earlens.paths import data_root
+from earlens.io.audio import AudioError, crop_or_pad, load_audio
+from earlens.io.paths import data_root
 
 
 def test_float_wav_decodes_exactly():

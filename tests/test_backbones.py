@@ -10,13 +10,13 @@ import torch
 import transformers
 from torch import nn
 
-from earlens.backbones import (
-    HookBackbone,
+from earlens.models.backbones import (
     load_backbone,
     musicgen_delay_pattern,
     random_init,
 )
-from earlens.crepe import CREPE_LAYERS, crepe_frames, crepe_pitch_hz, crepe_weights_path
+from earlens.models.base import HookBackbone
+from earlens.models.crepe import CREPE_LAYERS, crepe_frames, crepe_pitch_hz, crepe_weights_path
 
 
 @pytest.fixture(autouse=True)

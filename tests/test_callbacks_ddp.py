@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from earlens.paths import data_root
+from earlens.io.paths import data_root
 from earlens.lightning_modules.cli import read_offline_wandb_history
 
 REPO = Path(__file__).resolve().parent.parent

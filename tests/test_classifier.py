@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from earlens.frontends import SpectroTemporalFrontend, WaveformFrontend
+from earlens.frontend.frontends import SpectroTemporalFrontend, WaveformFrontend
+from earlens.lightning_modules.checkpointing import migrated_config
 from earlens.lightning_modules.classifier import AudioClassifier, DetectionErrorRate
 
 
@@ -106,3 +107,26 @@ def test_frontend_gets_its_own_learning_rate(kind, frontend_lr, expected_lr):
     expected = {id(p) for p in [*bank, *model.frontend.norm.parameters()]}
     assert {id(p) for p in frontend_group["params"]} == expected
     assert {id(p) for p in rest["params"]} == {id(p) for p in [*model.encoder.parameters(), *model.head.parameters()]}
+
+
+def test_checkpoints_naming_the_frontends_module_of_earlier_runs_still_load(tmp_path):
+    """Runs store their frontend's class path; those written when the frontends lived in `earlens.frontends` rebuild
+    the same model, from the checkpoint and from a resumed run's config."""
+    torch.manual_seed(0)
+    model = AudioClassifier(SpectroTemporalFrontend(kind="gabor", n_filters=4), num_classes=2).eval()
+    spec = dict(model.hparams["frontend_spec"])
+    assert spec["class_path"] == "earlens.frontend.frontends.SpectroTemporalFrontend"
+    old = AudioClassifier(frontend_spec={**spec, "class_path": "earlens.frontends.SpectroTemporalFrontend"},
+                          num_classes=2).eval()
+    old.load_state_dict(model.state_dict())
+    wave = torch.randn(1, 4000)
+    with torch.no_grad():
+        torch.testing.assert_close(old(wave), model(wave))
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  frontend:\n    class_path: earlens.frontends.SpectroTemporalFrontend\n"
+                      "data:\n  class_path: earlens.datamodules.FSDDSpeakerDataModule\n")
+    migrated = migrated_config(config)
+    assert migrated != config and "earlens.frontends." in config.read_text()  # the run's own config is kept
+    assert "class_path: earlens.frontend.frontends.SpectroTemporalFrontend" in migrated.read_text()
+    assert "earlens.datamodules.FSDDSpeakerDataModule" in migrated.read_text()
+    assert migrated_config(migrated) == migrated  # nothing left to migrate

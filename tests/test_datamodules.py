@@ -12,12 +12,12 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
-import earlens.paths
+import earlens.io.paths
 from earlens.datamodules import AMIVADDataModule, BengaleseFinchDataModule, ESC10DataModule, FSDDSpeakerDataModule
 from earlens.datamodules.base import EpochSampler
 from earlens.datamodules.scene import fold_split
-from earlens.audio import AudioError
-from earlens.paths import data_root
+from earlens.io.audio import AudioError
+from earlens.io.paths import data_root
 
 SPLITS = ("train", "val", "test")
 
@@ -348,7 +348,7 @@ def test_all_bad_split_is_a_clear_error(tmp_path):
 
 
 def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setattr(earlens.paths, "REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.setattr(earlens.io.paths, "REPO_ROOT", tmp_path / "checkout")
     monkeypatch.setenv("EARLENS_DATA", str(tmp_path / "env"))
     with pytest.raises(FileNotFoundError, match="esc10") as err:
         ESC10DataModule(root=str(tmp_path / "given"))

@@ -8,9 +8,9 @@ import soxr
 import torch
 from torch import nn
 
-from earlens.backbones import Backbone, HookBackbone
-from earlens.features import (audio_fingerprint, check_disk_space, extract_features, feature_key, load_manifest,
-                              plan_extraction)
+from earlens.models.base import Backbone, HookBackbone
+from earlens.probing.features import (audio_fingerprint, check_disk_space, extract_features, feature_key, load_manifest,
+                                      plan_extraction)
 
 INPUT_RATE, MODEL_RATE = 8000, 16000
 

@@ -1,4 +1,5 @@
-"""FilterStatsCallback in a real 1-process fit logs exactly what earlens.filters computes on the final weights."""
+"""FilterStatsCallback in a real 1-process fit logs exactly what earlens.frontend.filters computes on the final
+weights."""
 
 import csv
 import re
@@ -12,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from earlens.callbacks.filter_stats import FilterStatsCallback
-from earlens.filters import MelGrid, conv_filter_stats, gabor_movement, gabor_stats, quantile_summary
-from earlens.frontends import SpectroTemporalFrontend
+from earlens.frontend.filters import MelGrid, conv_filter_stats, gabor_movement, gabor_stats, quantile_summary
+from earlens.frontend.frontends import SpectroTemporalFrontend
 from earlens.report import read_layer_table
 
 SAMPLE_RATE = 8000

@@ -1,4 +1,5 @@
-"""earlens.filters against closed forms: mel octave geometry, Gabor MTF peaks, FIR bandwidths, conv composition."""
+"""earlens.frontend.filters against closed forms: mel octave geometry, Gabor MTF peaks, FIR bandwidths, conv
+composition."""
 
 import math
 
@@ -8,8 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from earlens.gabor import GaborSTRF2d
-from earlens.filters import (
+from earlens.frontend.filters import (
     MelGrid,
     compose_conv1d,
     conv_filter_stats,
@@ -22,6 +22,7 @@ from earlens.filters import (
     signed_rate_hz,
     tile_kernels,
 )
+from earlens.frontend.gabor import GaborSTRF2d
 from earlens.plots import plot_conv_responses, plot_kernel_grid, plot_rate_scale
 
 GRID = MelGrid(sample_rate=16000, hop_length=160, n_mels=64, fmin=0.0, fmax=8000.0)

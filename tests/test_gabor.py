@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from earlens.frontends import SpectroTemporalFrontend
-from earlens.gabor import MODES, GaborSTRF2d, gabor_kernels
+from earlens.frontend.frontends import SpectroTemporalFrontend
+from earlens.frontend.gabor import MODES, GaborSTRF2d, gabor_kernels
 
 PARAMETERS = [  # sigma_t, sigma_f, omega_t, omega_f
     (3.0, 1.5, 0.7, -0.4),
@@ -231,7 +231,7 @@ def test_frontend_builds_from_a_config():
     parser = ArgumentParser()
     parser.add_subclass_arguments(nn.Module, "frontend")
     config = parser.parse_object({"frontend": {
-        "class_path": "earlens.frontends.SpectroTemporalFrontend",
+        "class_path": "earlens.frontend.frontends.SpectroTemporalFrontend",
         "init_args": {"kind": "gabor", "n_filters": 8, "kernel_size": [9, 25], "mode": "magnitude"},
     }})
     frontend = parser.instantiate_classes(config).frontend
@@ -280,7 +280,7 @@ def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
     as one group): one clip per group, groups that split the batch unevenly and one group for all must give
     the dense values and gradients, so no clip's filtering reaches into its neighbour; without a backward
     (`torch.no_grad`) the groups share one maps buffer per group width, the last smaller group included."""
-    import earlens.gabor_separable as separable
+    import earlens.frontend.gabor_separable as separable
 
     bank = _bank(n_filters=3, kernel_size=(9, 25), mode="concat").double()
     spec = torch.randn(5, 1, 12, 30, dtype=torch.float64, requires_grad=True)

@@ -6,8 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from earlens.handcrafted import summary_statistics, syntheory_features
-from earlens.stimuli import render_stimuli
+from earlens.probing.handcrafted import summary_statistics, syntheory_features
+from earlens.stimuli.rendering import render_stimuli
 
 SR = 22050
 

@@ -1,5 +1,6 @@
-"""HEAR 2021 modules both ways: `probe.py --backbone.kind hear` on hearbaseline's naive baseline and on `earlens.hear`,
-and `earlens.hear` over a run trained here, accepted by `hear-validator` and equal to the in-memory classifier."""
+"""HEAR 2021 modules both ways: `probe.py --backbone.kind hear` on hearbaseline's naive baseline and on
+`earlens.models.hear`, and `earlens.models.hear` over a run trained here, accepted by `hear-validator` and equal to the
+in-memory classifier."""
 
 import csv
 import json
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from earlens.backbones import HookBackbone, load_backbone, positional_librosa_mel
+from earlens.io.paths import REPO_ROOT
 from earlens.lightning_modules.cli import load_run
-from earlens.paths import REPO_ROOT
+from earlens.models.backbones import load_backbone, positional_librosa_mel
+from earlens.models.base import HookBackbone
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 # hearvalidator imports TensorFlow only to recognise TF models; a torch module never reaches it, so where TensorFlow
@@ -45,7 +47,8 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def test_hear_validator_accepts_earlens_hear_on_a_trained_run(trained_run):
-    result = subprocess.run([sys.executable, "-c", VALIDATOR, "earlens.hear", "-m", str(trained_run), "-d", "cpu"],
+    result = subprocess.run([sys.executable, "-c", VALIDATOR, "earlens.models.hear", "-m", str(trained_run),
+                             "-d", "cpu"],
                             capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Looks good!" in result.stdout and "timestamp_embedding_size: 128" in result.stdout
@@ -54,7 +57,7 @@ def test_hear_validator_accepts_earlens_hear_on_a_trained_run(trained_run):
 def test_earlens_hear_embeddings_are_the_classifier_s_own(trained_run):
     """Timestamp embeddings = the encoder's output as probe.py's `run` backbone hooks it; the classifier's head on
     the scene embeddings gives its logits; timestamps sit at the centres of the pooled STFT frames."""
-    import earlens.hear as hear
+    import earlens.models.hear as hear
 
     classifier, _ = load_run(trained_run)
     model = hear.load_model(str(trained_run))
@@ -95,12 +98,12 @@ def test_modules_that_are_not_hear_modules_fail_in_one_line():
         load_backbone("hear", "json")
 
 
-@pytest.mark.parametrize("module", ["hearbaseline", "earlens.hear"])
+@pytest.mark.parametrize("module", ["hearbaseline", "earlens.models.hear"])
 def test_probe_py_reads_a_hear_module_layer_by_layer(module, trained_run, tmp_path):
     """Real piano notes C3-B5 through probe.py with a HEAR module as the backbone: both HEAR layers in the table."""
     if module == "hearbaseline":
         pytest.importorskip("hearbaseline")
-    options = {"model_file_path": str(trained_run)} if module == "earlens.hear" else {}
+    options = {"model_file_path": str(trained_run)} if module == "earlens.models.hear" else {}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "probe.py"), "--config", "notes_hear", "--backbone.name_or_path", module,
          "--backbone.options", json.dumps(options),

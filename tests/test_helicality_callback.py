@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from earlens.callbacks.helicality import HelicalityCallback
+from earlens.probing.helicality import helix_probe
 from earlens.report import read_layer_table
-from earlens.helicality import helix_probe
-from earlens.stimuli import render_stimuli
+from earlens.stimuli.rendering import render_stimuli
 
 
 class TinyAudioModel(pl.LightningModule):

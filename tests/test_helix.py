@@ -9,14 +9,14 @@ import librosa
 import numpy as np
 import pytest
 
-from earlens.helicality import helix_probe, octave_measures, per_pitch_means
-from earlens.helix import fit_helix, fold_omega, helix_curve, helix_r2_profile, pitch_step
-from earlens.helix_nulls import SmoothSpikedNull, double_centre, smooth_kernels
-from earlens.multiple_testing import benjamini_hochberg
+from earlens.probing.helicality import helix_probe, octave_measures, per_pitch_means
+from earlens.probing.helix import fit_helix, fold_omega, helix_curve, helix_r2_profile, pitch_step
+from earlens.probing.helix_nulls import SmoothSpikedNull, double_centre, smooth_kernels
+from earlens.stats.multiple_testing import benjamini_hochberg
 from bench.helix_calibration import generate
 from bench.helix_optuna import fit_helix_optuna
 from earlens.plots import plot_helix
-from earlens.stimuli import render_stimuli
+from earlens.stimuli.rendering import render_stimuli
 
 P = 36
 T = np.arange(P, dtype=float)

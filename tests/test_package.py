@@ -30,5 +30,5 @@ def test_nothing_else_beside_the_package_imports_through_it(name):
 
 def test_walking_the_package_ends_and_finds_only_its_modules():
     names = [info.name for info in pkgutil.walk_packages(earlens.__path__, "earlens.")]
-    assert {"earlens.gabor", "earlens.pretrained", "earlens.pretrained.silero"} <= set(names)
+    assert {"earlens.frontend.gabor", "earlens.models.pretrained", "earlens.models.pretrained.silero"} <= set(names)
     assert not any(name.split(".")[1] in BESIDE for name in names)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score, roc_auc_score
 
-from earlens.backbones import load_backbone
-from earlens.partial_codes import code_stats
-from earlens.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
-from earlens.partials import (
+from earlens.models.backbones import load_backbone
+from earlens.plots import plot_partials
+from earlens.stats.partial_codes import code_stats
+from earlens.stats.partials import (
     LATENT_COLUMNS,
     tuning_summary,
     auc,
@@ -19,7 +19,7 @@ from earlens.partials import (
     summary_rows,
     tuning_stats,
 )
-from earlens.plots import plot_partials
+from earlens.stimuli.partial_stimuli import band_targets, context_stimuli, log_bands, pure_tones
 
 SR = 8000
 EDGES = log_bands(100, 3200, 8)
@@ -327,7 +327,7 @@ def test_encodec_latents_and_codes_through_the_bench_adapter():
 
 def test_lyra_latents_are_what_its_quantiser_codes():
     pytest.importorskip("ai_edge_litert")
-    from earlens.tokenizers import LyraTokenizer
+    from earlens.models.tokenizers import LyraTokenizer
 
     tokenizer = LyraTokenizer(k=4)
     wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3200) / 16000)

@@ -1,4 +1,4 @@
-"""PartialsCallback logs what `earlens.partials` gives on the same activations; two simulated DDP ranks (equal
+"""PartialsCallback logs what `earlens.stats.partials` gives on the same activations; two simulated DDP ranks (equal
 shards, all-gathered) log what one process logs."""
 
 from types import SimpleNamespace
@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from earlens.callbacks.partials import PartialsCallback
-from earlens.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
-from earlens.partials import probe_activations, run_encoder
+from earlens.stats.partials import probe_activations, run_encoder
+from earlens.stimuli.partial_stimuli import CONTEXTS, context_stimuli, log_bands, pure_tones
 from tests.test_helicality_callback import TinyAudioModel
 
 

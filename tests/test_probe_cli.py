@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from earlens.paths import REPO_ROOT
+from earlens.io.paths import REPO_ROOT
 from earlens.lightning_modules.cli import read_offline_wandb_history
 
 
@@ -109,9 +109,9 @@ def test_probe_on_your_own_recordings_from_a_folder(tmp_path):
 
     import soundfile as sf
 
-    from earlens.features import extract_features
-    from earlens.handcrafted import HandcraftedBackbone
-    from earlens.stimuli import load_stimuli_table, render_stimuli
+    from earlens.probing.features import extract_features
+    from earlens.probing.handcrafted import HandcraftedBackbone
+    from earlens.stimuli.rendering import load_stimuli_table, render_stimuli
 
     notes = render_stimuli("notes", midi_pitches=list(range(48, 72)), programs=[0])
     folder = tmp_path / "my_notes"

@@ -8,11 +8,11 @@ import torch
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import f1_score
 
-from earlens import probes_syntheory
-from earlens.handcrafted import HandcraftedBackbone
-from earlens.probes import fit_layer_probes
-from earlens.probes_common import classification_scores, split_indices
-from earlens.probes_syntheory import SYNTHEORY_GRID, fit_probe_per_layer_sequential, syntheory_configs
+from earlens.probing import probes_syntheory
+from earlens.probing.handcrafted import HandcraftedBackbone
+from earlens.probing.probes import fit_layer_probes
+from earlens.probing.probes_common import classification_scores, split_indices
+from earlens.probing.probes_syntheory import SYNTHEORY_GRID, fit_probe_per_layer_sequential, syntheory_configs
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +234,7 @@ def test_handcrafted_features_match_librosa_per_clip():
 
 
 def test_extrapolation_split_holds_out_both_ends():
-    from earlens.probes_common import extrapolation_split
+    from earlens.probing.probes_common import extrapolation_split
 
     bpm = np.repeat(np.arange(50, 211), 25)[np.random.default_rng(0).permutation(161 * 25)]
     split = extrapolation_split(bpm, seed=1)

@@ -26,14 +26,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from earlens.audio import load_audio
 from earlens.datamodules import AMIVADDataModule, BengaleseFinchDataModule
 from earlens.datamodules.folder import FolderDataModule
+from earlens.io.audio import load_audio
+from earlens.io.paths import data_root
+from earlens.lightning_modules import cli
 from earlens.lightning_modules.checkpointing import read_checkpoint
 from earlens.lightning_modules.classifier import AudioClassifier
-from earlens.lightning_modules import cli
 from earlens.lightning_modules.cli import create_run_dir
-from earlens.paths import data_root
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
@@ -432,8 +432,8 @@ def test_bird_annotations_with_string_labels_and_bad_notes(tmp_path):
 def test_folder_and_manifest_leave_out_copies_of_a_recording(tmp_path):
     """A recording copied under another name (another class even) or listed twice is kept once: the first copy stays,
     the others are listed in `duplicates`, and no audio appears in two splits."""
-    from earlens.audio import audio_fingerprint
     from earlens.datamodules import ManifestDataModule
+    from earlens.io.audio import audio_fingerprint
 
     rng = np.random.default_rng(0)
     for label in ("a", "b"):
@@ -464,7 +464,7 @@ def test_folder_and_manifest_leave_out_copies_of_a_recording(tmp_path):
 
 def _notes_table(folder: Path, repeat: int) -> Path:
     """Rendered piano and guitar notes as files with a labels.csv listing each `repeat` times."""
-    from earlens.stimuli import render_stimuli
+    from earlens.stimuli.rendering import render_stimuli
 
     notes = render_stimuli("notes", midi_pitches=list(range(48, 72)), programs=[0, 24])
     folder.mkdir(exist_ok=True)
@@ -622,8 +622,8 @@ def test_report_names_what_it_cannot_read_and_skips_a_cut_off_row(small_run, tmp
 
 
 def test_feature_cache_entry_with_an_emptied_manifest_is_rebuilt(tmp_path):
-    from earlens.features import extract_features
-    from earlens.handcrafted import HandcraftedBackbone
+    from earlens.probing.features import extract_features
+    from earlens.probing.handcrafted import HandcraftedBackbone
 
     waves = np.stack([_tone(0.5, 16000, hz=hz) for hz in (220, 330, 440)]).astype(np.float32)
     backbone = HandcraftedBackbone(layers=["mel"], sample_rate=16000)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from earlens.spectrogram import LogMel, log_mel_spectrogram, mel_filters
+from earlens.frontend.spectrogram import LogMel, log_mel_spectrogram, mel_filters
 
 
 def _test_signal(n_samples=16000, sample_rate=16000, seed=0):

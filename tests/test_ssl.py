@@ -13,10 +13,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from earlens.backbones import load_backbone
 from earlens.datamodules.music import RenderedMusicDataModule
 from earlens.lightning_modules.ssl import HubertPretraining, load_unit_head
-from earlens.ssl import conv_frame_count, normalize_waves, span_mask
+from earlens.models.backbones import load_backbone
+from earlens.models.ssl import conv_frame_count, normalize_waves, span_mask
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "conv_dim": 16,

@@ -4,9 +4,9 @@ import librosa
 import numpy as np
 import pytest
 
-from earlens.stimuli import render_stimuli
-from earlens.syntheory_concepts import SYNTHEORY_PROGRAMS
-from earlens.syntheory_events import chord_pitches
+from earlens.stimuli.rendering import render_stimuli
+from earlens.stimuli.syntheory_concepts import SYNTHEORY_PROGRAMS
+from earlens.stimuli.syntheory_events import chord_pitches
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from earlens.paths import REPO_ROOT
-from earlens.probes import fit_layer_probes
-from earlens.probes_common import split_indices
+from earlens.io.paths import REPO_ROOT
 from earlens.lightning_modules.probes import fit_streaming_probes, training_moments
+from earlens.probing.probes import fit_layer_probes
+from earlens.probing.probes_common import split_indices
 
 
 def layered_problem(path, n=2400, dims=8, classes=4, seed=0):
@@ -57,7 +57,7 @@ def test_two_ddp_ranks_give_the_one_process_choices(tmp_path):
         import json, sys
         import numpy as np
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from earlens.probes_common import split_indices
+        from earlens.probing.probes_common import split_indices
         from earlens.lightning_modules.probes import fit_streaming_probes
         features = np.load({str(tmp_path / "f.npy")!r}, mmap_mode="r")
         labels = np.load({str(tmp_path / "labels.npy")!r})

@@ -6,11 +6,11 @@ import librosa
 import numpy as np
 import pytest
 
-from earlens import stimuli
-from earlens.stimuli import render_stimuli
-from earlens.syntheory_concepts import (CONCEPT_LABELS, CONFIGS, PROGRESSION_NAMES, SYNTHEORY_PROGRAMS, SYNTHEORY_SIZES,
-                                        syntheory_options)
-from earlens.syntheory_events import chord_pitches, progression_pitches, stimulus_events
+from earlens.stimuli import rendering as stimuli
+from earlens.stimuli.rendering import render_stimuli
+from earlens.stimuli.syntheory_concepts import (CONCEPT_LABELS, CONFIGS, PROGRESSION_NAMES, SYNTHEORY_PROGRAMS,
+                                                SYNTHEORY_SIZES, syntheory_options)
+from earlens.stimuli.syntheory_events import chord_pitches, progression_pitches, stimulus_events
 
 SR = 22050
 

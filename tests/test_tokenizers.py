@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from earlens.audio import load_audio
-from earlens.paths import data_root
-from earlens.tokenizers import LYRA_FRAME_SAMPLES, KMeansUnits, LyraTokenizer, ModelCodes, codes_to_symbols
-from earlens.zipf import zipf_statistics
+from earlens.io.audio import load_audio
+from earlens.io.paths import data_root
+from earlens.models.tokenizers import LYRA_FRAME_SAMPLES, KMeansUnits, LyraTokenizer, ModelCodes, codes_to_symbols
+from earlens.stats.zipf import zipf_statistics
 
 
 @pytest.fixture(scope="module")

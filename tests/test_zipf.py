@@ -16,7 +16,7 @@ import scipy.stats
 from scipy.special import zeta
 
 from earlens.plots import rank_frequency_plot
-from earlens.power_law import (
+from earlens.stats.power_law import (
     MIN_SPAN,
     _fit_rows,
     _rows,
@@ -30,7 +30,7 @@ from earlens.power_law import (
     power_sums,
     preferred_model,
 )
-from earlens.zipf import (
+from earlens.stats.zipf import (
     collapse_repeats,
     count_ids,
     expected_vocabulary_growth,
@@ -44,7 +44,7 @@ from earlens.zipf import (
     zipf_statistics,
     zipf_tokens,
 )
-from earlens.zipf_mandelbrot import (
+from earlens.stats.zipf_mandelbrot import (
     _population,
     _rank_data,
     expected_types,
@@ -393,7 +393,7 @@ def test_power_against_a_matched_lognormal():
 
 
 def test_preferred_model_rules():
-    from earlens.power_law import Comparison
+    from earlens.stats.power_law import Comparison
 
     neutral = (Comparison("lognormal", -0.5, 0.6), Comparison("exponential", 3.0, 0.001))
     assert preferred_model(0.5, neutral) == "power_law" and preferred_model(0.05, neutral) == "none"

@@ -10,10 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from earlens.callbacks.zipf import ORDER_PREFIX, PREFERRED_CODES, ZipfCallback
-from earlens.audio import crop_or_pad, load_audio
-from earlens.paths import data_root
-from earlens.tokenizers import KMeansUnits, LyraTokenizer, match_centroids
-from earlens.zipf import collapse_repeats, ngram_statistics, zipf_tokens
+from earlens.io.audio import crop_or_pad, load_audio
+from earlens.io.paths import data_root
+from earlens.models.tokenizers import KMeansUnits, LyraTokenizer, match_centroids
+from earlens.stats.zipf import collapse_repeats, ngram_statistics, zipf_tokens
 
 
 @pytest.fixture(autouse=True)
