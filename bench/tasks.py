@@ -8,8 +8,9 @@
     python bench/tasks.py --summaries a.json b.json --pair gabor gabor_frozen   # + learned minus frozen, run by run
 
 Frontends (`FRONTENDS`): `gabor` (16 Gabor filters of 9 x 25), `gabor_paper` (the paper's 64 of 9 x 111),
-`gabor_frozen` and `gabor_paper_frozen` (those banks never trained: does learning the filters help?) and `mel`
-(log-mel + a plain Conv2d of the `gabor` shape). Runs `train.py --config <config>` once per seed
+`gabor_frozen` and `gabor_paper_frozen` (those banks never trained: does learning the filters help?),
+`gabor_paper_projected` (the paper's bank mixed to 32 maps by a learned 1 x 1 convolution, the encoder's cost of
+`gabor`; VAD and ESC-10 only) and `mel` (log-mel + a plain Conv2d of the `gabor` shape). Runs `train.py --config <config>` once per seed
 (`seed_everything` and the datamodule's split/crop seed); ESC-10 runs its 5 published folds instead (test fold k,
 validation fold k+1), so its figure is comparable with published 5-fold results. Prints, per task and frontend,
 the headline test metric as mean ± sd over the runs with every run's value, macro F1, wall time, seconds per
@@ -37,6 +38,7 @@ FRONTENDS = {  # label: (config name pattern, overrides)
     "gabor_paper": ("gabor_{task}_paper", []),
     "gabor_frozen": ("gabor_{task}_frozen", []),
     "gabor_paper_frozen": ("gabor_{task}_paper", ["--model.frontend.init_args.kind", "gabor_frozen"]),
+    "gabor_paper_projected": ("gabor_{task}_paper_projected", []),
     "mel": ("mel_{task}", []),
 }
 MOVEMENT_PREFIX = "filters/frontend.filterbank/move/"
