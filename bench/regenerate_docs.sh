@@ -38,3 +38,9 @@ for seed in 0 1 2; do
         --seed_everything "$seed" --data.init_args.seed "$seed" --run_dir "$OUT/notes_interp_seed$seed" > /dev/null
 done
 run helix_training python bench/helix_training.py "$OUT"/notes_interp_seed{0,1,2}
+# docs/ssl.md and docs/results.md (a HuBERT pretrained here, probed at every epoch)
+for seed in 0 1 2; do
+    python train.py --config ssl_music --run_dir "$OUT/ssl_seed$seed" --seed_everything "$seed" \
+        --model.init_args.seed "$seed" --data.init_args.seed "$seed" --model.init_args.hf_every_n_epochs 1 > /dev/null
+done
+run ssl_study python bench/ssl_study.py "$OUT"/ssl_seed{0,1,2} --out "$OUT/ssl_study.csv" --figure docs/figures/ssl_study.png
