@@ -31,10 +31,9 @@ class HelixProbeResult:
 
     Two triple selections: the headline one (`select_by`, R² by default) and the paper's (`paper_*`, 1/MSE).
     Significance (`p_helix` of the periodic likelihood ratio, `p_octave` of d_strict, `p_rsa_chroma`,
-    `p_octave_index`) is against
-    draws of the smooth spiked null (`earlens.probing.helix_nulls`), and `q_*` are their Benjamini–Hochberg q-values
-    over the layers; the pitch permutation null (`perm_*`) is kept for comparison only: any curve ordered by pitch beats
-    it.
+    `p_octave_index`) is against draws of the smooth spiked null (`earlens.probing.helix_nulls`), and `q_*` are
+    their Benjamini–Hochberg q-values over the layers; the pitch permutation null (`perm_*`) is kept for comparison
+    only: any curve ordered by pitch beats it.
     """
 
     fit: HelixFit  # headline selection, leading shape (L,)
