@@ -60,6 +60,7 @@ from earlens.probing.handcrafted import HandcraftedBackbone
 from earlens.probing.helicality import HelixProbeResult, helix_probe
 from earlens.probing.probes import PROTOCOLS, fit_layer_probes
 from earlens.probing.probes_common import ProbeResult, ProbeSplit, split_indices
+from earlens.probing.probes_syntheory import SEARCHES
 from earlens.stats.partials import partials_probe, summary_rows
 from earlens.stimuli.rendering import StimulusSet, load_stimuli_table, render_stimuli
 
@@ -256,6 +257,8 @@ HELP_OPTIONS = [
                                         "else every label column with classes)"),
     ("--probes.linear.protocol P", "fast (L-BFGS, default), syntheory (SynTheory's grid), streaming (from the "
                                    "memory-mapped cache)"),
+    ("--probes.linear.search S", "syntheory protocol: grid (every configuration, default) or halving (successive "
+                                 "halving: 4-20x fewer epochs)"),
     ("--probes.helix.enabled B", "the pitch-helix probe, on when the stimuli have midi_pitch"),
     ("--probes.helix.n_surrogates N", "draws of the smooth spiked null (default 499: p ≥ 0.002)"),
     ("--probes.helix.alpha A", "level of q_helix and q_octave (Benjamini–Hochberg over layers; default 0.05)"),
@@ -291,6 +294,8 @@ def main(argv: list[str] | None = None) -> Path:
     if options.probes.linear.protocol not in (*PROTOCOLS, "streaming"):
         raise UsageError(f"--probes.linear.protocol must be one of {(*PROTOCOLS, 'streaming')}, "
                          f"got {options.probes.linear.protocol!r}")
+    if options.probes.linear.search not in SEARCHES:
+        raise UsageError(f"--probes.linear.search must be one of {SEARCHES}, got {options.probes.linear.search!r}")
     run_dir, created = claim_run_dir(options.run_dir, config_name) if is_launcher() else (None, None)
     try:
         return run_probe(options, config, config_name, run_dir, began)

@@ -10,14 +10,20 @@ warm-up:
 Also reports the largest difference between ours and the reference, relative to the largest reference output.
 `--group-sweep` adds a table of the separable path's time (9 x 111) against `CPU_GROUP_BYTES`, the size of the
 groups of clips it filters at once on CPU, for clips of 25 to 300 frames (64 x 25 ... 16 x 300 clips);
-`--breakdown` where one forward + backward of the 9 x 111 bank spends its time (torch.profiler, by operator).
+`--breakdown` where one forward + backward of the 9 x 111 bank spends its time (torch.profiler, by operator);
+`--busy 0 1 2` repeats the table with 0, 1 and 2 processes spinning on the CPU beside it (a data-loader worker or a
+second job: on 2 cores, one core busy, then oversubscribed), the load average printed with each.
 
     PYTHONPATH=. python bench/frontend.py [--repeats 5] [--threads N] [--device cuda] [--group-sweep] [--breakdown]
+                                          [--busy 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
+import os
 import statistics
 import time
 
@@ -57,22 +63,29 @@ def interleaved_median_ms(modules: list[nn.Module], spec, grad, repeats: int) ->
     return [1e3 * statistics.median(column) for column in zip(*times[1:])]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--group-sweep", action="store_true", help="also time CPU_GROUP_BYTES choices (CPU)")
-    parser.add_argument("--breakdown", action="store_true", help="also profile the 9 x 111 bank by stage")
-    args = parser.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
-    torch.set_num_threads(args.threads or torch.get_num_threads())  # one setting for every layer
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    spec = torch.randn(BATCH, 1, N_MELS, N_FRAMES, device=device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {name}, median of {args.repeats} runs, forward + backward, ms\n")
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """`count` processes each keeping a core busy while the block runs."""
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(count)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        time.sleep(2.0 if count else 0.0)  # let the load settle
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.join()
+
+
+def speed_table(spec: torch.Tensor, repeats: int) -> None:
+    """The three layers' table: dense Conv2d, the reference dense Gabor and ours, forward + backward."""
+    device = spec.device
     print("| kernel (F x T) | dense Conv2d | reference (dense Gabor) | ours | ours vs Conv2d | ours vs reference | "
           "max rel err |")
     print("|---|---|---|---|---|---|---|")
@@ -87,10 +100,34 @@ def main():
             error = ((ours(spec) - expected).abs().max() / expected.abs().max()).item()
         grad = torch.randn_like(expected)
         del expected
-        conv_ms, reference_ms, ours_ms = interleaved_median_ms([conv, reference, ours], spec, grad, args.repeats)
+        conv_ms, reference_ms, ours_ms = interleaved_median_ms([conv, reference, ours], spec, grad, repeats)
         path = "dense" if ours.dense else "separable"
         print(f"| {kernel_size[0]} x {kernel_size[1]} ({path}) | {conv_ms:.0f} | {reference_ms:.0f} | {ours_ms:.0f} | "
               f"{conv_ms / ours_ms:.2f}x | {reference_ms / ours_ms:.2f}x | {error:.1e} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--group-sweep", action="store_true", help="also time CPU_GROUP_BYTES choices (CPU)")
+    parser.add_argument("--breakdown", action="store_true", help="also profile the 9 x 111 bank by stage")
+    parser.add_argument("--busy", type=int, nargs="+", default=[0], metavar="N",
+                        help="run the table with N processes spinning beside it, for each N (default 0)")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    torch.set_num_threads(args.threads or torch.get_num_threads())  # one setting for every layer
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    spec = torch.randn(BATCH, 1, N_MELS, N_FRAMES, device=device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}, median of {args.repeats} runs, forward + backward, ms")
+    for count in args.busy:
+        with busy_processes(count):
+            print(f"\n{count} other processes spinning, load average {os.getloadavg()[0]:.1f} at the start:\n")
+            speed_table(spec, args.repeats)
     if args.group_sweep:
         if device.type == "cpu":
             group_sweep(args.repeats)

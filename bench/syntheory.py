@@ -23,6 +23,7 @@ cached (a re-run only probes); per-concept wall times are printed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ from earlens.models.backbones import load_backbone  # noqa: E402
 from earlens.probing.features import extract_features  # noqa: E402
 from earlens.probing.handcrafted import SYNTHEORY_FEATURES, SYNTHEORY_SAMPLE_RATE, syntheory_features  # noqa: E402
 from earlens.probing.probes import fit_layer_probes  # noqa: E402
+from earlens.probing.probes_syntheory import (SEARCHES, SYNTHEORY_MAX_EPOCHS, halving_plan,  # noqa: E402
+                                              syntheory_configs)
 from earlens.probing.probes_common import extrapolation_split, split_indices  # noqa: E402
 from earlens.stimuli.rendering import read_labels, render_stimuli, stimulus_key  # noqa: E402
 from earlens.stimuli.syntheory_concepts import (CONCEPT_LABELS, CONFIGS, SYNTHEORY_SIZES, concept_config,
@@ -107,28 +110,84 @@ def model_features(backbone, concept: str, subset: int | None, seed: int):
     return features, backbone.layer_names, time.perf_counter() - began
 
 
-def probe_scores(features: dict[str, np.ndarray], labels: dict, concept: str, protocol: str, grid: str,
-                 model: str, seed: int) -> dict[str, tuple[float, int]]:
-    """Test score (accuracy, or R² for tempos) of each feature's probe of the concept's primary label, on
-    SynTheory's split: a random 70/15/15 split, for tempos the extrapolation split (`extrapolation_split`).
-    A feature with several layers `(N, L, D)` reports the layer chosen on validation: (score, layer)."""
+def concept_targets(labels: dict, concept: str, seed: int):
+    """(task, targets, split) of the concept's primary label on SynTheory's split: a random 70/15/15 split, for
+    tempos the extrapolation split (`extrapolation_split`)."""
     n_classes, name = CONCEPT_LABELS[concept][0]
     task = "regression" if n_classes is None else "classification"
     targets = labels[name].astype(np.float64) if task == "regression" else labels[name]
     split = extrapolation_split(targets, seed=seed) if task == "regression" else \
         split_indices(targets, seed=seed, stratify=False)
+    return task, targets, split
+
+
+def probe_scores(features: dict[str, np.ndarray], labels: dict, concept: str, protocol: str, grid: str,
+                 search: str, model: str, seed: int) -> dict[str, tuple[float, int]]:
+    """Test score (accuracy, or R² for tempos) of each feature's probe of the concept's primary label.
+    A feature with several layers `(N, L, D)` reports the layer chosen on validation: (score, layer)."""
+    task, targets, split = concept_targets(labels, concept, seed)
     options = {"protocol": protocol, "seed": seed, "split": split, "progress": False}
-    if protocol == "syntheory" and grid == "linear":
-        options["grid"] = {"hidden_layer_sizes": [[]]}
+    if protocol == "syntheory":
+        options["search"] = search
+        if grid == "linear":
+            options["grid"] = {"hidden_layer_sizes": [[]]}
     if protocol == "fast":
         options["model"] = model
     scores = {}
     for feature, values in features.items():
         result = fit_layer_probes(values if values.ndim == 3 else values[:, None], targets, task=task, **options)
         layer = result.best_layer()
-        scores[feature] = (float(result.metrics[f"test_{'r2' if task == 'regression' else 'accuracy'}"][layer]),
-                           layer)
+        scores[feature] = (float(result.metrics[f"test_{result.score_name}"][layer]), layer)
     return scores
+
+
+def compare_searches(features: dict[str, np.ndarray], labels: dict, concept: str, seed: int) -> list[dict]:
+    """SynTheory's whole grid against successive halving on each feature, run one after the other on the same
+    split: selected test score, configuration-epochs summed over the grid, wall seconds."""
+    task, targets, split = concept_targets(labels, concept, seed)
+    rows = []
+    for feature, values in features.items():
+        row = {"concept": concept, "features": feature, "dim": values.shape[-1]}
+        for search in ("grid", "halving"):
+            began = time.perf_counter()
+            result = fit_layer_probes(values if values.ndim == 3 else values[:, None], targets, task=task,
+                                      protocol="syntheory", search=search, seed=seed, split=split, progress=False)
+            layer = result.best_layer()
+            row[search] = {"test": float(result.metrics[f"test_{result.score_name}"][layer]),
+                           "config_epochs": float(np.nansum(result.candidates["epochs"])),
+                           "seconds": time.perf_counter() - began}
+        rows.append(row)
+        print(search_table(rows[-1:], header=False), flush=True)
+    return rows
+
+
+def planned_halving_table(concepts) -> str:
+    """Successive halving's rungs on each concept's full training set (70 % of SynTheory's clips) and the
+    configuration-epochs they take against the whole grid's 216 × 100 (early stopping aside)."""
+    configs = syntheory_configs()
+    batch_sizes = {config["batch_size"] for config in configs}
+    lines = ["| concept | training clips | rungs: epochs (configurations) | configuration-epochs | fewer than the "
+             "grid |", "|---|---|---|---|---|"]
+    for concept in concepts:
+        n_train = int(0.7 * SYNTHEORY_SIZES[concept])
+        plan = halving_plan(len(configs), n_train, batch_sizes)
+        cost = sum(count * (epochs - previous) for (epochs, count), previous in zip(plan, [0.0] + [e for e, _ in plan]))
+        lines.append(f"| {concept} | {n_train} | " + ", ".join(f"{e:.1f} ({n})" for e, n in plan) +
+                     f" | {cost:.0f} | {len(configs) * SYNTHEORY_MAX_EPOCHS / cost:.1f}× |")
+    return "\n".join(lines)
+
+
+def search_table(rows: list[dict], header: bool = True) -> str:
+    lines = ["| concept | features (D) | grid test | halving test | halving − grid | configuration-epochs grid / "
+             "halving | fewer | wall s grid / halving | faster |", "|---" * 9 + "|"] if header else []
+    for row in rows:
+        grid, halving = row["grid"], row["halving"]
+        lines.append(f"| {row['concept']} | {row['features']} ({row['dim']}) | {grid['test']:.3f} | "
+                     f"{halving['test']:.3f} | {halving['test'] - grid['test']:+.3f} | {grid['config_epochs']:.0f} / "
+                     f"{halving['config_epochs']:.0f} | {grid['config_epochs'] / halving['config_epochs']:.1f}× | "
+                     f"{grid['seconds']:.0f} / {halving['seconds']:.0f} | "
+                     f"{grid['seconds'] / halving['seconds']:.1f}× |")
+    return "\n".join(lines)
 
 
 def table(rows: dict[str, list], concepts, digits: int = 3, signed: bool = False) -> str:
@@ -148,6 +207,12 @@ def main(argv=None) -> None:
     parser.add_argument("--concepts", nargs="+", default=list(PAPER_ORDER), choices=CONCEPTS)
     parser.add_argument("--protocol", default="syntheory", choices=("syntheory", "fast"))
     parser.add_argument("--grid", default="full", choices=("linear", "full"), help="syntheory protocol's grid")
+    parser.add_argument("--search", default="grid", choices=SEARCHES, help="syntheory protocol: every configuration "
+                        "to 100 epochs (grid, SynTheory's) or successive halving")
+    parser.add_argument("--compare-search", action="store_true", help="run SynTheory's grid both ways on every "
+                        "concept and feature and print their test scores, configuration-epochs and wall times")
+    parser.add_argument("--features", nargs="+", default=list(SYNTHEORY_FEATURES), choices=SYNTHEORY_FEATURES,
+                        help="handcrafted features to probe")
     parser.add_argument("--model", default="linear", choices=("linear", "mlp"), help="fast protocol's probe")
     parser.add_argument("--seed", type=int, default=0, help="subset and split seed")
     parser.add_argument("--threads", type=int, default=2)
@@ -161,9 +226,17 @@ def main(argv=None) -> None:
     ours = {name: [None] * len(PAPER_ORDER) for name in SYNTHEORY_FEATURES + tuple(args.models)}
     timing, chosen_layers = [], []
     backbones = {spec: model_backbone(spec) for spec in args.models}
+    print(f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
+    if args.compare_search:
+        print(search_table([]))
+    compared = []
     for concept in args.concepts:
         size = None if subset is None else min(subset, SYNTHEORY_SIZES[concept])
         features, labels, audio_dir, rendered, extracted = concept_features(concept, size, args.seed)
+        features = {name: features[name] for name in args.features}
+        if args.compare_search:
+            compared += compare_searches(features, labels, concept, args.seed)
+            continue
         layer_names = {}
         for spec in args.models:
             if concept not in MODEL_CONCEPTS.get(spec.partition(":")[0], CONCEPTS):
@@ -173,7 +246,8 @@ def main(argv=None) -> None:
         if args.drop_audio:  # the labels stay; features and labels are all a re-run needs (models re-render)
             (audio_dir / "waves.npy").unlink(missing_ok=True)
         began = time.perf_counter()
-        scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.model, args.seed)
+        scores = probe_scores(features, labels, concept, args.protocol, args.grid, args.search, args.model,
+                              args.seed)
         probed = time.perf_counter() - began
         column = PAPER_ORDER.index(concept)
         for name, (score, layer) in scores.items():
@@ -183,8 +257,20 @@ def main(argv=None) -> None:
         timing.append((concept, len(labels["row"]), rendered, extracted, probed))
         print(f"{concept}: {len(labels['row'])} clips, render {rendered:.0f} s, features {extracted:.0f} s, "
               f"probe {probed:.0f} s: " + ", ".join(f"{k} {v:.3f}" for k, (v, _) in scores.items()), flush=True)
-    print(f"\nOurs ({'all clips' if subset is None else f'≤ {subset} clips per concept'}, seed {args.seed}, "
-          f"protocol {args.protocol}, {args.grid + ' grid' if args.protocol == 'syntheory' else args.model}):\n")
+    clips = "all clips" if subset is None else f"≤ {subset} clips per concept"
+    if args.compare_search:
+        print(f"\nSynTheory's grid, every configuration vs successive halving ({clips}, seed {args.seed}, "
+              f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the end):\n\n"
+              f"{search_table(compared)}")
+        grid, halving = ({key: sum(row[search][key] for row in compared) for key in ("config_epochs", "seconds")}
+                         for search in ("grid", "halving"))
+        worst = max(abs(row["halving"]["test"] - row["grid"]["test"]) for row in compared)
+        print(f"\nIn all: {grid['config_epochs'] / halving['config_epochs']:.1f}× fewer configuration-epochs, "
+              f"{grid['seconds'] / halving['seconds']:.1f}× less wall time, test scores within {worst:.3f}")
+        print(f"\nSuccessive halving's plan on the full sets:\n\n{planned_halving_table(PAPER_ORDER)}")
+        return
+    probe = f"{args.grid} grid, {args.search}" if args.protocol == "syntheory" else args.model
+    print(f"\nOurs ({clips}, seed {args.seed}, protocol {args.protocol}, {probe}):\n")
     print(table(ours, PAPER_ORDER))
     if chosen_layers:
         print("\nLayers chosen on validation: " + "; ".join(chosen_layers))

@@ -10,13 +10,13 @@
 Frontends (`FRONTENDS`): `gabor` (16 Gabor filters of 9 x 25), `gabor_paper` (the paper's 64 of 9 x 111),
 `gabor_frozen` and `gabor_paper_frozen` (those banks never trained: does learning the filters help?),
 `gabor_paper_projected` (the paper's bank mixed to 32 maps by a learned 1 x 1 convolution, the encoder's cost of
-`gabor`; VAD and ESC-10 only) and `mel` (log-mel + a plain Conv2d of the `gabor` shape). Runs `train.py --config <config>` once per seed
-(`seed_everything` and the datamodule's split/crop seed); ESC-10 runs its 5 published folds instead (test fold k,
-validation fold k+1), so its figure is comparable with published 5-fold results. Prints, per task and frontend,
-the headline test metric as mean ± sd over the runs with every run's value, macro F1, wall time, seconds per
-epoch (fit time / epochs, validation included) and training samples/s (means), and for Gabor banks how far they
-moved from their initialisation at the last validation (`FilterStatsCallback`: median over the four parameters
-of the relative change, and the largest W1 shift of the rate / scale / sigma distributions, in initial means).
+`gabor`; VAD and ESC-10 only) and `mel` (log-mel + a plain Conv2d of the `gabor` shape). Runs `train.py --config
+<config>` once per seed (`seed_everything` and the datamodule's split/crop seed); ESC-10 runs its 5 published folds
+instead (test fold k, validation fold k+1), so its figure is comparable with published 5-fold results. Prints, per
+task and frontend, the headline test metric as mean ± sd over the runs with every run's value, macro F1, wall time,
+seconds per epoch (fit time / epochs, validation included) and training samples/s (means), and for Gabor banks how far
+they moved from their initialisation at the last validation (`FilterStatsCallback`: median over the four parameters of
+the relative change, and the largest W1 shift of the rate / scale / sigma distributions, in initial means).
 """
 
 from __future__ import annotations

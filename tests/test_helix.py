@@ -183,7 +183,7 @@ def control_clips(kind: str, seed: int, dim: int = 16, noise: float = 0.15) -> n
         curve = np.outer(T / 12, rng.normal(size=dim) / np.sqrt(dim))
     elif kind == "random walk":
         curve = 0.3 * np.cumsum(rng.normal(size=(P, dim)), axis=0)
-    elif kind == "gp":  # Gaussian-process curves, length scale 6 semitones as in the issue
+    elif kind == "gp":  # Gaussian-process curves, length scale 6 semitones
         curve = np.linalg.cholesky(rbf_kernel(6.0)) @ rng.normal(size=(P, dim))
     elif kind == "noise":
         curve = np.zeros((P, dim))

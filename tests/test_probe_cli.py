@@ -228,3 +228,12 @@ def test_help_screens_are_short_and_list_every_config():
         start = next(i for i, line in enumerate(lines) if line.startswith("configs")) + 1
         listed = {line.split()[0] for line in lines[start:lines.index("", start)]}
         assert listed == {name for name in configs if name.startswith(prefixes)}, script
+
+
+def test_unknown_search_is_refused_in_one_line(tmp_path):
+    result = run_probe(["--config", "notes_handcrafted", "--probes.linear.protocol", "syntheory",
+                        "--probes.linear.search", "random"], tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == ("probe.py: --probes.linear.search must be one of "
+                                                      "('grid', 'halving'), got 'random'")
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()

@@ -12,7 +12,13 @@ from earlens.probing import probes_syntheory
 from earlens.probing.handcrafted import HandcraftedBackbone
 from earlens.probing.probes import fit_layer_probes
 from earlens.probing.probes_common import classification_scores, split_indices
-from earlens.probing.probes_syntheory import SYNTHEORY_GRID, fit_probe_per_layer_sequential, syntheory_configs
+from earlens.probing.probes_syntheory import (
+    SYNTHEORY_GRID,
+    fit_probe_per_layer_sequential,
+    halving_plan,
+    halving_rungs,
+    syntheory_configs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +116,64 @@ def test_syntheory_default_is_the_jukemir_grid():
     assert np.isfinite(result.candidates["test_score"]).all()
     with pytest.raises(ValueError, match="unknown hyper-parameters"):
         syntheory_configs({"momentum": [0.9]})
+
+
+def test_halving_rungs_end_at_syntheorys_100_epochs():
+    assert halving_rungs(216, 3) == pytest.approx([100 / 81, 100 / 27, 100 / 9, 100 / 3, 100])
+    assert halving_rungs(16, 3) == pytest.approx([100 / 9, 100 / 3, 100])
+    assert halving_rungs(3, 3) == [100]
+    with pytest.raises(ValueError, match="eta"):
+        halving_rungs(16, 1)
+    # the first rung gives every configuration >= 100 steps of batch 64: later on small training sets
+    plan = halving_plan(216, 6955, {64, 256})
+    assert [count for _, count in plan] == [216, 72, 24, 8, 3] and plan[0][0] == pytest.approx(100 / 81)
+    assert halving_plan(216, 700, {64, 256}) == pytest.approx([(100 / 9, 216), (100 / 3, 72), (100, 24)])
+
+
+def test_successive_halving_trains_survivors_as_the_full_grid_and_chooses_on_validation(monkeypatch):
+    """16 configurations, rungs at 11.1, 33.3 and 100 epochs: 16 → 6 → 2 per layer. The two that reach 100 epochs
+    get exactly the full grid's records; the test labels never steer a rung or the choice."""
+    monkeypatch.setattr(probes_syntheory, "MIN_RUNG_STEPS", 10)  # 210 training samples: rungs from 11.1 epochs
+    features, labels = layered_features(n=300, n_layers=2, dim=8, signal=[0.7, 2.0], seed=1)
+    grid = dict(data_standardization=[False, True], hidden_layer_sizes=[[], [16]], batch_size=[64, 256],
+                learning_rate=[1e-3, 1e-2], dropout_p=[0.25], l2_weight_decay=[None])
+    full = fit_layer_probes(features, labels, protocol="syntheory", grid=grid, progress=False)
+    halving = fit_layer_probes(features, labels, protocol="syntheory", grid=grid, search="halving", split=full.split,
+                               progress=False)
+    epochs = halving.candidates["epochs"]
+    np.testing.assert_array_less(99.9, full.candidates["epochs"])
+    n_train = len(full.split.train)
+    for layer in range(2):
+        for budget, count in ((100 / 9, 10), (100 / 3, 4), (100, 2)):  # dropped at each rung, within one step
+            assert np.sum((epochs[layer] > budget) & (epochs[layer] <= budget + 256 / n_train + 1e-9)) == count
+        survivors = epochs[layer] >= 100
+        for key in ("val_score", "test_score"):
+            np.testing.assert_allclose(halving.candidates[key][layer, survivors],
+                                       full.candidates[key][layer, survivors], atol=1e-6)
+        chosen = np.lexsort((halving.candidates["val_loss"][layer], -halving.candidates["val_score"][layer]))[0]
+        assert halving.metrics["test_accuracy"][layer] == halving.candidates["test_score"][layer, chosen]
+    assert full.candidates["epochs"].sum() / epochs.sum() > 3
+    assert halving.metrics["test_accuracy"][1] > 0.5  # chance 0.25
+    scrambled = labels.copy()
+    scrambled[full.split.test] = np.random.default_rng(0).permutation(scrambled[full.split.test])
+    again = fit_layer_probes(features, scrambled, protocol="syntheory", grid=grid, search="halving", split=full.split,
+                             progress=False)
+    np.testing.assert_array_equal(again.candidates["epochs"], epochs)
+    np.testing.assert_array_equal(again.metrics["val_accuracy"], halving.metrics["val_accuracy"])
+    with pytest.raises(ValueError, match="search must be one of"):
+        fit_layer_probes(features, labels, protocol="syntheory", grid=grid, search="random", progress=False)
+
+
+def test_a_group_halving_empties_stops_training_and_scores_nothing():
+    features, labels = layered_features(n=200, n_layers=1, dim=5, n_classes=3, seed=2)
+    data = probes_syntheory._prepare_syntheory(features, labels, "classification", None, 0, "cpu")
+    configs = syntheory_configs({"hidden_layer_sizes": [[16]], "batch_size": [64]})
+    group = probes_syntheory._GridGroup(data, np.arange(1), configs, list(range(len(configs))), (16,), 64,
+                                        "classification", 0)
+    group.train_until(2)
+    group.keep(torch.zeros(group.n_models, dtype=torch.bool))
+    group.train_until(5)
+    assert group.n_models == 0 and group.counts == [] and all(len(v) == 0 for v in group.validate())
 
 
 def test_fast_and_syntheory_protocols_agree_on_a_well_determined_problem():

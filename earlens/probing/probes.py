@@ -49,8 +49,8 @@ def fit_layer_probes(features, targets, *, task: str = "classification", protoco
                      model: str = "linear", hidden_size: int = 512, dropout: float = 0.0, lr: float = 1e-2,
                      weight_decay: float | list[float] = FAST_WEIGHT_DECAYS, max_epochs: int = 500,
                      patience: int = 30, min_delta: float = 1e-4, batch_size: int | None = None,
-                     grid: dict | None = None, seed: int = 0, split: ProbeSplit | None = None, device: str = "cpu",
-                     progress: bool = True) -> ProbeResult:
+                     grid: dict | None = None, search: str = "grid", seed: int = 0, split: ProbeSplit | None = None,
+                     device: str = "cpu", progress: bool = True) -> ProbeResult:
     """Train probes on every layer at once; return per-layer train/val/test metrics of the validation choice.
 
     `protocol="fast"`: every probe minimises its mean training loss + `weight_decay`/2 · |weights|² (biases
@@ -62,14 +62,16 @@ def fit_layer_probes(features, targets, *, task: str = "classification", protoco
     also stops once L-BFGS has converged); each layer then keeps the weight decay with the best validation score.
 
     `protocol="syntheory"`: SynTheory's grid search (module docstring) over `grid` (default
-    `earlens.probing.probes_syntheory.SYNTHEORY_GRID`; a dict overriding some of its entries gives a reduced grid);
+    `earlens.probing.probes_syntheory.SYNTHEORY_GRID`; a dict overriding some of its entries gives a reduced grid),
+    every configuration trained to the end (`search="grid"`, SynTheory's way) or by successive halving
+    (`search="halving"`: fewer configuration-epochs, `earlens.probing.probes_syntheory.fit_syntheory_grid`);
     `model`, `hidden_size`, `dropout`, `lr`, `weight_decay`, `max_epochs`, `patience`, `min_delta` and `batch_size` are
     not used.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if protocol == "syntheory":
-        return fit_syntheory_grid(features, targets, task, grid, seed, split, device, progress)
+        return fit_syntheory_grid(features, targets, task, grid, seed, split, device, progress, search=search)
     weight_decays = np.atleast_1d(np.asarray(weight_decay, dtype=np.float64))
     if weight_decays.ndim != 1 or len(weight_decays) == 0 or (weight_decays < 0).any():
         raise ValueError(f"weight_decay must be a non-negative number or list of numbers, got {weight_decay!r}")
