@@ -323,9 +323,8 @@ class _GridGroup:
         self.scaler.partial_fit(features)
         drop = self.drop[:, None, None]
         uniform = torch.rand(features.shape[1:], generator=self.generator).to(self.x.device)  # (b, D), shared
-        inputs = self._key_inputs(features)
-        keep = ((uniform >= drop) / (1 - drop))[self.key_dropout]  # (K, b, D)
-        x = [inputs(k) * keep[k] for k in range(len(self.counts))]
+        keep = ((uniform >= drop) / (1 - drop))[self.key_dropout]
+        x = self._standardised(features)[self.key_std, self.key_layer] * keep  # (K, b, D): every key's input
         hidden_keep = None
         if self.width:
             hidden_uniform = torch.rand((len(batch), self.width), generator=self.generator).to(self.x.device)
@@ -338,9 +337,13 @@ class _GridGroup:
         self.trained += self.active
         self.step += 1
 
+    def _standardised(self, features: torch.Tensor) -> torch.Tensor:
+        """`(Lc, n, D)` → `(S, Lc, n, D)`: raw and/or standardised by the running scaler, as the group's configs ask."""
+        return torch.stack([self.scaler.transform(features) if s else features for s in self.stds])
+
     def _key_inputs(self, features: torch.Tensor):
-        """Key → its input `(n, D)`: its layer of `features (Lc, n, D)`, standardised by the running scaler or raw."""
-        stacked = torch.stack([self.scaler.transform(features) if s else features for s in self.stds])
+        """Key → its input `(n, D)`: its layer of `features (Lc, n, D)`, standardised or raw (a view)."""
+        stacked = self._standardised(features)
         return lambda key: stacked[self.key_std[key], self.key_layer[key]]
 
     def _scores(self, features, truth, params, inputs, counts: list[int], chunk_floats: int = 1 << 25):
@@ -409,8 +412,8 @@ class _GridGroup:
 def _syntheory_forward(params: list[torch.Tensor], inputs: list[torch.Tensor], counts: list[int],
                        hidden_keep=None) -> torch.Tensor:
     """SimpleMLP outputs `(M, n, C)` of models run by key: the `counts[k]` consecutive models of key k read
-    `inputs[k]` `(n, D)` (already dropped out); their hidden units are multiplied by `hidden_keep[k]` `(H, n)`
-    (dropout) where given.
+    `inputs[k]` `(n, D)` (already dropped out; `inputs` a `(K, n, D)` tensor or a list of views); their hidden units
+    are multiplied by `hidden_keep[k]` `(H, n)` (dropout) where given.
 
     Computed transposed, `W Xᵀ`, with a key's models stacked into one `(m·out, D)` matrix: each input is read once
     and every gradient comes out contiguous. Keys of equal size (the whole grid, before any halving) run as one
@@ -421,7 +424,7 @@ def _syntheory_forward(params: list[torch.Tensor], inputs: list[torch.Tensor], c
     hidden = len(params) > 2
     if len(set(counts)) == 1:
         rows = torch.baddbmm(bias.view(len(counts), -1, 1), weight.view(len(counts), -1, dim),
-                             torch.stack(list(inputs)).transpose(1, 2))  # (K, m·out, n)
+                             (inputs if torch.is_tensor(inputs) else torch.stack(inputs)).transpose(1, 2))
         if hidden:  # in place, before any view (an in-place op on a view slows autograd down): baddbmm's
             rows = rows.relu_()  # backward does not need its output
         first = rows.view(len(counts), counts[0], out, -1)
