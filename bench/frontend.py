@@ -6,7 +6,8 @@ warm-up:
   - dense: `nn.Conv2d(1, 128, kernel)` (cuDNN on a GPU, oneDNN on CPU);
   - reference: `GaborSTRF2d(64, kernel, "concat", dense=True)`, dense Gabor kernels through `conv2d`, which is how
     the public learnable-strf implementation runs its bank;
-  - ours: the same bank on its default path (separable for these kernel sizes).
+  - ours: the same bank on its default path (separable for these kernel sizes; with torch's n > 1 threads on CPU
+    it runs n runs of clips on n single-threaded workers, so `--threads 1` times one worker's path).
 Also reports the largest difference between ours and the reference, relative to the largest reference output.
 `--group-sweep` adds a table of the separable path's time (9 x 111) against `CPU_GROUP_BYTES`, the size of the
 groups of clips it filters at once on CPU, for clips of 25 to 300 frames (64 x 25 ... 16 x 300 clips);
@@ -134,7 +135,10 @@ def main():
         else:
             print("\n--group-sweep: CPU only (a GPU filters the whole batch as one group); skipped")
     if args.breakdown:
-        breakdown(spec)
+        if device.type == "cpu" and torch.get_num_threads() > 1:
+            print("\n--breakdown: run with --threads 1 (the stages of several workers overlap in time); skipped")
+        else:
+            breakdown(spec)
 
 
 def breakdown(spec: torch.Tensor) -> None:

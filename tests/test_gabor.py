@@ -298,3 +298,47 @@ def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
     bank.dense = False
     with torch.no_grad():
         torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_separable_worker_runs_equal_dense(monkeypatch, threads):
+    """With n threads the separable path cuts the batch into n runs of clips, each on a single-threaded worker with
+    its own buffers and gradient sums (one run, in the caller's thread, at one thread): values and gradients
+    must equal the dense path's, and torch's thread count must be left as it was, for the caller and for threads
+    started afterwards."""
+    import threading
+
+    import earlens.frontend.gabor_separable as separable
+
+    bank = _bank(n_filters=3, kernel_size=(9, 25), mode="magnitude").double()
+    spec = torch.randn(7, 1, 12, 30, dtype=torch.float64, requires_grad=True)
+    layout = separable.FreqBlocking(3, 12, 9)
+    monkeypatch.setattr(separable, "CPU_GROUP_BYTES", 2 * 2 * 3 * layout.rows * 30 * 8)  # groups of 2 clips
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = separable.clip_runs(spec, separable.group_size(spec, 3, layout))
+        assert [[(g.start, g.stop) for g in run] for run in runs] == {
+            1: [[(0, 2), (2, 4), (4, 6), (6, 7)]],
+            2: [[(0, 2), (2, 3)], [(3, 5), (5, 7)]],
+            3: [[(0, 2)], [(2, 4)], [(4, 6), (6, 7)]],
+        }[threads]
+        grads = {}
+        for dense in (False, True):
+            bank.dense = dense
+            out = bank(spec)
+            weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+            grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
+        for fast, dense in zip(grads[False], grads[True]):
+            torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
+        bank.dense = False
+        with torch.no_grad():
+            torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)
+        assert torch.get_num_threads() == threads
+        started = []
+        thread = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert started == [threads]
+    finally:
+        torch.set_num_threads(before)

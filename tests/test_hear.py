@@ -46,6 +46,7 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_hear_validator_accepts_earlens_hear_on_a_trained_run(trained_run):
     result = subprocess.run([sys.executable, "-c", VALIDATOR, "earlens.models.hear", "-m", str(trained_run),
                              "-d", "cpu"],
@@ -98,6 +99,7 @@ def test_modules_that_are_not_hear_modules_fail_in_one_line():
         load_backbone("hear", "json")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["hearbaseline", "earlens.models.hear"])
 def test_probe_py_reads_a_hear_module_layer_by_layer(module, trained_run, tmp_path):
     """Real piano notes C3-B5 through probe.py with a HEAR module as the backbone: both HEAR layers in the table."""

@@ -70,6 +70,7 @@ def vad_run(tmp_path_factory) -> Path:
     return Path(json.loads(Path(summary).read_text())["run_dir"])
 
 
+@pytest.mark.slow
 def test_vad_prediction_writes_rttm_and_scores_with_pyannote(vad_run, tmp_path):
     ami = data_root(dataset="ami_mini")
     proc = run("predict.py", tmp_path, str(vad_run), str(ami / "debug.test.lst"), "--out", str(tmp_path / "out"),
@@ -91,6 +92,7 @@ def test_vad_prediction_writes_rttm_and_scores_with_pyannote(vad_run, tmp_path):
     assert all(0.0 <= float(r["speech_prob"]) <= 1.0 for r in frames)
 
 
+@pytest.mark.slow
 def test_clip_prediction_matches_the_model_and_survives_bad_files(tmp_path):
     summary = run("train.py", tmp_path, "--config", "gabor_speaker", *TINY).stdout.strip().splitlines()[-1]
     run_dir = Path(json.loads(Path(summary).read_text())["run_dir"])

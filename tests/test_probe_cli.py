@@ -15,6 +15,7 @@ import pytest
 from earlens.io.paths import REPO_ROOT
 from earlens.lightning_modules.cli import read_offline_wandb_history
 
+pytestmark = pytest.mark.slow  # every test here runs probe.py in a fresh process (~10 s of imports each)
 
 def run_probe(args: list[str], tmp_path: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO_ROOT / "probe.py"), *args], cwd=tmp_path, capture_output=True,

@@ -57,12 +57,19 @@ def summary_of(proc) -> dict:
 
 
 SAVE_FOREVER = """
-import sys, torch
+import os, sys, torch
 from earlens.lightning_modules.checkpointing import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
-for step in range(10**6):
-    io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(step))}, "step": step}, path)
-    print(step, flush=True)
+for _ in sys.stdin:  # one forked saver per line: the imports are paid once, not once per kill
+    saver = os.fork()
+    if saver == 0:
+        for step in range(10**6):
+            io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(step))}, "step": step}, path)
+            if step == 0:
+                print(os.getpid(), flush=True)  # one save has finished
+        os._exit(0)
+    os.waitpid(saver, 0)
+    print("killed", flush=True)
 """
 
 
@@ -70,16 +77,22 @@ def test_checkpoint_saves_survive_kill_9_at_random_instants(tmp_path):
     """20 kills at random instants of a process that keeps rewriting last.ckpt: it always loads, whole."""
     path = tmp_path / "checkpoints" / "last.ckpt"
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(path)], cwd=REPO, stdout=subprocess.PIPE,
-                                 text=True)
-        child.stdout.readline()  # one save has finished
-        time.sleep(rng.uniform(0, 0.15))  # a save takes ~10-50 ms: the kill lands inside one most of the time
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
-        checkpoint = read_checkpoint(path)
-        assert torch.all(checkpoint["state_dict"]["w"] == checkpoint["step"])  # never a mix of two saves
+    forker = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(path)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(20):
+            forker.stdin.write("save\n")
+            forker.stdin.flush()
+            saver = int(forker.stdout.readline())
+            time.sleep(rng.uniform(0, 0.15))  # a save takes ~10-50 ms: the kill lands inside one most of the time
+            os.kill(saver, signal.SIGKILL)
+            assert forker.stdout.readline() == "killed\n"  # the saver is gone before last.ckpt is read
+            checkpoint = read_checkpoint(path)
+            assert torch.all(checkpoint["state_dict"]["w"] == checkpoint["step"])  # never a mix of two saves
+    finally:
+        forker.stdin.close()
+        forker.wait(timeout=60)
+        forker.stdout.close()
     leftovers = [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"]
     assert all(".tmp-" in name for name in leftovers)  # only temporaries, which a resume deletes
 
@@ -115,6 +128,7 @@ def silent_server():
         connection.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["closed port", "silent server"])
 def test_unreachable_or_silent_wandb_server_falls_back_to_offline_quickly(tmp_path, silent_server, server):
     """Online W&B whose server refuses connections, or accepts them and never answers: one warning, an offline W&B
@@ -166,6 +180,7 @@ def test_any_wandb_init_failure_ends_offline_or_without_wandb(monkeypatch):
         assert len(said) == 1 + fail_offline and (not fail_offline or "no W&B log" in said[1])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_after_its_last_finished_epoch_bit_identically(tmp_path):
     """`last.ckpt` follows every epoch whatever the monitored metric does (monitor `epoch`, mode min: nothing
     improves after epoch 0). kill -9 once epoch 1 is checkpointed, then `--config NAME --ckpt_path last`: the
@@ -278,6 +293,7 @@ def test_bad_options_fail_in_one_line_and_leave_no_run_folder(bad_inputs, args, 
     (["--config", "gabor_folder"], "train.py: folder: --data.init_args.root DIR is required"),
     (["--config", "gabor_speaker", "--run_dir", "A_FILE/run"], "train.py: --run_dir A_FILE/run: cannot write to"),
 ])
+@pytest.mark.slow
 def test_train_cli_prints_one_line_and_leaves_nothing_outside(bad_inputs, args, message):
     """The real command: exit status 1, the one line last, no traceback, no run folder, and nothing in the
     temporary folder (W&B writes its offline run there when the run folder is not writable)."""
@@ -539,6 +555,7 @@ def small_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, Path
     return Path(summary["run_dir"]), proc, root / "data"
 
 
+@pytest.mark.slow
 def test_small_data_run_reports_splits_warns_and_survives_without_wandb(small_run):
     run_dir, proc, _ = small_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -557,6 +574,7 @@ def test_small_data_run_reports_splits_warns_and_survives_without_wandb(small_ru
 # ---------------------------------------------------------------------------------- predict.py: nothing processed
 
 
+@pytest.mark.slow
 def test_predict_fails_when_nothing_was_processed_whatever_the_input(small_run, tmp_path):
     """Missing files (with or without an audio extension), a folder without audio, a list of missing files, files
     that do not decode: each is one line on stderr, and a call that processed nothing fails (a non-zero exit) with
@@ -696,6 +714,7 @@ def test_probe_refuses_bad_input_in_one_line_before_extraction(tmp_path, monkeyp
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_probe_cli_error_is_one_line_and_leaves_no_run_folder(tmp_path):
     root = _pitch_table(tmp_path / "mine", "sixty")
     proc = subprocess.run([sys.executable, str(REPO / "probe.py"), "--config", "notes_handcrafted", "--stimuli.concept",

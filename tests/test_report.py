@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib.image import imread
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,6 +19,7 @@ TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--tr
         "8"]
 
 
+@pytest.mark.slow
 def test_report_shows_runs_side_by_side_with_their_curves_and_figures(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "EARLENS_RUN_DIR"}
     summaries = []

@@ -49,6 +49,7 @@ def test_streaming_probes_agree_with_the_in_memory_fast_protocol(tmp_path):
     assert streamed.metrics["test_accuracy"][0] > 0.9
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_give_the_one_process_choices(tmp_path):
     features, labels = layered_problem(tmp_path / "f.npy")
     np.save(tmp_path / "labels.npy", labels)

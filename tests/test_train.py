@@ -55,6 +55,7 @@ def test_config_names_resolve_to_files_and_compositions_to_their_parts():
         resolve_config("no_such_experiment")
 
 
+@pytest.mark.slow
 def test_fit_test_summary_and_logs(tmp_path):
     proc = run_train(tmp_path, "--config", "gabor_speaker", "--trainer.max_epochs", "2", *TINY)
     summary = summary_of(proc)
@@ -82,6 +83,7 @@ def test_fit_test_summary_and_logs(tmp_path):
     assert artifacts == [sorted([Path(summary["best_checkpoint"]).name, "config.yaml", "summary.json"])]
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_does_nothing_and_ablations_resume_from_their_own_config(tmp_path):
     """`--ckpt_path last` rebuilds the newest run from its own config.yaml (an ablation with 8 filters, not the
     config's 16), never rewrites it, and a finished run is left alone."""
@@ -97,6 +99,7 @@ def test_resume_of_a_finished_run_does_nothing_and_ablations_resume_from_their_o
     assert json.loads((run_dir / "summary.json").read_text())["wall_time_s"] == first["wall_time_s"]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_fit(tmp_path):
     proc = run_train(tmp_path, "--config", "gabor_speaker", "--trainer.max_epochs", "1", "--trainer.accelerator",
                      "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", *TINY)
@@ -106,6 +109,7 @@ def test_two_process_ddp_fit(tmp_path):
     assert 0.0 <= summary["test_metrics"]["test/acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_missing_data_is_a_clear_error(tmp_path):
     proc = run_train(tmp_path, "--config", "gabor_speaker", "--data.init_args.root", str(tmp_path / "nowhere"),
                      expect_ok=False)

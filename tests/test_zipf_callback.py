@@ -151,6 +151,7 @@ def test_deduplicated_units_collapse_repeats_within_each_clip():
     assert expected[1].n_tokens < tokens.size and expected[2].n_tokens == expected[1].n_tokens - len(data)
 
 
+@pytest.mark.slow
 def test_layer_units_fitted_once_then_fixed():
     data = tiny_batches()
     callback = ZipfCallback(source="layer", layer="proj", n_units=6, orders=(1, 2), **DRAWS)

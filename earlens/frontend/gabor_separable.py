@@ -7,6 +7,11 @@ of `earlens.frontend.gabor.GaborSTRF2d` (tested in float64, values and gradients
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -86,49 +91,33 @@ class _SeparableGabor(torch.autograd.Function):
     the time-filtered maps within `CPU_GROUP_BYTES` (at least one clip; four of 64 filters x 64 mels x 25
     frames): the buffers are then reused from cache, where batch-sized ones cost page faults and memory
     traffic (`bench/frontend.py --group-sweep`: 4 MB is the fastest or close to it from 25 to 300 frames).
+    With torch's n > 1 threads the batch is cut into n runs of clips, each run on its own single-threaded worker
+    (`_workers`): hundreds of small matmuls, each a parallel region of all threads, would otherwise wait at every
+    region for a thread the OS has descheduled (`bench/frontend.py --busy`).
     When a backward follows (`keep_maps`), forward keeps every group's time-filtered maps for it (2n maps of
     F + k_f - 1 rows or more per clip, against the output's P n maps of F rows; recomputing them was the slower
     choice on CPU).
     Gradients are written by hand, so autograd keeps nothing else per group and never differentiates through
     the overlapping window views. The time step is an explicit im2col matmul (the input has one channel, so
     the columns and their scratch are only ~1.5 k_t copies of the clips): oneDNN's conv is slower. The other
-    per-group buffers (columns, mixed rows, gradient blocks) are allocated once per call and reused: a fresh one
-    per group costs its page faults again.
+    per-group buffers (columns, mixed rows, gradient blocks) are allocated once per worker and call and reused: a
+    fresh one per group costs its page faults again.
     """
 
     @staticmethod
-    def forward(ctx, spec, cos_t, sin_t, freq_blocks, layout: FreqBlocking, group_size: int, keep_maps: bool):
+    def forward(ctx, spec, cos_t, sin_t, freq_blocks, layout: FreqBlocking, runs: list, keep_maps: bool):
         """spec `(B, 1, F, T)`; the time taps' halves `cos_t` `(n, h + 1)` (offsets 0..h) and `sin_t` `(n, h)`
         (offsets 1..h); freq_blocks `(2, n, 8 P, width)` mixing the cos / sin maps into rows (bin in block, part);
-        `group_size` clips at a time -> `(B, P n, F, T)`, parts outermost. `keep_maps`: a backward will follow
-        (otherwise the groups share one maps buffer per group width)."""
+        `runs`: per worker, its groups of clips (`clip_runs`) -> `(B, P n, F, T)`, parts outermost. `keep_maps`: a
+        backward will follow (otherwise a worker's groups share one maps buffer per group width)."""
         batch, _, n_freq, n_time = spec.shape
-        n, half = sin_t.shape
         n_parts = freq_blocks.shape[2] // FREQ_BLOCK
         window_blocks = layout.per_window(freq_blocks)
-        out = spec.new_empty(batch, n_parts * n, n_freq, n_time)
-        kept_maps = []  # every group's time-filtered maps, for backward
-        buffers = {}  # per group width, reused: a fresh buffer per group costs its page faults again
-        for start in range(0, batch, group_size):
-            clips = spec[start : start + group_size]
-            n_columns = len(clips) * n_time
-            if n_columns not in buffers:  # mixed: the rows of windows past the last one stay unused
-                buffers[n_columns] = (_columns_buffer(spec, n_columns, half),
-                                      spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
-                                      None if keep_maps else _maps_buffer(spec, n, layout, n_columns))
-            columns, mixed, maps = buffers[n_columns]
-            if keep_maps:
-                maps = _maps_buffer(spec, n, layout, n_columns)
-                kept_maps.append(maps)
-            _time_step(_symmetric_columns(clips, half, columns), cos_t, sin_t, layout, maps)
-            torch.bmm(window_blocks[0], layout.windows(maps[0]), out=mixed[: layout.n_windows])
-            mixed[: layout.n_windows].baddbmm_(window_blocks[1], layout.windows(maps[1]))
-            # (filter, bin, part, clip, frame) -> (clip, part, filter, bin, frame), dropping the padding rows.
-            rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time)[:, :n_freq]
-            out[start : start + group_size].view(len(clips), n_parts, n, n_freq, n_time).copy_(
-                rows.permute(3, 2, 0, 1, 4))
-        ctx.save_for_backward(spec, cos_t, sin_t, window_blocks, *kept_maps)
-        ctx.layout, ctx.group_size = layout, group_size
+        out = spec.new_empty(batch, n_parts * cos_t.shape[0], n_freq, n_time)
+        kept_maps = _workers(
+            lambda groups: _forward_run(spec, cos_t, sin_t, window_blocks, layout, groups, keep_maps, out), runs)
+        ctx.save_for_backward(spec, cos_t, sin_t, window_blocks, *(maps for run in kept_maps for maps in run))
+        ctx.layout, ctx.runs = layout, runs
         return out
 
     @staticmethod
@@ -141,43 +130,82 @@ class _SeparableGabor(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, grad_out):
         spec, cos_t, sin_t, window_blocks, *kept_maps = ctx.saved_tensors
-        layout, group_size = ctx.layout, ctx.group_size
-        batch, _, n_freq, n_time = spec.shape
-        n, half = sin_t.shape
-        n_parts = window_blocks.shape[2] // FREQ_BLOCK
-        grad_cos_t, grad_sin_t = torch.zeros_like(cos_t), torch.zeros_like(sin_t)
-        grad_window_blocks = torch.zeros_like(window_blocks)
+        layout, runs = ctx.layout, ctx.runs
         grad_spec = torch.empty_like(spec) if ctx.needs_input_grad[0] else None
         # A block's grad comes from the windows over it; windows from the previous filter reaching into it
         # cover only its dropped blocks (zero grads), so each block can use its own filter's taps.
         adjoint_blocks = layout.transposed(window_blocks[:, :: layout.n_blocks]).repeat_interleave(layout.n_blocks, 1)
-        buffers = {}  # per group width, reused as in forward
-        for start in range(0, batch, group_size):
-            clips, group = spec[start : start + group_size], slice(start, start + group_size)
-            n_columns = len(clips) * n_time
-            if n_columns not in buffers:
-                # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows stay zero.
-                buffers[n_columns] = (
-                    _columns_buffer(spec, n_columns, half),
-                    spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
-                    spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
-            columns, grad_stack, grad_maps = buffers[n_columns]
-            columns = _symmetric_columns(clips, half, columns)
-            maps = kept_maps[start // group_size]
-            grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time)
-            grad_rows[:, :n_freq].copy_(
-                grad_out[group].view(len(clips), n_parts, n, n_freq, n_time).permute(2, 3, 1, 0, 4))
-            grad_windows = grad_stack[layout.sub_blocks - 1 :][: layout.n_windows]
-            for cos_sin in range(2):
-                grad_window_blocks[cos_sin].baddbmm_(grad_windows, layout.windows(maps[cos_sin]).transpose(1, 2))
-                torch.bmm(adjoint_blocks[cos_sin], layout.grad_windows(grad_stack), out=grad_maps[cos_sin])
-            grad_cos_maps, grad_sin_maps = (_interior(g.view(n, layout.rows, n_columns), layout) for g in grad_maps)
-            grad_cos_t.addmm_(grad_cos_maps, columns[:, : half + 1])
-            grad_sin_t.addmm_(grad_sin_maps, columns[:, half + 1 :])
-            if grad_spec is not None:
-                grad_columns = torch.cat([cos_t.T @ grad_cos_maps, sin_t.T @ grad_sin_maps])
-                grad_spec[group, 0] = _unfold_adjoint(grad_columns, half, n_freq, len(clips))
+        first = [sum(len(groups) for groups in runs[:w]) for w in range(len(runs))]  # index of a run's first maps
+        partials = _workers(
+            lambda w: _backward_run(spec, cos_t, sin_t, window_blocks, adjoint_blocks, layout, runs[w],
+                                    kept_maps[first[w] : first[w] + len(runs[w])], grad_out, grad_spec),
+            range(len(runs)))
+        grad_cos_t, grad_sin_t, grad_window_blocks = (sum(grads) for grads in zip(*partials))
         return grad_spec, grad_cos_t, grad_sin_t, layout.per_filter(grad_window_blocks), None, None, None
+
+
+def _forward_run(spec, cos_t, sin_t, window_blocks, layout: FreqBlocking, groups: list[slice], keep_maps: bool,
+                 out: torch.Tensor) -> list[torch.Tensor]:
+    """One worker's groups of clips through the bank into their rows of `out`; returns their maps if kept."""
+    _, _, n_freq, n_time = spec.shape
+    n, half = sin_t.shape
+    n_parts = out.shape[1] // n
+    kept_maps = []
+    buffers = {}  # per group width, reused: a fresh buffer per group costs its page faults again
+    for group in groups:
+        clips = spec[group]
+        n_columns = len(clips) * n_time
+        if n_columns not in buffers:  # mixed: the rows of windows past the last one stay unused
+            buffers[n_columns] = (_columns_buffer(spec, n_columns, half),
+                                  spec.new_empty(n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
+                                  None if keep_maps else _maps_buffer(spec, n, layout, n_columns))
+        columns, mixed, maps = buffers[n_columns]
+        if keep_maps:
+            maps = _maps_buffer(spec, n, layout, n_columns)
+            kept_maps.append(maps)
+        _time_step(_symmetric_columns(clips, half, columns), cos_t, sin_t, layout, maps)
+        torch.bmm(window_blocks[0], layout.windows(maps[0]), out=mixed[: layout.n_windows])
+        mixed[: layout.n_windows].baddbmm_(window_blocks[1], layout.windows(maps[1]))
+        # (filter, bin, part, clip, frame) -> (clip, part, filter, bin, frame), dropping the padding rows.
+        rows = mixed.view(n, layout.rows, n_parts, len(clips), n_time)[:, :n_freq]
+        out[group].view(len(clips), n_parts, n, n_freq, n_time).copy_(rows.permute(3, 2, 0, 1, 4))
+    return kept_maps
+
+
+def _backward_run(spec, cos_t, sin_t, window_blocks, adjoint_blocks, layout: FreqBlocking, groups: list[slice],
+                  kept_maps, grad_out, grad_spec):
+    """One worker's groups: writes their rows of `grad_spec` (if not None) and returns its share of the gradients
+    of the time taps' halves and of the window blocks."""
+    _, _, n_freq, n_time = spec.shape
+    n, half = sin_t.shape
+    n_parts = window_blocks.shape[2] // FREQ_BLOCK
+    grad_cos_t, grad_sin_t = torch.zeros_like(cos_t), torch.zeros_like(sin_t)
+    grad_window_blocks = torch.zeros_like(window_blocks)
+    buffers = {}  # per group width, reused as in forward
+    for group, maps in zip(groups, kept_maps):
+        clips = spec[group]
+        n_columns = len(clips) * n_time
+        if n_columns not in buffers:
+            # Output grads as blocks behind sub_blocks - 1 zero blocks; padding rows stay zero.
+            buffers[n_columns] = (
+                _columns_buffer(spec, n_columns, half),
+                spec.new_zeros(layout.sub_blocks - 1 + n * layout.n_blocks, FREQ_BLOCK * n_parts, n_columns),
+                spec.new_empty(2, n * layout.n_blocks, FREQ_BLOCK, n_columns))
+        columns, grad_stack, grad_maps = buffers[n_columns]
+        columns = _symmetric_columns(clips, half, columns)
+        grad_rows = grad_stack[layout.sub_blocks - 1 :].view(n, layout.rows, n_parts, len(clips), n_time)
+        grad_rows[:, :n_freq].copy_(grad_out[group].view(len(clips), n_parts, n, n_freq, n_time).permute(2, 3, 1, 0, 4))
+        grad_windows = grad_stack[layout.sub_blocks - 1 :][: layout.n_windows]
+        for cos_sin in range(2):
+            grad_window_blocks[cos_sin].baddbmm_(grad_windows, layout.windows(maps[cos_sin]).transpose(1, 2))
+            torch.bmm(adjoint_blocks[cos_sin], layout.grad_windows(grad_stack), out=grad_maps[cos_sin])
+        grad_cos_maps, grad_sin_maps = (_interior(g.view(n, layout.rows, n_columns), layout) for g in grad_maps)
+        grad_cos_t.addmm_(grad_cos_maps, columns[:, : half + 1])
+        grad_sin_t.addmm_(grad_sin_maps, columns[:, half + 1 :])
+        if grad_spec is not None:
+            grad_columns = torch.cat([cos_t.T @ grad_cos_maps, sin_t.T @ grad_sin_maps])
+            grad_spec[group, 0] = _unfold_adjoint(grad_columns, half, n_freq, len(clips))
+    return grad_cos_t, grad_sin_t, grad_window_blocks
 
 
 def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
@@ -186,6 +214,47 @@ def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
         return spec.shape[0]
     clip_bytes = 2 * n_filters * layout.rows * spec.shape[-1] * spec.element_size()
     return max(1, CPU_GROUP_BYTES // clip_bytes)
+
+
+def clip_runs(spec: torch.Tensor, group_size: int) -> list[list[slice]]:
+    """Per worker, its groups of clips: on CPU with torch's n threads, the batch cut into min(n, B) runs of
+    near-equal length, each cut into groups of at most `group_size`; one run of the whole batch otherwise."""
+    batch = spec.shape[0]
+    n_runs = min(torch.get_num_threads(), batch) if spec.device.type == "cpu" else 1
+    bounds = [batch * run // n_runs for run in range(n_runs + 1)]
+    return [[slice(start, min(start + group_size, stop)) for start in range(start, stop, group_size)]
+            for start, stop in zip(bounds, bounds[1:])]
+
+
+_POOL: tuple[tuple[int, int], ThreadPoolExecutor] | None = None  # ((process id, threads), pool)
+
+
+def _workers(task, items) -> list:
+    """`task` over `items`, one per single-threaded worker thread (in this thread when there is one item). Workers
+    run with grad and autocast off, as a custom Function's forward and backward do (both thread-local)."""
+    items = list(items)
+    if len(items) == 1:
+        return [task(items[0])]
+    return list(_worker_pool(torch.get_num_threads()).map(partial(_untracked, task), items))
+
+
+def _untracked(task, item):
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        return task(item)
+
+
+def _worker_pool(n_threads: int) -> ThreadPoolExecutor:
+    """`n_threads` workers of one intra-op thread each, made again when torch's thread count changes or in a
+    forked child (whose copy of the pool has no threads)."""
+    global _POOL
+    key = (os.getpid(), n_threads)
+    if _POOL is None or _POOL[0] != key:
+        pool = ThreadPoolExecutor(n_threads, thread_name_prefix="earlens-gabor")
+        started = threading.Barrier(n_threads)  # every worker thread started: each sets its own thread count once
+        list(pool.map(lambda _: (torch.set_num_threads(1), started.wait()), range(n_threads)))
+        torch.set_num_threads(n_threads)  # a worker's set_num_threads also set the count new threads start with
+        _POOL = key, pool
+    return _POOL[1]
 
 
 def _symmetric_columns(clips: torch.Tensor, half: int, buffer: torch.Tensor) -> torch.Tensor:
@@ -258,5 +327,6 @@ def separable_responses(spec: torch.Tensor, freq_factors, time_factors, parts: t
     freq_blocks = _band_blocks(freq_taps, layout.width).transpose(2, 3).reshape(2, n, -1, layout.width)
     half = cos_t.shape[1] // 2  # centred odd taps: cos even, sin odd (`_symmetric_columns`)
     backward_follows = torch.is_grad_enabled() and any(t.requires_grad for t in (spec, cos_t, sin_t, freq_blocks))
-    return _SeparableGabor.apply(spec.contiguous(), cos_t[:, half:], sin_t[:, half + 1 :], freq_blocks, layout,
-                                 group_size(spec, n, layout), backward_follows)
+    runs = clip_runs(spec, group_size(spec, n, layout))
+    return _SeparableGabor.apply(spec.contiguous(), cos_t[:, half:], sin_t[:, half + 1 :], freq_blocks, layout, runs,
+                                 backward_follows)
