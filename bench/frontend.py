@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import multiprocessing
 import os
 import statistics
 import time
+from unittest import mock
 
 import torch
 from torch import nn
 
 import earlens.frontend.gabor_separable as separable
 from earlens.frontend.gabor import GaborSTRF2d
+from machine import describe  # bench/machine.py
+
+CLIP_RUNS = separable.clip_runs
 
 CONFIGS = [(9, 111), (25, 25), (9, 25)]
 BATCH, N_MELS, N_FRAMES, N_FILTERS = 32, 64, 200, 64
@@ -84,12 +89,26 @@ def busy_processes(count: int):
             spinner.join()
 
 
+class OneRun(nn.Module):
+    """A bank whose separable path runs the batch as one run in the calling thread, every matmul a parallel region
+    of all torch threads: the path without its single-threaded workers."""
+
+    def __init__(self, bank: GaborSTRF2d):
+        super().__init__()
+        self.bank = bank
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        with mock.patch.object(separable, "clip_runs", functools.partial(CLIP_RUNS, n_runs=1)):
+            return self.bank(spec)
+
+
 def speed_table(spec: torch.Tensor, repeats: int) -> None:
-    """The three layers' table: dense Conv2d, the reference dense Gabor and ours, forward + backward."""
+    """The layers' table: dense Conv2d, the reference dense Gabor, ours, and ours without workers (one run of
+    torch-threaded matmuls; the same as ours at one thread), forward + backward."""
     device = spec.device
-    print("| kernel (F x T) | dense Conv2d | reference (dense Gabor) | ours | ours vs Conv2d | ours vs reference | "
-          "max rel err |")
-    print("|---|---|---|---|---|---|---|")
+    print("| kernel (F x T) | dense Conv2d | reference (dense Gabor) | ours | ours, no workers | ours vs Conv2d | "
+          "no workers vs Conv2d | ours vs reference | max rel err |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for kernel_size in CONFIGS:
         torch.manual_seed(0)
         ours = GaborSTRF2d(N_FILTERS, kernel_size, mode="concat").to(device)
@@ -101,10 +120,12 @@ def speed_table(spec: torch.Tensor, repeats: int) -> None:
             error = ((ours(spec) - expected).abs().max() / expected.abs().max()).item()
         grad = torch.randn_like(expected)
         del expected
-        conv_ms, reference_ms, ours_ms = interleaved_median_ms([conv, reference, ours], spec, grad, repeats)
+        conv_ms, reference_ms, ours_ms, one_run_ms = interleaved_median_ms([conv, reference, ours, OneRun(ours)], spec,
+                                                                           grad, repeats)
         path = "dense" if ours.dense else "separable"
         print(f"| {kernel_size[0]} x {kernel_size[1]} ({path}) | {conv_ms:.0f} | {reference_ms:.0f} | {ours_ms:.0f} | "
-              f"{conv_ms / ours_ms:.2f}x | {reference_ms / ours_ms:.2f}x | {error:.1e} |", flush=True)
+              f"{one_run_ms:.0f} | {conv_ms / ours_ms:.2f}x | {conv_ms / one_run_ms:.2f}x | "
+              f"{reference_ms / ours_ms:.2f}x | {error:.1e} |", flush=True)
 
 
 def main():
@@ -123,7 +144,7 @@ def main():
     device = torch.device(args.device)
     torch.manual_seed(0)
     spec = torch.randn(BATCH, 1, N_MELS, N_FRAMES, device=device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else describe()
     print(f"torch {torch.__version__}, {name}, median of {args.repeats} runs, forward + backward, ms")
     for count in args.busy:
         with busy_processes(count):

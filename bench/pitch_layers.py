@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,6 +40,7 @@ from earlens.probing.helicality import helix_probe  # noqa: E402
 from earlens.probing.probes import fit_layer_probes  # noqa: E402
 from earlens.probing.probes_common import split_indices  # noqa: E402
 from earlens.stimuli.rendering import render_stimuli  # noqa: E402
+from machine import describe  # noqa: E402  (bench/machine.py)
 
 NOTES = {"midi_pitches": list(range(48, 84)), "programs": [0, 4, 24, 40, 56, 65, 73, 80]}
 # name -> (kind, name_or_path, loader options): the offline networks, each as its configs/notes_* reads it
@@ -115,13 +114,6 @@ def markdown(rows: list[dict], helix_columns) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return (f"{model}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OMP_NUM_THREADS="
-            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -131,7 +123,7 @@ def main(argv=None) -> None:
     parser.add_argument("--splits", type=int, default=5, help="probe splits averaged per accuracy")
     parser.add_argument("--out", type=Path, default=None, help="CSV of every statistic of every layer")
     args = parser.parse_args(argv)
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the start\n")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}; {describe()}; load average {os.getloadavg()[0]:.1f} at the start\n")
     every_row = []
     for name in args.models:
         rows, seconds = layer_rows(name, args.seed, args.splits)

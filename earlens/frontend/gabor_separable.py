@@ -216,17 +216,21 @@ def group_size(spec: torch.Tensor, n_filters: int, layout: FreqBlocking) -> int:
     return max(1, CPU_GROUP_BYTES // clip_bytes)
 
 
-def clip_runs(spec: torch.Tensor, group_size: int) -> list[list[slice]]:
-    """Per worker, its groups of clips: on CPU with torch's n threads, the batch cut into min(n, B) runs of
-    near-equal length, each cut into groups of at most `group_size`; one run of the whole batch otherwise."""
+def clip_runs(spec: torch.Tensor, group_size: int, n_runs: int | None = None) -> list[list[slice]]:
+    """Per worker, its groups of clips: on CPU with torch's n threads, the batch cut into min(n, B) runs (or
+    `n_runs`) of near-equal length, each cut into groups of at most `group_size`; one run of the whole batch on a
+    GPU."""
     batch = spec.shape[0]
-    n_runs = min(torch.get_num_threads(), batch) if spec.device.type == "cpu" else 1
+    if spec.device.type != "cpu":
+        n_runs = 1
+    n_runs = min(n_runs or torch.get_num_threads(), batch)
     bounds = [batch * run // n_runs for run in range(n_runs + 1)]
     return [[slice(start, min(start + group_size, stop)) for start in range(start, stop, group_size)]
             for start, stop in zip(bounds, bounds[1:])]
 
 
 _POOL: tuple[tuple[int, int], ThreadPoolExecutor] | None = None  # ((process id, threads), pool)
+_POOL_LOCK = threading.Lock()
 
 
 def _workers(task, items) -> list:
@@ -248,13 +252,16 @@ def _worker_pool(n_threads: int) -> ThreadPoolExecutor:
     forked child (whose copy of the pool has no threads)."""
     global _POOL
     key = (os.getpid(), n_threads)
-    if _POOL is None or _POOL[0] != key:
-        pool = ThreadPoolExecutor(n_threads, thread_name_prefix="earlens-gabor")
-        started = threading.Barrier(n_threads)  # every worker thread started: each sets its own thread count once
-        list(pool.map(lambda _: (torch.set_num_threads(1), started.wait()), range(n_threads)))
-        torch.set_num_threads(n_threads)  # a worker's set_num_threads also set the count new threads start with
-        _POOL = key, pool
-    return _POOL[1]
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != key:
+            if _POOL is not None and _POOL[0][0] == key[0]:
+                _POOL[1].shutdown(wait=False)  # this process's pool for another thread count
+            pool = ThreadPoolExecutor(n_threads, thread_name_prefix="earlens-gabor")
+            started = threading.Barrier(n_threads)  # every worker thread started: each sets its own thread count once
+            list(pool.map(lambda _: (torch.set_num_threads(1), started.wait()), range(n_threads)))
+            torch.set_num_threads(n_threads)  # a worker's set_num_threads also set the count new threads start with
+            _POOL = key, pool
+        return _POOL[1]
 
 
 def _symmetric_columns(clips: torch.Tensor, half: int, buffer: torch.Tensor) -> torch.Tensor:
