@@ -304,8 +304,8 @@ def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
 def test_separable_worker_runs_equal_dense(monkeypatch, threads):
     """With n threads the separable path cuts the batch into n runs of clips, each on a single-threaded worker with
     its own buffers and gradient sums (one run, in the caller's thread, at one thread): values and gradients
-    must equal the dense path's, and torch's thread count must be left as it was, for the caller and for threads
-    started afterwards."""
+    must equal the dense path's, each worker must run one intra-op thread, an empty batch must pass, and torch's
+    thread count must be left as it was, for the caller and for threads started afterwards."""
     import threading
 
     import earlens.frontend.gabor_separable as separable
@@ -335,6 +335,11 @@ def test_separable_worker_runs_equal_dense(monkeypatch, threads):
         with torch.no_grad():
             torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)
         assert torch.get_num_threads() == threads
+        if threads > 1:  # each worker runs its matmuls on its own thread alone
+            assert separable._workers(lambda _: torch.get_num_threads(), range(threads)) == [1] * threads
+        empty = spec[:0].detach().requires_grad_()
+        bank(empty).sum().backward()
+        assert empty.grad.shape == empty.shape
         started = []
         thread = threading.Thread(target=lambda: started.append(torch.get_num_threads()))
         thread.start()

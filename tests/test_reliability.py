@@ -79,6 +79,7 @@ def test_checkpoint_saves_survive_kill_9_at_random_instants(tmp_path):
     rng = np.random.default_rng(0)
     forker = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(path)], cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
+    saver = None  # the running saver's pid, unreaped (so not reused) until the forker prints "killed"
     try:
         for _ in range(20):
             forker.stdin.write("save\n")
@@ -87,12 +88,19 @@ def test_checkpoint_saves_survive_kill_9_at_random_instants(tmp_path):
             time.sleep(rng.uniform(0, 0.15))  # a save takes ~10-50 ms: the kill lands inside one most of the time
             os.kill(saver, signal.SIGKILL)
             assert forker.stdout.readline() == "killed\n"  # the saver is gone before last.ckpt is read
+            saver = None
             checkpoint = read_checkpoint(path)
             assert torch.all(checkpoint["state_dict"]["w"] == checkpoint["step"])  # never a mix of two saves
     finally:
+        if saver is not None:  # a failure left it saving
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(saver, signal.SIGKILL)
         forker.stdin.close()
-        forker.wait(timeout=60)
-        forker.stdout.close()
+        try:
+            forker.wait(timeout=60)
+        finally:
+            forker.kill()
+            forker.stdout.close()
     leftovers = [p.name for p in path.parent.iterdir() if p.name != "last.ckpt"]
     assert all(".tmp-" in name for name in leftovers)  # only temporaries, which a resume deletes
 

@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 FREQ_BLOCK = 8  # output mel bins per block of the frequency step
 
@@ -121,6 +122,7 @@ class _SeparableGabor(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         """Runs with autocast off (autograd replays the forward's autocast state, which would turn the matmuls
         into low-precision ones writing into float32 buffers)."""
@@ -223,7 +225,7 @@ def clip_runs(spec: torch.Tensor, group_size: int, n_runs: int | None = None) ->
     batch = spec.shape[0]
     if spec.device.type != "cpu":
         n_runs = 1
-    n_runs = min(n_runs or torch.get_num_threads(), batch)
+    n_runs = max(1, min(n_runs or torch.get_num_threads(), batch))  # one (empty) run for an empty batch
     bounds = [batch * run // n_runs for run in range(n_runs + 1)]
     return [[slice(start, min(start + group_size, stop)) for start in range(start, stop, group_size)]
             for start, stop in zip(bounds, bounds[1:])]
@@ -247,6 +249,13 @@ def _untracked(task, item):
         return task(item)
 
 
+def _single_threaded() -> None:
+    """One intra-op thread for this thread. torch sets a thread's count from the process-wide one at its first
+    parallel op; reading the count does that first, so the later ops do not undo the 1."""
+    torch.get_num_threads()
+    torch.set_num_threads(1)
+
+
 def _worker_pool(n_threads: int) -> ThreadPoolExecutor:
     """`n_threads` workers of one intra-op thread each, made again when torch's thread count changes or in a
     forked child (whose copy of the pool has no threads)."""
@@ -257,8 +266,8 @@ def _worker_pool(n_threads: int) -> ThreadPoolExecutor:
             if _POOL is not None and _POOL[0][0] == key[0]:
                 _POOL[1].shutdown(wait=False)  # this process's pool for another thread count
             pool = ThreadPoolExecutor(n_threads, thread_name_prefix="earlens-gabor")
-            started = threading.Barrier(n_threads)  # every worker thread started: each sets its own thread count once
-            list(pool.map(lambda _: (torch.set_num_threads(1), started.wait()), range(n_threads)))
+            started = threading.Barrier(n_threads, timeout=60)  # every worker thread started, each set to 1 thread
+            list(pool.map(lambda _: (_single_threaded(), started.wait()), range(n_threads)))
             torch.set_num_threads(n_threads)  # a worker's set_num_threads also set the count new threads start with
             _POOL = key, pool
         return _POOL[1]
