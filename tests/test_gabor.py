@@ -274,6 +274,22 @@ def test_sigma_max_leaves_the_paper_init_unclipped():
         GaborSTRF2d(4, (9, 25), sigma_max=0.5)
 
 
+def _assert_separable_equals_dense(bank, spec):
+    """The separable path's values and gradients (input and parameters) against the dense conv2d's in float64, with
+    and without a backward following."""
+    grads = {}
+    for dense in (False, True):
+        bank.dense = dense
+        out = bank(spec)
+        weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
+    for fast, dense in zip(grads[False], grads[True]):
+        torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
+    bank.dense = False
+    with torch.no_grad():
+        torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("clips_per_group", [1, 2, 5])
 def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
     """On CPU the separable path runs cache-sized groups of clips side by side (a GPU runs the whole batch
@@ -287,17 +303,7 @@ def test_separable_groups_of_clips_equal_dense(monkeypatch, clips_per_group):
     layout = separable.FreqBlocking(3, 12, 9)
     monkeypatch.setattr(separable, "CPU_GROUP_BYTES", clips_per_group * 2 * 3 * layout.rows * 30 * 8)
     assert separable.group_size(spec, 3, layout) == clips_per_group
-    grads = {}
-    for dense in (False, True):
-        bank.dense = dense
-        out = bank(spec)
-        weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-        grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
-    for fast, dense in zip(grads[False], grads[True]):
-        torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
-    bank.dense = False
-    with torch.no_grad():
-        torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)
+    _assert_separable_equals_dense(bank, spec)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -323,17 +329,7 @@ def test_separable_worker_runs_equal_dense(monkeypatch, threads):
             2: [[(0, 2), (2, 3)], [(3, 5), (5, 7)]],
             3: [[(0, 2)], [(2, 4)], [(4, 6), (6, 7)]],
         }[threads]
-        grads = {}
-        for dense in (False, True):
-            bank.dense = dense
-            out = bank(spec)
-            weight = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-            grads[dense] = (out, *torch.autograd.grad((out * weight).sum(), [spec, *bank.parameters()]))
-        for fast, dense in zip(grads[False], grads[True]):
-            torch.testing.assert_close(fast, dense, rtol=1e-9, atol=1e-12)
-        bank.dense = False
-        with torch.no_grad():
-            torch.testing.assert_close(bank(spec), grads[True][0], rtol=1e-9, atol=1e-12)
+        _assert_separable_equals_dense(bank, spec)
         assert torch.get_num_threads() == threads
         if threads > 1:  # each worker runs its matmuls on its own thread alone
             assert separable._workers(lambda _: torch.get_num_threads(), range(threads)) == [1] * threads
